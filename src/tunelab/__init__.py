@@ -1,0 +1,23 @@
+"""tunelab: transfer learning with the classic strategies, measured.
+
+Public API:
+- `load_backbone(name, pretrained=True)`: a zoo model in the backbone contract (`Backbone`).
+- `prepare(model, strategy, num_classes)`: load, new head, strategy applied -> `Plan` (parameter groups).
+- `parse_strategy(spec)`, `REGISTRY`: the strategies (none, full, retrain:K, adapter, lora, scratch).
+- `set_train_mode(model)`: train mode except frozen blocks and frozen BatchNorm.
+- `merge_lora(model)`: fold LoRA updates into the weights.
+"""
+
+from .backbones.contract import Backbone, TransferModel
+from .errors import DataError, TunelabError
+from .modules import merge_lora
+from .plan import prepare
+from .strategies import REGISTRY, Plan, Strategy, parse_strategy, set_train_mode
+from .zoo import ZOO, list_models, load_backbone
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REGISTRY", "ZOO", "Backbone", "DataError", "Plan", "Strategy", "TransferModel", "TunelabError", "list_models",
+    "load_backbone", "merge_lora", "parse_strategy", "prepare", "set_train_mode",
+]

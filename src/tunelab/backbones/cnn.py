@@ -1,0 +1,78 @@
+"""Shared by the CNN families: turn (named blocks, pretrained classifier) into a Backbone.
+
+Block output widths are measured with one small dry forward pass rather than read from
+architecture-specific attributes, so every CNN family gets adapter sites and LoRA targets the same way.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..inputs import ImageInput
+from .contract import AdapterSite, Backbone, TransferModel, classifier_head
+
+
+def cnn_backbone(
+    *,
+    name: str,
+    family: Literal["torchvision", "timm"],
+    blocks: list[tuple[str, nn.Module]],
+    classifier: nn.Linear,
+    dropout: float,
+    input: ImageInput,
+    pretrained: bool,
+    has_neck: bool,
+) -> Backbone:
+    """Assemble a CNN Backbone whose head reuses `classifier` (so ImageNet predictions still work).
+
+    `blocks` start with the stem; `has_neck` says the last block is a neck (a 1x1 expansion before
+    pooling). Adapters go after every stage in between, as bottleneck adapters go inside the layers of a
+    transformer and not after its embeddings.
+    """
+    head = classifier_head(classifier.in_features, classifier.out_features, dropout)
+    head[-1] = classifier
+    model = TransferModel([block for _, block in blocks], head)
+    widths = _block_widths(model)
+    stages = range(1, len(blocks) - 1 if has_neck else len(blocks))
+    return Backbone(
+        name=name,
+        family=family,
+        model=model,
+        block_names=[block_name for block_name, _ in blocks],
+        num_features=classifier.in_features,
+        input=input,
+        make_head=partial(classifier_head, dropout=dropout),
+        adapter_sites=[AdapterSite(i, f"blocks.{i}", widths[i], "conv") for i in stages],
+        lora_targets=_pointwise_layers(model),
+        num_outputs=classifier.out_features,
+        pretrained=pretrained,
+    )
+
+
+@torch.no_grad()
+def _block_widths(model: TransferModel) -> list[int]:
+    """Channels each block outputs, from a dry run on a 64x64 image in eval mode (BN stats untouched)."""
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, 3, 64, 64)
+    widths = []
+    for block in model.blocks:
+        x = block(x)
+        widths.append(x.shape[1])
+    model.train(was_training)
+    return widths
+
+
+def _pointwise_layers(model: TransferModel) -> list[str]:
+    """Linear layers and 1x1 non-grouped convs inside the blocks: the dense projections LoRA adapts."""
+    targets = []
+    for name, module in model.blocks.named_modules(prefix="blocks"):
+        if isinstance(module, nn.Linear):
+            targets.append(name)
+        elif isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+            targets.append(name)
+    return targets

@@ -1,0 +1,108 @@
+"""The backbone contract: any supported network as an ordered list of blocks followed by a head.
+
+Every family (torchvision, timm, transformers) is rebuilt into a `TransferModel`, whose forward pass is
+just "run the blocks in order, then the head". That one shape is what makes the strategies generic:
+"freeze the first K blocks" means the same thing for a CNN (stem, stages, neck) as for a BERT
+(embeddings, layers), and a frozen prefix can be run once and cached because `forward` can start at
+any block. The family adapters only decide where the block boundaries are, where adapters go and which
+layers LoRA targets; they share parameters with the library's own modules, so pretrained weights load
+the usual way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from torch import nn
+
+from ..inputs import ImageInput, TextInput
+
+
+class TransferModel(nn.Module):
+    """Blocks run in order, then the head: `head(blocks[n-1](...blocks[0](x)))`."""
+
+    def __init__(self, blocks: list[nn.Module], head: nn.Module):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+
+    def forward(self, x, start: int = 0, stop: int | None = None):
+        """Run blocks[start:stop]; the head runs only when the pass reaches the end (stop is None).
+
+        `start`/`stop` let a trainer cache the output of a frozen prefix and train only what follows.
+        """
+        for block in self.blocks[start:stop]:
+            x = block(x)
+        return self.head(x) if stop is None else x
+
+
+@dataclass(frozen=True)
+class AdapterSite:
+    """A place where the adapter strategy inserts a bottleneck module after an existing one."""
+
+    block: int
+    """Index of the block the site belongs to."""
+    path: str
+    """Dotted name, inside the TransferModel, of the module whose output the adapter transforms."""
+    width: int
+    """Channels (CNN) or hidden size (transformer) of that output."""
+    kind: Literal["conv", "linear"]
+    """'conv' for NCHW feature maps (1x1-conv adapter), 'linear' for (..., width) features."""
+
+
+@dataclass
+class Backbone:
+    """A pretrained (or random) network in the contract's shape, with what it needs as input."""
+
+    name: str
+    """Zoo name or source it was loaded from, e.g. 'mobilenet_v2', 'timm:resnet18', 'hf:bert-base-uncased'."""
+    family: Literal["torchvision", "timm", "transformers"]
+    """Library the architecture comes from."""
+    model: TransferModel
+    """The network: ordered blocks (input first) and the head."""
+    block_names: list[str]
+    """A readable name per block, e.g. 'stem', 'stage3', 'layer.5'."""
+    num_features: int
+    """Width of the features the head receives (channels after pooling, or hidden size)."""
+    input: ImageInput | TextInput
+    """Preprocessing the network expects."""
+    make_head: Callable[[int, int], nn.Module] = field(repr=False)
+    """Builds a freshly initialised head: make_head(num_features, num_outputs)."""
+    adapter_sites: list[AdapterSite] = field(default_factory=list, repr=False)
+    """Where bottleneck adapters go (after each CNN block; after attention and FFN outputs of a layer)."""
+    lora_targets: list[str] = field(default_factory=list, repr=False)
+    """Dotted names of the layers LoRA adapts (Linear layers, and pointwise convs for CNNs)."""
+    num_outputs: int = 0
+    """Outputs of the current head (classes)."""
+    pretrained: bool = True
+    """False when built with random weights (the scratch baseline, tests)."""
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.head
+
+    @property
+    def modality(self) -> Literal["image", "text"]:
+        return "image" if isinstance(self.input, ImageInput) else "text"
+
+    def replace_head(self, num_outputs: int) -> nn.Module:
+        """Swap in a freshly initialised head sized for the target classes and return it."""
+        self.model.head = self.make_head(self.num_features, num_outputs)
+        self.num_outputs = num_outputs
+        return self.model.head
+
+
+def classifier_head(num_features: int, num_outputs: int, dropout: float = 0.0) -> nn.Sequential:
+    """Global average pool, dropout, linear: the usual CNN classification head.
+
+    Kept as a Sequential with the Linear last so a pretrained classifier can be copied in by position.
+    """
+    linear = nn.Linear(num_features, num_outputs)
+    nn.init.normal_(linear.weight, std=0.01)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), linear)

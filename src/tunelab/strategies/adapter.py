@@ -1,0 +1,30 @@
+"""Adapter: small zero-initialised bottleneck modules inserted into a frozen backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backbones.contract import Backbone
+from ..errors import TunelabError
+from ..modules import insert_adapters
+from .base import Plan, Strategy, freeze, group, head_group
+
+
+@dataclass(frozen=True)
+class Adapter(Strategy):
+    """Bottleneck adapters (after attention and FFN outputs; after each CNN block) + head; backbone frozen."""
+
+    reduction: int = 16
+    """Bottleneck width = feature width / reduction (at least 1)."""
+
+    key = "adapter"
+    positional = "reduction"
+    summary = "bottleneck adapters + head, backbone frozen"
+
+    def apply(self, backbone: Backbone) -> Plan:
+        if self.reduction < 1:
+            raise TunelabError(f"adapter:{self.reduction}: the reduction factor must be at least 1")
+        freeze(backbone.model)
+        inserted = insert_adapters(backbone.model, backbone.adapter_sites, self.reduction)
+        adapters = group(backbone.model, "adapters", "blocks", 1.0, only=".adapter.")
+        return Plan(self, backbone, [adapters, head_group(backbone)], inserted)

@@ -1,0 +1,166 @@
+"""What every strategy produces: a Plan of parameter groups, and the one rule for train/eval modes.
+
+A strategy decides three things about a backbone: which parameters train, at what fraction of the head's
+learning rate, and which modules it inserts. The training loop only ever sees the resulting parameter
+groups; it knows nothing about strategies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import nn
+
+from ..backbones.contract import Backbone
+from ..modules import Inserted
+
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters trained together at one learning-rate scale."""
+
+    name: str
+    """'head', 'backbone', 'block.3', 'adapters', 'lora'..."""
+    names: tuple[str, ...]
+    """Dotted parameter names in the model."""
+    params: tuple[nn.Parameter, ...] = field(repr=False)
+    """The parameters themselves (same order as names)."""
+    lr_scale: float
+    """Multiplier on the base (head) learning rate."""
+
+
+@dataclass
+class Plan:
+    """The result of applying a strategy to a backbone: what trains, how fast, what was inserted."""
+
+    strategy: "Strategy"
+    """The strategy that made the plan."""
+    backbone: Backbone
+    """The backbone, already modified (frozen flags set, modules inserted)."""
+    groups: list[ParamGroup]
+    """Trainable parameter groups; every parameter with requires_grad is in exactly one."""
+    inserted: list[Inserted] = field(default_factory=list)
+    """Modules the strategy added."""
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(p.numel() for g in self.groups for p in g.params)
+
+    @property
+    def total_params(self) -> int:
+        return sum(p.numel() for p in self.backbone.model.parameters())
+
+    @property
+    def frozen_prefix(self) -> int:
+        """Number of leading blocks with nothing to train: their output can be computed once and cached."""
+        for i, block in enumerate(self.backbone.blocks):
+            if any(p.requires_grad for p in block.parameters()):
+                return i
+        return len(self.backbone.blocks)
+
+    def summary_line(self) -> str:
+        """The PEFT-style one-line summary printed at the start of every run."""
+        trainable, total = self.trainable_params, self.total_params
+        return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
+
+    def optimizer_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """torch.optim parameter groups: lr scaled per group; no weight decay on biases and norm weights."""
+        out = []
+        for g in self.groups:
+            decay = [p for p in g.params if p.ndim > 1]
+            no_decay = [p for p in g.params if p.ndim <= 1]
+            for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, ".no_decay")):
+                if params:
+                    out.append({"params": params, "lr": lr * g.lr_scale, "weight_decay": wd, "name": g.name + suffix})
+        return out
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Put the model in training mode, except what is frozen: the one rule, applied explicitly by the loop.
+
+    - a block with no trainable parameter runs in eval mode (no dropout, BatchNorm statistics fixed), so a
+      frozen prefix is a pure function of its input and can be cached;
+    - a BatchNorm layer whose affine parameters are frozen runs in eval mode: its running statistics never
+      move (timm's `freeze`, fastai's `train_bn=False`). A strategy that wants BatchNorm statistics to adapt
+      keeps its parameters trainable.
+    """
+    model.train()
+    for module in model.modules():
+        is_frozen_bn = isinstance(module, BATCHNORM) and not any(p.requires_grad for p in module.parameters())
+        if is_frozen_bn:
+            module.eval()
+    blocks = getattr(model, "blocks", [])  # TransferModel; a bare module has no block structure
+    for block in blocks:
+        if not any(p.requires_grad for p in block.parameters()):
+            block.eval()
+
+
+class Strategy(ABC):
+    """A transfer strategy: a small frozen dataclass whose `apply` turns a backbone into a Plan.
+
+    Subclasses declare `key` (the name users type), optionally `positional` (the field that `key:VALUE`
+    sets), `pretrained` (False only for scratch) and `default_lr` (the head learning rate it trains well at).
+    """
+
+    key: ClassVar[str]
+    positional: ClassVar[str | None] = None
+    pretrained: ClassVar[bool] = True
+    default_lr: ClassVar[float] = 1e-3
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def apply(self, backbone: Backbone) -> Plan:
+        """Freeze, insert and group parameters on `backbone` (modified in place)."""
+
+    def spec(self) -> str:
+        """The string that parses back to this strategy, e.g. 'retrain:3' or 'full:decay=0.8'."""
+        from .parse import format_spec
+
+        return format_spec(self)
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def unfreeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(True)
+
+
+def group(model: nn.Module, name: str, prefix: str | list[str], lr_scale: float, only: str | None = None) -> ParamGroup:
+    """The trainable parameters under one or more name prefixes (optionally only names containing `only`)."""
+    prefixes = [prefix] if isinstance(prefix, str) else prefix
+    named = [
+        (n, p)
+        for n, p in model.named_parameters()
+        if p.requires_grad and any(n.startswith(pre + ".") for pre in prefixes) and (only is None or only in n)
+    ]
+    return ParamGroup(name, tuple(n for n, _ in named), tuple(p for _, p in named), lr_scale)
+
+
+def block_groups(backbone: Backbone, start: int, lr_mult: float, decay: float | None) -> list[ParamGroup]:
+    """Groups for pretrained blocks start..n-1 under discriminative learning rates.
+
+    Without `decay`, one group at `lr_mult` x the head lr (ULMFiT/fast.ai practice: pretrained layers need
+    smaller steps than a fresh head). With `decay`, layer-wise decay: block i gets decay**(n - i), so the
+    block next to the head moves fastest and the stem slowest (Howard & Ruder 2018; Clark et al. 2020).
+    """
+    n = len(backbone.blocks)
+    model = backbone.model
+    if decay is None:
+        prefixes = [f"blocks.{i}" for i in range(start, n)]
+        return [g for g in [group(model, "backbone", prefixes, lr_mult)] if g.params]
+    groups = [group(model, f"block.{i}", f"blocks.{i}", decay ** (n - i)) for i in range(start, n)]
+    return [g for g in groups if g.params]
+
+
+def head_group(backbone: Backbone) -> ParamGroup:
+    """The freshly initialised head trains at the full learning rate."""
+    unfreeze(backbone.head)
+    return group(backbone.model, "head", "head", 1.0)

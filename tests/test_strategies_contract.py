@@ -1,0 +1,192 @@
+"""The contract every registered strategy keeps, on a tiny CNN and a tiny BERT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY_MODELS, make_batch
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from tunelab import REGISTRY, merge_lora, prepare, set_train_mode
+from tunelab.errors import TunelabError
+from tunelab.strategies.base import BATCHNORM
+
+SPECS = {"none": "none", "full": "full", "retrain": "retrain:1", "adapter": "adapter:4", "lora": "lora:2", "scratch": "scratch"}
+
+
+def test_every_registered_strategy_is_covered():
+    assert set(SPECS) == set(REGISTRY)
+
+
+def train_steps(plan, steps: int = 3, lr: float = 1e-2):
+    model = plan.backbone.model
+    batch, labels = make_batch(plan.backbone)
+    optimizer = torch.optim.AdamW(plan.optimizer_groups(lr))
+    for _ in range(steps):
+        set_train_mode(model)
+        loss = F.cross_entropy(model(batch), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+@pytest.mark.parametrize("key", list(SPECS))
+def test_exactly_the_intended_parameters_change(model_name, key):
+    plan = prepare(model_name, SPECS[key], num_classes=3)
+    model = plan.backbone.model
+    before = snapshot(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for g in plan.groups for n in g.names}
+    train_steps(plan)
+    after = snapshot(model)
+    for name, p in model.named_parameters():
+        changed = not torch.equal(before[name], after[name])
+        assert changed == (name in trainable), f"{key}: {name} changed={changed}, trainable={name in trainable}"
+    for name, module in model.named_modules():
+        if isinstance(module, BATCHNORM):
+            stats_changed = not torch.equal(before[f"{name}.running_mean"], after[f"{name}.running_mean"])
+            frozen = not any(p.requires_grad for p in module.parameters())
+            assert stats_changed == (not frozen), f"{key}: BN {name} stats changed={stats_changed}, frozen={frozen}"
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+@pytest.mark.parametrize("spec", ["adapter:4", "lora:2"])
+def test_inserted_modules_leave_logits_unchanged_at_init(model_name, spec):
+    plan = prepare(model_name, "none", num_classes=3)  # same weights and head, nothing inserted
+    backbone = plan.backbone
+    batch, _ = make_batch(backbone)
+    backbone.model.eval()
+    with torch.no_grad():
+        reference = backbone.model(batch)
+    from tunelab import parse_strategy
+
+    adapted = parse_strategy(spec).apply(backbone)
+    assert adapted.inserted
+    backbone.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(backbone.model(batch), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_merged_lora_gives_the_same_logits(model_name):
+    plan = prepare(model_name, "lora:2", num_classes=3)
+    train_steps(plan)
+    model = plan.backbone.model
+    batch, _ = make_batch(plan.backbone)
+    model.eval()
+    with torch.no_grad():
+        before = model(batch)
+        merged = merge_lora(model)
+        after = model(batch)
+    assert merged == len(plan.backbone.lora_targets)
+    assert not any(isinstance(m, LoraLayer) for m in model.modules())
+    assert not torch.allclose(before, prepare(model_name, "none", 3).backbone.model.eval()(batch), atol=1e-4)
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def expected_trainable(key: str, plan) -> int:
+    """Closed-form trainable counts from the architecture's shapes."""
+    bb = plan.backbone
+    head = bb.num_features * 3 + 3
+    n_params = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    if key in ("full", "scratch"):
+        return sum(p.numel() for p in bb.model.parameters())
+    if key == "none":
+        return head
+    if key == "retrain":
+        return sum(n_params(b) for b in bb.blocks[1:]) + head
+    if key == "adapter":
+        total = 0
+        for site in bb.adapter_sites:
+            w = site.width
+            h = min(w, max(8, w // 4))
+            total += (w * h + h) + (h * w + w)
+        return total + head
+    if key == "lora":
+        total = 0
+        for path in bb.lora_targets:
+            base = bb.model.get_submodule(path).get_base_layer()
+            fan_in = base.in_features if isinstance(base, nn.Linear) else base.in_channels
+            fan_out = base.out_features if isinstance(base, nn.Linear) else base.out_channels
+            total += 2 * (fan_in + fan_out)
+        return total + head
+    raise AssertionError(key)
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+@pytest.mark.parametrize("key", list(SPECS))
+def test_trainable_counts_match_closed_form(model_name, key):
+    plan = prepare(model_name, SPECS[key], num_classes=3)
+    assert plan.trainable_params == expected_trainable(key, plan)
+    assert plan.trainable_params == sum(p.numel() for p in plan.backbone.model.parameters() if p.requires_grad)
+    assert f"trainable params: {plan.trainable_params:,} || all params: {plan.total_params:,}" in plan.summary_line()
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_retrain_k_freezes_exactly_the_first_k_blocks(model_name):
+    n = len(prepare(model_name, "none", 3).backbone.blocks)
+    for k in range(n + 1):
+        plan = prepare(model_name, f"retrain:{k}", 3)
+        for i, block in enumerate(plan.backbone.blocks):
+            flags = {p.requires_grad for p in block.parameters()}
+            assert flags == ({False} if i < k else {True}), (k, i)
+        assert all(p.requires_grad for p in plan.backbone.head.parameters())
+        assert plan.frozen_prefix == k
+    with pytest.raises(TunelabError, match=f"between 0 and {n}"):
+        prepare(model_name, f"retrain:{n + 1}", 3)
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_frozen_blocks_run_in_eval_mode_and_trained_ones_in_train_mode(model_name):
+    plan = prepare(model_name, "retrain:1", 3)
+    set_train_mode(plan.backbone.model)
+    assert not plan.backbone.blocks[0].training
+    assert all(b.training for b in plan.backbone.blocks[1:]) and plan.backbone.head.training
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_layerwise_decay_gives_each_block_its_own_scale(model_name):
+    plan = prepare(model_name, "full:decay=0.5", 3)
+    n = len(plan.backbone.blocks)
+    scales = {g.name: g.lr_scale for g in plan.groups}
+    assert scales == {**{f"block.{i}": 0.5 ** (n - i) for i in range(n)}, "head": 1.0}
+    default = {g.name: g.lr_scale for g in prepare(model_name, "full", 3).groups}
+    assert default == {"backbone": 0.1, "head": 1.0}
+
+
+def test_scratch_uses_random_weights_and_refuses_pretrained_ones():
+    from tunelab import load_backbone
+    from tunelab.strategies import Scratch
+
+    assert prepare("tiny-cnn", "scratch", 3).backbone.pretrained is False
+    pretrained = load_backbone("tiny-cnn")
+    pretrained.pretrained = True  # as a packaged model would be
+    with pytest.raises(TunelabError, match="randomly initialised"):
+        Scratch().apply(pretrained)
+
+
+def test_lora_needs_layers_to_target():
+    from tunelab import load_backbone
+    from tunelab.strategies import LoRA
+
+    backbone = load_backbone("tiny-cnn")
+    backbone.lora_targets = []
+    with pytest.raises(TunelabError, match="no Linear layers"):
+        LoRA().apply(backbone)
+
+
+def test_freeze_bn_keeps_all_batchnorm_statistics_fixed():
+    plan = prepare("tiny-cnn", "full:freeze_bn=true", 3)
+    model = plan.backbone.model
+    before = snapshot(model)
+    train_steps(plan)
+    after = snapshot(model)
+    stats = [k for k in before if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
