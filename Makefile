@@ -23,9 +23,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/tunelab models
-	HF_HUB_OFFLINE=1 $(VENV)/bin/tunelab inspect --model mobilenet_v2 --strategy adapter --num-classes 2
-	HF_HUB_OFFLINE=1 $(VENV)/bin/tunelab inspect --model minilm-l6 --strategy lora:8 --num-classes 2
+	HF_HUB_OFFLINE=1 $(PY) examples/demo.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -42,6 +42,40 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig, resolve
+    from .train import train
+
+    config = resolve(TrainConfig, args)
+    try:
+        train(config)
+    except KeyboardInterrupt:
+        raise TunelabError(f"interrupted; the last completed epoch is saved in {config.out}: add --resume to continue") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    report = evaluate(args.run, args.data, batch_size=args.batch_size)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .evaluate import predict
+
+    inputs = list(args.inputs)
+    if args.file:
+        inputs += [line.rstrip("\n") for line in open(args.file, encoding="utf-8") if line.strip()]
+    if not inputs:
+        raise TunelabError("nothing to predict: give image paths or text lines, or --file")
+    predictions = predict(args.run, inputs, k=args.top_k)
+    if args.json:
+        print(json.dumps([{"input": p.input, "labels": [{"label": c, "probability": q} for c, q in p.labels]} for p in predictions], indent=2))
+        return
+    for p in predictions:
+        print(p.input + "\t" + "  ".join(f"{c} {q:.3f}" for c, q in p.labels))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunelab",
@@ -65,6 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, required=True, help="number of target classes (at least 2)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_inspect)
+
+    from .config import TrainConfig, add_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model on your data with a strategy",
+        description="Train MODEL on DATA with STRATEGY and save a run directory (config.yaml, metrics.jsonl, "
+        "model.safetensors, summary.json). Every setting can also come from --config FILE.yaml; flags override it. "
+        "Interrupted runs continue with --resume. Runs unchanged under `accelerate launch -m tunelab train ...`.",
+    )
+    add_arguments(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score a finished run on labelled data", description="Accuracy, macro-F1, per-class "
+                       "precision/recall/F1 and the confusion matrix of a run's best model on labelled data.")
+    p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
+    p.add_argument("--data", required=True, help="labelled data in the run's format (image folder or text file)")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="label new images or sentences with a finished run",
+                       description="Top-k labels with probabilities for image files or text lines.")
+    p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
+    p.add_argument("inputs", nargs="*", help="image paths (image runs) or sentences (text runs)")
+    p.add_argument("--file", help="a text file with one input per line")
+    p.add_argument("--top-k", type=int, default=3, help="labels to show per input (default: 3)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

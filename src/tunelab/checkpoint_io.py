@@ -1,0 +1,225 @@
+"""Saving run files safely: atomic writes, tensors as safetensors, optimizer state without pickle.
+
+Atomic: a file is written next to its target, synced, then renamed over it, so a crash or a full disk
+leaves either the old file or the new one, never half of each; --resume depends on that.
+No pickle: loading a pickled checkpoint runs arbitrary code, and runs get shared. Optimizer state is
+tensors (into safetensors) plus plain numbers and lists (into the safetensors metadata as JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .errors import DataError, TunelabError
+
+OPTIMIZER_FORMAT = "tunelab-optimizer/1"
+"""Metadata 'format' of optimizer files, so any other safetensors file is refused with a clear message."""
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, created with mode 0o666 so the umask applies as for an ordinary file."""
+    for _ in range(100):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX; elsewhere directories cannot be opened for fsync)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` all at once: readers and crashes see the old content or the new, never a mix.
+
+    Creates missing parent directories. On failure the temporary file is removed and the old file is untouched.
+    """
+    path = Path(path)
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = _open_temp(path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        temp = None
+    except BaseException as e:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        if isinstance(e, OSError):
+            raise TunelabError(f"cannot write {path}: {_reason(e)}; nothing was overwritten") from e
+        raise
+    try:
+        _sync_directory(path.parent)
+    except OSError as e:
+        raise TunelabError(f"wrote {path} but could not sync its directory to disk: {_reason(e)}") from e
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """atomic_write_bytes for UTF-8 text (newlines written as given)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_json(path: str | Path, obj) -> None:
+    """Write `obj` as JSON (sorted keys, indent 2, trailing newline) atomically; stable text diffs well."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(path: str | Path):
+    """Read a JSON file; a missing or malformed file is a TunelabError naming it (and the line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TunelabError(f"{path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start}); expected JSON", path) from None
+    except OSError as e:
+        raise TunelabError(f"cannot read {path}: {_reason(e)}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, e.lineno) from None
+
+
+# ---------------------------------------------------------------- tensors
+
+
+def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous tensors with no shared storage: what safetensors requires (tied weights get copies)."""
+    out, seen = {}, set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach()
+        if not tensor.is_contiguous():
+            tensor = tensor.contiguous()
+        storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        if storage[1] != 0 and storage in seen:
+            tensor = tensor.clone()
+            storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        seen.add(storage)
+        out[name] = tensor
+    return out
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors (and string metadata) as one safetensors file, atomically."""
+    atomic_write_bytes(path, safetensors.torch.save(_storable(tensors), metadata))
+
+
+def load_tensors(path: str | Path, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file: (tensors by name, metadata). A damaged file is a TunelabError, not a crash."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunelabError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        with safe_open(path, framework="pt", device=device) as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
+        raise TunelabError(f"{path} is not a valid safetensors checkpoint (truncated or corrupt): {e}") from None
+    return tensors, metadata
+
+
+# ---------------------------------------------------------------- optimizer state
+
+
+def _encode(value, tensors: dict[str, torch.Tensor], key: str):
+    """A JSON-ready copy of `value`: tensors move to `tensors[key]`, tuples are tagged to come back as tuples."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value
+        return {"__tensor__": key}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{key}.{i}") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, tensors, f"{key}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"optimizer state {key}: only string keys can be saved, got {list(value)}")
+        return {k: _encode(v, tensors, f"{key}.{k}") for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"optimizer state {key}: cannot save a {type(value).__name__} without pickle")
+
+
+def _decoder(tensors: dict[str, torch.Tensor], path: Path):
+    def hook(obj: dict):
+        if obj.keys() == {"__tensor__"}:
+            if obj["__tensor__"] not in tensors:
+                raise TunelabError(f"{path}: optimizer state refers to missing tensor {obj['__tensor__']!r}")
+            return tensors[obj["__tensor__"]]
+        if obj.keys() == {"__tuple__"}:
+            return tuple(obj["__tuple__"])
+        return obj
+
+    return hook
+
+
+def _optimizer_name(optimizer) -> str:
+    """The real optimizer's class name, looking through wrappers such as accelerate's AcceleratedOptimizer."""
+    return type(getattr(optimizer, "optimizer", optimizer)).__name__
+
+
+def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    """Save `optimizer.state_dict()` as safetensors: state tensors as 'state.<param index>.<name>', the rest as JSON."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    state = {str(index): _encode(values, tensors, f"state.{index}") for index, values in state_dict["state"].items()}
+    groups = _encode(state_dict["param_groups"], tensors, "param_groups")
+    metadata = {
+        "format": OPTIMIZER_FORMAT,
+        "optimizer": _optimizer_name(optimizer),
+        "state": json.dumps(state),
+        "param_groups": json.dumps(groups),
+    }
+    save_tensors(path, tensors, metadata)
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore state saved by save_optimizer into `optimizer`, which must be built over the same parameters."""
+    path = Path(path)
+    tensors, metadata = load_tensors(path)
+    if metadata.get("format") != OPTIMIZER_FORMAT:
+        raise TunelabError(f"{path} is not a tunelab optimizer checkpoint (no '{OPTIMIZER_FORMAT}' format tag)")
+    saved, current = metadata.get("optimizer"), _optimizer_name(optimizer)
+    if saved != current:
+        raise TunelabError(f"{path} holds {saved} state; cannot load it into {current}")
+    try:
+        hook = _decoder(tensors, path)
+        state = {int(index): values for index, values in json.loads(metadata["state"], object_hook=hook).items()}
+        groups = json.loads(metadata["param_groups"], object_hook=hook)
+    except (KeyError, ValueError) as e:
+        raise TunelabError(f"{path}: damaged optimizer metadata ({e})") from None
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except ValueError as e:  # torch: different number of groups or of parameters per group
+        raise TunelabError(
+            f"{path}: optimizer state does not fit this model ({e}); was it saved for another run?"
+        ) from None

@@ -1,0 +1,233 @@
+"""Labelled text tables: CSV, TSV (GLUE style) and JSON Lines, with errors that point at the line.
+
+TSV is split on tabs with no quote handling, because GLUE files (SST-2 among them) contain bare `"`
+and `''` tokens that a CSV parser would swallow; CSV goes through the `csv` module, which does handle
+quoting. Text is kept exactly as written (SST-2 sentences end with a space) apart from the line ending.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tunelab.data.examples import Examples, Splits
+from tunelab.data.splits import split_examples
+from tunelab.errors import DataError
+
+TEXT_COLUMNS = ("sentence", "text")
+"""Column names tried, in order, when no text column is named (GLUE uses 'sentence')."""
+
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl"}
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+Row = tuple[int, dict[str, object]]
+"""A record and the 1-based line it starts on."""
+
+
+def _decode(path: Path) -> str:
+    """Whole file as text; invalid UTF-8 is reported with the line it is on."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except IsADirectoryError:
+        raise DataError("is a folder; pass a .csv, .tsv, .txt or .jsonl file", path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc}", path) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"bytes {data[exc.start:exc.end]!r} are not UTF-8; save the file as UTF-8", path, line)
+    if not text.strip():
+        raise DataError("file is empty; expected a header row and one example per line", path)
+    return text
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """Non-empty lines with their 1-based numbers, without the LF or CRLF that ends them."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line:
+            yield number, line
+
+
+def _header(path: Path, line: int, names: list[str]) -> list[str]:
+    names = [n.strip() for n in names]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise DataError(f"column '{name}' appears twice in the header; rename one", path, line)
+    return names
+
+
+def _tsv_rows(path: Path, text: str) -> Iterator[Row]:
+    lines = _lines(text)
+    first = next(lines, None)
+    if first is None:
+        return
+    columns = _header(path, first[0], first[1].split("\t"))
+    yield first[0], {"": columns}
+    for number, line in lines:
+        fields = line.split("\t")
+        if len(fields) != len(columns):
+            raise DataError(
+                f"expected {len(columns)} tab-separated fields ({', '.join(columns)}), found {len(fields)}; "
+                "a text containing a tab must be written as CSV or JSON Lines instead",
+                path,
+                number,
+            )
+        yield number, dict(zip(columns, fields))
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[Row]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns: list[str] | None = None
+    start = 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields or fields == [""]:
+                continue
+            if columns is None:
+                columns = _header(path, line, fields)
+                yield line, {"": columns}
+            elif len(fields) != len(columns):
+                raise DataError(
+                    f"expected {len(columns)} comma-separated fields ({', '.join(columns)}), found "
+                    f"{len(fields)}; quote fields that contain commas",
+                    path,
+                    line,
+                )
+            else:
+                yield line, dict(zip(columns, fields))
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV: {exc}", path, start) from exc
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterator[Row]:
+    columns: list[str] | None = None
+    for number, line in _lines(text):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"invalid JSON: {exc}; write one JSON object per line", path, number) from None
+        if not isinstance(record, dict):
+            raise DataError(f"expected a JSON object, found {type(record).__name__}", path, number)
+        if columns is None:
+            columns = list(record)
+            yield number, {"": columns}
+        yield number, record
+
+
+def _pick_text_column(path: Path, line: int, columns: list[str], text_column: str | None) -> str:
+    if text_column is not None:
+        if text_column not in columns:
+            raise DataError(
+                f"no column '{text_column}'; columns are: {', '.join(columns)}", path, line
+            )
+        return text_column
+    for name in TEXT_COLUMNS:
+        if name in columns:
+            return name
+    raise DataError(
+        f"no text column: expected one named {' or '.join(map(repr, TEXT_COLUMNS))}; columns are: "
+        f"{', '.join(columns)}. Pass text_column= to choose one (the first line must be a header)",
+        path,
+        line,
+    )
+
+
+def _label_text(value: object) -> str:
+    """A label as written: strings trimmed, JSON numbers and booleans in their JSON spelling."""
+    if isinstance(value, str):
+        return value.strip()
+    if value is None or isinstance(value, (list, dict)):
+        return ""
+    return json.dumps(value)
+
+
+def _class_order(labels: set[str]) -> tuple[str, ...]:
+    """Sorted class names; numerically when every label is a number, so '10' comes after '9'."""
+    if labels and all(_NUMBER.fullmatch(x) for x in labels):
+        return tuple(sorted(labels, key=lambda x: (float(x), x)))
+    return tuple(sorted(labels))
+
+
+def read_text_table(
+    path: Path,
+    text_column: str | None = None,
+    label_column: str = "label",
+    classes: Sequence[str] | None = None,
+) -> Examples:
+    """Read labelled texts from a .csv, .tsv/.txt (tab-separated, no quoting) or .jsonl file.
+
+    CSV and TSV need a header row. The text column defaults to the first of 'sentence', 'text' present.
+    Labels are strings as written (trimmed); classes are sorted, numerically if all labels are numbers,
+    unless `classes` is given (e.g. the training set's), in which case an unknown label is an error.
+    """
+    path = Path(path)
+    kind = _FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"unsupported file type '{path.suffix}'; use .csv, .tsv, .txt or .jsonl", path)
+    text = _decode(path)
+    rows = {"csv": _csv_rows, "tsv": _tsv_rows, "jsonl": _jsonl_rows}[kind](path, text)
+    first = next(rows, None)
+    if first is None:
+        raise DataError("file is empty; expected a header row and one example per line", path)
+    header_line, header = first
+    columns = [str(c) for c in header[""]]  # type: ignore[union-attr]
+    text_key = _pick_text_column(path, header_line, columns, text_column)
+    if label_column not in columns:
+        raise DataError(f"no label column '{label_column}'; columns are: {', '.join(columns)}", path, header_line)
+    texts: list[str] = []
+    names: list[str] = []
+    lines: list[int] = []
+    for number, record in rows:
+        if text_key not in record:
+            raise DataError(f"no field '{text_key}' in this record; fields are: {', '.join(record)}", path, number)
+        value = record[text_key]
+        if not isinstance(value, str):
+            raise DataError(f"'{text_key}' must be a string, found {json.dumps(value)[:40]}", path, number)
+        label = _label_text(record.get(label_column))
+        if not label:
+            raise DataError(
+                f"missing or empty label in column '{label_column}'; every row needs one", path, number
+            )
+        texts.append(value)
+        names.append(label)
+        lines.append(number)
+    if not texts:
+        raise DataError("no examples after the header row", path)
+    order = _class_order(set(names)) if classes is None else tuple(classes)
+    index = {name: i for i, name in enumerate(order)}
+    for name, number in zip(names, lines):
+        if name not in index:
+            raise DataError(f"label '{name}' not seen in training; known: {', '.join(order)}", path, number)
+    return Examples(texts, [index[name] for name in names], order, str(path))
+
+
+def load_text(
+    path: Path,
+    val_path: Path | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    text_column: str | None = None,
+    label_column: str = "label",
+) -> Splits:
+    """Load a text classification data set as train/val splits.
+
+    With `val_path`, that file is the validation set and its labels must be training classes; without,
+    the training file is split stratified by `val_fraction` (every class needs at least two examples).
+    """
+    train = read_text_table(path, text_column, label_column)
+    if val_path is None:
+        return split_examples(train, val_fraction, seed)
+    val = read_text_table(val_path, text_column, label_column, classes=train.classes)
+    return Splits(train, val)

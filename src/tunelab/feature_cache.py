@@ -1,0 +1,132 @@
+"""The frozen-prefix cache: run the frozen first blocks once, then train only what follows.
+
+A block with nothing to train runs in eval mode (see `set_train_mode`), so without augmentation its
+output is a pure function of the input. `none` then costs a head per epoch rather than a backbone, and
+`retrain:K` costs only the blocks after K.
+
+Features are stored row-wise in one float32 array: an image feature map is one row, a sentence is one
+row per token (unpadded). The array lives in memory, or in a memory-mapped file once it would exceed the
+memory budget, so the cache never takes more RAM than the user allows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .backbones.contract import TransferModel
+from .backbones.transformers_family import TokenState
+
+
+class FeatureStore:
+    """Variable-length float32 rows per example, in memory or memory-mapped on disk."""
+
+    def __init__(self, lengths: list[int], row_shape: tuple[int, ...], budget_mb: float, spill_path: Path):
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.row_shape = row_shape
+        shape = (int(self.offsets[-1]), *row_shape)
+        self.nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+        self.on_disk = self.nbytes > budget_mb * 2**20
+        if self.on_disk:
+            spill_path.parent.mkdir(parents=True, exist_ok=True)
+            self.data = np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.float32, shape=shape)
+        else:
+            self.data = np.empty(shape, dtype=np.float32)
+
+    def write(self, index: int, rows: torch.Tensor) -> None:
+        self.data[self.offsets[index] : self.offsets[index + 1]] = rows.numpy()
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.data[self.offsets[index] : self.offsets[index + 1]]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+class CachedFeatures(Dataset):
+    """(feature, label) pairs read from a FeatureStore; the feature is what block K receives."""
+
+    def __init__(self, store: FeatureStore, labels: list[int], text: bool):
+        self.store, self.labels, self.text = store, labels, text
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        rows = self.store[index]
+        return (rows if self.text else rows[0]), self.labels[index]
+
+
+def collate_features(items: list) -> tuple:
+    """Stack image features; pad token features back into a TokenState with its padding mask."""
+    features, labels = zip(*items)
+    labels = torch.tensor(labels)
+    if features[0].ndim != 2:
+        return torch.stack(features), labels
+    longest = max(f.shape[0] for f in features)
+    hidden = torch.zeros(len(features), longest, features[0].shape[1])
+    mask = torch.zeros(len(features), longest, dtype=torch.long)
+    for i, f in enumerate(features):
+        hidden[i, : f.shape[0]] = f
+        mask[i, : f.shape[0]] = 1
+    return TokenState(hidden, mask), labels
+
+
+def _per_example(output) -> list[torch.Tensor]:
+    """Split a batch of prefix outputs into per-example row blocks (dropping text padding)."""
+    if isinstance(output, TokenState):
+        return [h[m.bool()] for h, m in zip(output.hidden, output.mask)]
+    return [o.unsqueeze(0) for o in output]
+
+
+@torch.no_grad()
+def build_cache(
+    model: TransferModel,
+    stop: int,
+    loader: DataLoader,
+    labels: list[int],
+    budget_mb: float,
+    spill_path: Path,
+    device: torch.device,
+    desc: str,
+) -> CachedFeatures:
+    """Run blocks[:stop] over an ordered (unshuffled, unaugmented) loader once and keep the outputs."""
+    frozen = model.blocks[:stop]
+    was_training = [b.training for b in frozen]
+    frozen.eval()
+    store: FeatureStore | None = None
+    text = False
+    index = 0
+    for batch, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        batch = _to_device(batch, device)
+        examples = _per_example(model(batch, stop=stop))
+        if store is None:
+            text = examples[0].ndim == 2
+            lengths = _lengths(loader, examples) if text else [1] * len(labels)
+            store = FeatureStore(lengths, tuple(examples[0].shape[1:]), budget_mb, spill_path)
+        for rows in examples:
+            store.write(index, rows.float().cpu())
+            index += 1
+    for block, mode in zip(frozen, was_training):
+        block.train(mode)
+    assert store is not None and index == len(labels), "cache loader must cover every example once, in order"
+    return CachedFeatures(store, labels, text)
+
+
+def _lengths(loader: DataLoader, first: list[torch.Tensor]) -> list[int]:
+    """Token counts of every example (text), from the tokenizer's attention masks, without running the model."""
+    lengths = []
+    for batch, _ in loader:
+        lengths += batch["attention_mask"].sum(1).tolist()
+    assert lengths[: len(first)] == [f.shape[0] for f in first]
+    return lengths
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
+    return batch.to(device)

@@ -1,0 +1,87 @@
+"""From a data path and a backbone to DataLoaders: task inference, splits, transforms, tokenisation, order.
+
+The training order is a pure function of (seed, epoch), not of a generator's history, so a resumed run
+visits the examples in exactly the order an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .backbones.contract import Backbone
+from .data import Examples, ImageDataset, Splits, TextDataset, image_transform, load_images, load_text, text_collate
+from .errors import TunelabError
+
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl"}
+TASKS = ("image-classification", "text-classification")
+
+
+def infer_task(data: str, task: str) -> str:
+    """'auto' -> image-classification for a folder, text-classification for a CSV/TSV/JSONL file."""
+    if task != "auto":
+        return task
+    path = Path(data)
+    if path.is_dir():
+        return "image-classification"
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return "text-classification"
+    if not path.exists():
+        raise TunelabError(f"{data}: no such file or folder")
+    raise TunelabError(f"{data}: cannot tell the task from this path; give --task ({', '.join(TASKS)})")
+
+
+def load_splits(task: str, data: str, val_data: str | None, val_fraction: float, seed: int, text_column, label_column) -> Splits:
+    """Read the user's data as train/val splits for the task."""
+    if not data:
+        raise TunelabError("no training data: give --data PATH (an image folder or a CSV/TSV/JSONL file)")
+    if task == "image-classification":
+        return load_images(Path(data), val_fraction=val_fraction, seed=seed, val_path=None if val_data is None else Path(val_data))
+    return load_text(
+        Path(data), None if val_data is None else Path(val_data), val_fraction, seed, text_column=text_column, label_column=label_column
+    )
+
+
+def check_modality(task: str, backbone: Backbone) -> None:
+    want = "image" if task.startswith("image") else "text"
+    if backbone.modality != want:
+        raise TunelabError(f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; pick a {want} model (see `tunelab models`)")
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation seeded by (seed, epoch): the same order whether or not the run was interrupted."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def example_dataset(examples: Examples, backbone: Backbone, train: bool, augment: bool) -> Dataset:
+    if backbone.modality == "image":
+        return ImageDataset(examples, image_transform(backbone.input, train=train, augment=augment))
+    return TextDataset(examples)
+
+
+def collate_for(backbone: Backbone, max_length: int | None):
+    if backbone.modality == "image":
+        return None
+    return text_collate(backbone.input.tokenizer, max_length or backbone.input.max_length)
+
+
+def make_loader(dataset: Dataset, batch_size: int, collate, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
+    """A loader in dataset order (sampler None) or in the sampler's order."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate, num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
