@@ -76,6 +76,25 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(p.input + "\t" + "  ".join(f"{c} {q:.3f}" for c, q in p.labels))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import CompareConfig, compare
+    from .config import resolve
+
+    config = resolve(CompareConfig, args)
+    try:
+        compare(config)
+    except KeyboardInterrupt:
+        raise TunelabError(f"interrupted; run the same command again to skip finished runs and resume the rest in {config.out}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .report import report_from_runs
+
+    print(report_from_runs([Path(p) for p in args.runs], Path(args.out)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunelab",
@@ -128,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="labels to show per input (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+
+    from .compare import CompareConfig
+
+    p = sub.add_parser(
+        "compare",
+        help="run several strategies on the same data and budget and report",
+        description="Train every strategy in --strategies on the same data, epochs and evaluation (over --seeds or "
+        "--folds, optionally at several --data-fractions), then write results.csv, results.md, plots and a "
+        "self-contained report.html into --out. Running the same command again skips finished runs.",
+    )
+    add_arguments(p, CompareConfig)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="rebuild a comparison report from existing runs",
+                       description="Collect finished run directories (or folders holding them) and write results.csv, "
+                       "results.md, the plots and report.html into --out.")
+    p.add_argument("runs", nargs="+", help="run directories, or folders containing run directories")
+    p.add_argument("--out", required=True, help="folder for the report files")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -43,6 +43,9 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "max_length": (1, None),
     "val_fraction": (0, 1),
     "num_workers": (0, None),
+    "train_fraction": (0, 1),
+    "folds": (2, None),
+    "fold": (0, None),
 }
 """Inclusive (low, high) limits of numeric settings, by field name; None means unbounded."""
 
@@ -93,6 +96,12 @@ class TrainConfig:
     """Label column of a table."""
     val_fraction: float = 0.2
     """Fraction of the training data held out for validation when no val_data is given."""
+    train_fraction: float = 1.0
+    """Train on this stratified fraction of the training split; the validation set stays the same."""
+    folds: int | None = None
+    """K-fold cross-validation: pool train and val, split them into this many stratified folds; none = off."""
+    fold: int = 0
+    """Which fold (0 .. folds-1) is the validation set when folds is set."""
     mixed_precision: str = "auto"
     """Mixed precision: auto (bf16/fp16 on a GPU that supports it), no, fp16 or bf16."""
     num_workers: int = 0

@@ -12,7 +12,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .backbones.contract import Backbone
-from .data import Examples, ImageDataset, Splits, TextDataset, image_transform, load_images, load_text, text_collate
+from .data import (
+    Examples, ImageDataset, Splits, TextDataset, image_transform, load_images, load_text, stratified_kfold, stratified_subset,
+    text_collate,
+)
 from .errors import TunelabError
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl"}
@@ -42,6 +45,27 @@ def load_splits(task: str, data: str, val_data: str | None, val_fraction: float,
     return load_text(
         Path(data), None if val_data is None else Path(val_data), val_fraction, seed, text_column=text_column, label_column=label_column
     )
+
+
+def select_splits(splits: Splits, folds: int | None, fold: int, train_fraction: float, seed: int) -> Splits:
+    """Apply cross-validation and a training-set fraction to loaded splits.
+
+    With `folds`, train and val are pooled and split into stratified folds (the same folds for every
+    strategy and fold index under one seed); fold `fold` validates. `train_fraction` then keeps a
+    stratified subset of the training side only, so runs at different fractions share one validation set.
+    """
+    if folds is not None:
+        if not 0 <= fold < folds:
+            raise TunelabError(f"fold {fold} does not exist: with {folds} folds, fold must be 0..{folds - 1}")
+        train, val = splits.train, splits.val
+        pool = Examples(train.inputs + val.inputs, train.labels + val.labels, train.classes, train.source)
+        train_idx, val_idx = stratified_kfold(pool.labels, folds, seed, classes=pool.classes)[fold]
+        splits = Splits(pool.subset(train_idx), pool.subset(val_idx))
+    if train_fraction < 1.0:
+        if train_fraction <= 0:
+            raise TunelabError(f"train_fraction must be in (0, 1], got {train_fraction}")
+        splits = Splits(splits.train.subset(stratified_subset(splits.train.labels, train_fraction, seed)), splits.val)
+    return splits
 
 
 def check_modality(task: str, backbone: Backbone) -> None:

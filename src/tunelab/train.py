@@ -28,7 +28,7 @@ from .errors import TunelabError
 from .evaluate import predict_logits
 from .feature_cache import build_cache, collate_features
 from .loaders import (
-    EpochShuffle, check_modality, collate_for, example_dataset, infer_task, load_splits, make_loader,
+    EpochShuffle, check_modality, collate_for, example_dataset, infer_task, load_splits, make_loader, select_splits,
 )
 from .plan import prepare
 from .rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
@@ -52,6 +52,7 @@ def train(config: TrainConfig) -> dict:
 
     task = infer_task(config.data, config.task)
     splits = load_splits(task, config.data, config.val_data, config.val_fraction, config.seed, config.text_column, config.label_column)
+    splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
     plan = prepare(config.model, config.strategy, len(splits.train.classes))
     backbone = plan.backbone
     check_modality(task, backbone)
