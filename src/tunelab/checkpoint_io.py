@@ -93,17 +93,25 @@ def save_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; a missing, unreadable or non-UTF-8 file is an error naming it."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TunelabError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise TunelabError(f"{what} {path} is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path) from None
+    except OSError as e:
+        raise TunelabError(f"cannot read {what} {path}: {_reason(e)}") from None
+
+
 def load_json(path: str | Path):
     """Read a JSON file; a missing or malformed file is a TunelabError naming it (and the line)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TunelabError(f"{path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start}); expected JSON", path) from None
-    except OSError as e:
-        raise TunelabError(f"cannot read {path}: {_reason(e)}") from None
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .checkpoint_io import read_text
 from .errors import DataError, TunelabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -345,16 +346,7 @@ _Dumper.add_representer(str, _represent_str)
 def load_yaml(path: str | Path) -> dict:
     """The mapping at the top of a YAML file (empty file: {}), with errors that point at the line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TunelabError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise TunelabError(f"config file {path} is a directory; give a YAML file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start}); config files are YAML text", path) from None
-    except OSError as e:
-        raise TunelabError(f"cannot read config file {path}: {e.strerror or e}") from None
+    text = read_text(path, "config file")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader: plain data only
     except yaml.YAMLError as e:
