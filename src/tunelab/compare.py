@@ -82,7 +82,7 @@ def learning_rates(config: CompareConfig) -> dict[str, float]:
 
 
 def planned_runs(config: CompareConfig) -> list[TrainConfig]:
-    """One TrainConfig per (fraction, strategy, seed, fold): the whole comparison, in the order it runs."""
+    """One TrainConfig per (fraction, seed, fold, strategy): the whole comparison, in the order it runs."""
     for spec in config.strategies:
         parse_strategy(spec)  # fail on a bad spec before hours of training
     if len(set(config.strategies)) != len(config.strategies):
@@ -92,10 +92,11 @@ def planned_runs(config: CompareConfig) -> list[TrainConfig]:
     rates = learning_rates(config)
     folds = range(config.folds) if config.folds else [None]
     runs = []
+    # Seed-major order: an interrupted comparison already holds every strategy for its first seeds.
     for fraction in config.data_fractions:
-        for spec in config.strategies:
-            for seed in range(config.seeds):
-                for fold in folds:
+        for seed in range(config.seeds):
+            for fold in folds:
+                for spec in config.strategies:
                     name = f"s{seed}" + ("" if fold is None else f"-fold{fold}")
                     out = Path(config.out) / "runs" / f"fraction-{fraction:g}" / slug(spec) / name
                     runs.append(
