@@ -87,6 +87,19 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise TunelabError(f"interrupted; run the same command again to skip finished runs and resume the rest in {config.out}") from None
 
 
+def cmd_advise(args: argparse.Namespace) -> None:
+    from .advisor import AdviseConfig, run_advise
+    from .config import resolve
+
+    result = run_advise(resolve(AdviseConfig, args))
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2))
+        return
+    print(result["text"])
+    if "verification" in result:
+        print(result["verification"]["summary"] + f" (report: {result['verification']['report']})")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -159,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(p, CompareConfig)
     p.set_defaults(func=cmd_compare)
+
+    from .advisor import AdviseConfig
+
+    p = sub.add_parser(
+        "advise",
+        help="recommend a strategy for your data, with the measurements behind it",
+        description="Profile the data, measure how well the model's frozen features fit it (LogME of the pretrained "
+        "features against a random-init control, per block, nearest-centroid accuracy), and recommend a strategy "
+        "with a runner-up and the reasons. --verify trains the top two briefly to check the advice.",
+    )
+    add_arguments(p, AdviseConfig)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("report", help="rebuild a comparison report from existing runs",
                        description="Collect finished run directories (or folders holding them) and write results.csv, "

@@ -1,0 +1,156 @@
+"""Frozen features of a backbone at any of its blocks, one vector per example, from a single forward pass.
+
+`advise` scores transferability on these (LogME per block, nearest-centroid accuracy), so they must be
+what a frozen backbone really computes: eval mode (BatchNorm statistics fixed, no dropout), no gradients,
+no augmentation, the preprocessing the model expects. Blocks are run one at a time with
+`model(x, start=i, stop=i + 1)`, so the outputs of several blocks are collected in the same pass that
+reaches the last requested one, and blocks after it are never run.
+
+Several backbones that take the same input (a pretrained model and its random-init control) can share
+one pass over the data with `extract_many`: images are decoded and texts tokenised once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .backbones.contract import Backbone
+from .backbones.transformers_family import TokenState
+from .data.examples import Examples
+from .errors import TunelabError
+from .loaders import collate_for, example_dataset, make_loader
+
+
+def pooled(x) -> torch.Tensor:
+    """One vector per example from a block output.
+
+    CNN maps (N, C, H, W) -> global average pool (N, C), what a classification head sees; a TokenState ->
+    mean over real tokens (padding masked out), the pooling sentence-transformers and our text head use;
+    (N, T, D) without a mask -> mean over T; (N, D) as it is.
+    """
+    if isinstance(x, TokenState):
+        mask = x.mask.unsqueeze(-1).to(x.hidden.dtype)
+        return (x.hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"cannot pool a block output of type {type(x).__name__}")
+    if x.ndim == 4:
+        return x.mean(dim=(2, 3))
+    if x.ndim == 3:
+        return x.mean(dim=1)
+    if x.ndim == 2:
+        return x
+    raise TypeError(f"cannot pool a block output of shape {tuple(x.shape)}")
+
+
+def _block_indices(backbone: Backbone, blocks: Sequence[int] | None) -> list[int]:
+    """Requested blocks as sorted non-negative indices (negative ones count from the end, like lists)."""
+    n = len(backbone.blocks)
+    if blocks is None:
+        return [n - 1]
+    out = set()
+    for b in blocks:
+        if not -n <= int(b) < n:
+            names = ", ".join(backbone.block_names)
+            raise TunelabError(f"block {b} does not exist: {backbone.name} has {n} blocks (0..{n - 1}: {names})")
+        out.add(int(b) % n)
+    if not out:
+        raise TunelabError("no blocks requested; give at least one block index")
+    return sorted(out)
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
+    return batch.to(device)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _run(backbone: Backbone, batch, wanted: list[int]) -> dict[int, torch.Tensor]:
+    """Pooled outputs of the wanted blocks for one batch; any failure becomes a TunelabError naming the model."""
+    model = backbone.model
+    device = next(model.parameters()).device
+    x = _to_device(batch, device)
+    out = {}
+    for i in range(wanted[-1] + 1):
+        try:
+            x = model(x, start=i, stop=i + 1)
+            if i in wanted:
+                out[i] = pooled(x).float().cpu()
+        except Exception as e:  # a user's model (hub, local folder) can fail in any way; name it and the block
+            where = f"{backbone.name}: block {i} ({backbone.block_names[i]})"
+            raise TunelabError(f"cannot extract features from {where} failed with {_first_line(e)}") from e
+    return out
+
+
+def extract_many(
+    requests: Sequence[tuple[Backbone, Sequence[int] | None]],
+    examples: Examples,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> list[dict[int, np.ndarray]]:
+    """`extract_features` for several backbones in one pass over the data (one input pipeline, decoded once).
+
+    All backbones must take the same input as the first one (same image preprocessing, or the same
+    tokenizer), e.g. a pretrained model and the same architecture with random weights.
+    """
+    if not requests:
+        return []
+    first = requests[0][0]
+    for other, _ in requests[1:]:
+        if other.modality != first.modality or (first.modality == "image" and other.input != first.input):
+            raise TunelabError(f"{other.name} and {first.name} take different inputs; extract features separately")
+    wanted = [_block_indices(bb, blocks) for bb, blocks in requests]
+    dataset = example_dataset(examples, first, train=False, augment=False)
+    loader = make_loader(dataset, batch_size, collate_for(first, max_length), num_workers=0)
+    modes = [[m.training for m in bb.model.modules()] for bb, _ in requests]
+    for bb, _ in requests:
+        bb.model.eval()
+    parts: list[dict[int, list[torch.Tensor]]] = [{i: [] for i in w} for w in wanted]
+    try:
+        with torch.no_grad():
+            bar = tqdm(loader, desc=f"features of {first.name}", disable=not progress, leave=False, dynamic_ncols=True)
+            for batch, _ in bar:
+                for (bb, _), w, store in zip(requests, wanted, parts):
+                    for i, v in _run(bb, batch, w).items():
+                        store[i].append(v)
+    finally:
+        for (bb, _), saved in zip(requests, modes):
+            for module, mode in zip(bb.model.modules(), saved):
+                module.train(mode)
+    results = []
+    for (bb, _), store in zip(requests, parts):
+        empty = np.zeros((0, 0), np.float32)
+        arrays = {i: torch.cat(c).numpy().astype(np.float32) if c else empty for i, c in store.items()}
+        for i, a in arrays.items():
+            if not np.isfinite(a).all():
+                where = f"block {i} ({bb.block_names[i]})"
+                raise TunelabError(f"cannot extract features from {bb.name}: {where} produced NaN or infinite values")
+        results.append(arrays)
+    return results
+
+
+def extract_features(
+    backbone: Backbone,
+    examples: Examples,
+    blocks: list[int] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> dict[int, np.ndarray]:
+    """Frozen, pooled features after each requested block: {block index: float32 array (N, D_block)}.
+
+    `blocks` defaults to the last block only (what a head on the frozen backbone sees, before pooling).
+    Rows follow `examples` order. The model is put in eval mode for the pass and restored afterwards;
+    inputs go to the device the model's parameters are on. `max_length` caps text tokens (None: the
+    model's default).
+    """
+    return extract_many([(backbone, blocks)], examples, batch_size, max_length, progress)[0]
