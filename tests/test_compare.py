@@ -89,3 +89,8 @@ def test_compare_end_to_end_and_resume_skips_finished_runs(tmp_path, monkeypatch
         assert spec in md
     summary = json.loads((out / "runs" / "fraction-1" / "none" / "s1" / "summary.json").read_text())
     assert summary["strategy"] == "none" and summary["epochs"] == 2
+
+    from tunelab.cli import main
+
+    assert main(["report", str(out / "runs"), "--out", str(tmp_path / "rebuilt")]) == 0  # rebuilt from run dirs alone
+    assert (tmp_path / "rebuilt" / "results.md").read_text() == md
