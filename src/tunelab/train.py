@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import resource
 import shutil
 import sys
 import time
@@ -28,8 +27,16 @@ from .errors import TunelabError
 from .evaluate import predict_logits
 from .feature_cache import build_cache, collate_features
 from .loaders import (
-    EpochShuffle, check_modality, collate_for, example_dataset, infer_task, load_splits, make_loader, select_splits,
+    EpochShuffle,
+    check_modality,
+    collate_for,
+    example_dataset,
+    infer_task,
+    load_splits,
+    make_loader,
+    select_splits,
 )
+from .memory import PeakMemory
 from .plan import prepare
 from .rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
 from .strategies import set_train_mode
@@ -40,6 +47,11 @@ RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers"}
 
 def train(config: TrainConfig) -> dict:
     """Train a model as `config` says and return the summary (also written to <out>/summary.json)."""
+    with PeakMemory() as memory:
+        return _train(config, memory)
+
+
+def _train(config: TrainConfig, memory: PeakMemory) -> dict:
     from accelerate import Accelerator
 
     started = time.perf_counter()
@@ -140,7 +152,7 @@ def train(config: TrainConfig) -> dict:
         "epochs": state["epoch"], "trainable_params": plan.trainable_params, "total_params": plan.total_params,
         "train_examples": len(splits.train), "val_examples": len(splits.val), "classes": list(classes),
         "cached_blocks": k if use_cache else 0, "cache_seconds": cache_seconds, "augment": augment,
-        "train_seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(),
+        "train_seconds": time.perf_counter() - started, "peak_memory_mb": memory.mb,
         "checkpoint_bytes": run.model.stat().st_size if main else 0, "processes": accelerator.num_processes,
         "metrics_last": state["metrics"][-1] if state["metrics"] else None,
     }
@@ -190,13 +202,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated when on a GPU, else the process's peak resident memory (Linux: KiB)."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _mixed_precision(setting: str) -> str:
