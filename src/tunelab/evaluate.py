@@ -67,6 +67,8 @@ class Prediction:
 
 def predict(run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int = 64) -> list[Prediction]:
     """Top-k labels with probabilities for image paths or text lines."""
+    from accelerate import Accelerator
+
     run = load_run(run_path)
     backbone = run.plan.backbone
     if backbone.modality == "image":
@@ -80,10 +82,6 @@ def predict(run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int
     loader = make_loader(
         example_dataset(examples, backbone, train=False, augment=False), batch_size, collate_for(backbone, run.config.max_length), 0
     )
-    model = backbone.model.eval()
-    probabilities = []
-    with torch.no_grad():
-        for batch, _ in loader:
-            probabilities.append(model(batch).softmax(-1))
-    ranked = top_k(torch.cat(probabilities).numpy(), run.classes, k)
+    logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
+    ranked = top_k(logits.softmax(-1).numpy(), run.classes, k)
     return [Prediction(str(item), labels) for item, labels in zip(inputs, ranked)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -102,7 +103,7 @@ def build_cache(
     text = False
     index = 0
     for batch, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        batch = _to_device(batch, device)
+        batch = send_to_device(batch, device)
         examples = _per_example(model(batch, stop=stop))
         if store is None:
             text = examples[0].ndim == 2
@@ -124,9 +125,3 @@ def _lengths(loader: DataLoader, first: list[torch.Tensor]) -> list[int]:
         lengths += batch["attention_mask"].sum(1).tolist()
     assert lengths[: len(first)] == [f.shape[0] for f in first]
     return lengths
-
-
-def _to_device(batch, device: torch.device):
-    if isinstance(batch, dict):
-        return {k: v.to(device) for k, v in batch.items()}
-    return batch.to(device)

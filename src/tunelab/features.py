@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from .backbones.contract import Backbone
-from .backbones.transformers_family import TokenState
+from .backbones.transformers_family import TokenState, masked_mean
 from .data.examples import Examples
 from .errors import TunelabError
 from .loaders import collate_for, example_dataset, make_loader
@@ -33,8 +34,7 @@ def pooled(x) -> torch.Tensor:
     (N, T, D) without a mask -> mean over T; (N, D) as it is.
     """
     if isinstance(x, TokenState):
-        mask = x.mask.unsqueeze(-1).to(x.hidden.dtype)
-        return (x.hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return masked_mean(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"cannot pool a block output of type {type(x).__name__}")
     if x.ndim == 4:
@@ -62,12 +62,6 @@ def _block_indices(backbone: Backbone, blocks: Sequence[int] | None) -> list[int
     return sorted(out)
 
 
-def _to_device(batch, device: torch.device):
-    if isinstance(batch, dict):
-        return {k: v.to(device) for k, v in batch.items()}
-    return batch.to(device)
-
-
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
@@ -77,7 +71,7 @@ def _run(backbone: Backbone, batch, wanted: list[int]) -> dict[int, torch.Tensor
     """Pooled outputs of the wanted blocks for one batch; any failure becomes a TunelabError naming the model."""
     model = backbone.model
     device = next(model.parameters()).device
-    x = _to_device(batch, device)
+    x = send_to_device(batch, device)
     out = {}
     for i in range(wanted[-1] + 1):
         try:

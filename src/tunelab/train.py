@@ -8,6 +8,7 @@ never a mix. A run is complete when summary.json exists.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -141,7 +142,7 @@ def _train(config: TrainConfig, memory: PeakMemory) -> dict:
             if improved:
                 save_trained(run.model, backbone.model, meta)
             _save_checkpoint(run, backbone.model, optimizer, scheduler, state, meta)
-            atomic_write_text(run.metrics, "".join(f"{_json(m)}\n" for m in state["metrics"]))
+            atomic_write_text(run.metrics, "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in state["metrics"]))
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                   f"val accuracy {score:.4f}{' *' if improved else ''} ({record['seconds']:.1f}s)", file=sys.stderr)
         accelerator.wait_for_everyone()
@@ -210,12 +211,6 @@ def _mixed_precision(setting: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, sort_keys=True)
 
 
 def _check_run_dir(run: RunDir, config: TrainConfig) -> Path | None:

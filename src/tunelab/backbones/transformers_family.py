@@ -58,12 +58,17 @@ class EncoderLayer(nn.Module):
         return TokenState(hidden, state.mask)
 
 
-class MeanPool(nn.Module):
+def masked_mean(state: TokenState) -> torch.Tensor:
     """Average of the token vectors, ignoring padding (the pooling sentence-transformers trains with)."""
+    mask = state.mask.unsqueeze(-1).to(state.hidden.dtype)
+    return (state.hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class MeanPool(nn.Module):
+    """`masked_mean` as a module, the first layer of the text heads."""
 
     def forward(self, state: TokenState) -> torch.Tensor:
-        mask = state.mask.unsqueeze(-1).to(state.hidden.dtype)
-        return (state.hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return masked_mean(state)
 
 
 def text_classifier_head(num_features: int, num_outputs: int, dropout: float = 0.1) -> nn.Sequential:
