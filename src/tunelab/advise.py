@@ -332,8 +332,8 @@ def advise(
 ) -> Advice:
     """Measure `model` on `data` and recommend a strategy (the rule is in the module docstring and `decide`).
 
-    Train and validation data are pooled: the profile counts all of it; the pretrained model's features
-    are computed on a stratified sample of at most `max_examples`, the random-init control's on the same
+    The profile counts the data to be trained on (with `val_data`, the training data only); features
+    are computed on train and validation pooled: the pretrained model's on a stratified sample of at most `max_examples`, the random-init control's on the same
     sample, or on a stratified `control_examples` of it to save time (a smaller sample shrinks the
     LogME gain, see `Thresholds`). Cost: one pretrained and one control forward pass over the sample.
     """
@@ -353,7 +353,9 @@ def advise(
     for name, value in (("max_examples", max_examples), ("control_examples", control_examples)):
         if value is not None and value < 4 * num_classes:
             raise TunelabError(f"{name}={value} is too few for {num_classes} classes; use {4 * num_classes} or more")
-    data_profile = profile(pool, seed=seed)
+    # Small or large is about what the strategy will be fitted on: with separate val data, the training
+    # data alone (the validation set only measures); without, all of it (the user's own split comes later).
+    data_profile = profile(train if val_data is not None else pool, seed=seed)
     index = stratified_sample(pool.labels, max_examples, seed)
     sample = pool.subset(index)
     labels = np.asarray(sample.labels)

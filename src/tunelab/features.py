@@ -8,6 +8,8 @@ reaches the last requested one, and blocks after it are never run.
 
 Several backbones that take the same input (a pretrained model and its random-init control) can share
 one pass over the data with `extract_many`: images are decoded and texts tokenised once.
+
+Texts are run in order of length (`loaders.length_order`) and the rows put back afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .backbones.contract import Backbone
 from .backbones.transformers_family import TokenState, masked_mean
 from .data.examples import Examples
 from .errors import TunelabError
-from .loaders import collate_for, example_dataset, make_loader
+from .loaders import collate_for, example_dataset, length_order, make_loader
 
 
 def pooled(x) -> torch.Tensor:
@@ -103,6 +105,9 @@ def extract_many(
         if other.modality != first.modality or (first.modality == "image" and other.input != first.input):
             raise TunelabError(f"{other.name} and {first.name} take different inputs; extract features separately")
     wanted = [_block_indices(bb, blocks) for bb, blocks in requests]
+    order = length_order(examples)
+    if order is not None:
+        examples = examples.subset(order)
     dataset = example_dataset(examples, first, train=False, augment=False)
     loader = make_loader(dataset, batch_size, collate_for(first, max_length), num_workers=0)
     modes = [[m.training for m in bb.model.modules()] for bb, _ in requests]
@@ -124,6 +129,8 @@ def extract_many(
     for (bb, _), store in zip(requests, parts):
         empty = np.zeros((0, 0), np.float32)
         arrays = {i: torch.cat(c).numpy().astype(np.float32) if c else empty for i, c in store.items()}
+        if order is not None:
+            arrays = {i: a[np.argsort(order)] if len(a) else a for i, a in arrays.items()}
         for i, a in arrays.items():
             if not np.isfinite(a).all():
                 where = f"block {i} ({bb.block_names[i]})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -72,6 +73,18 @@ def check_modality(task: str, backbone: Backbone) -> None:
     want = "image" if task.startswith("image") else "text"
     if backbone.modality != want:
         raise TunelabError(f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; pick a {want} model (see `tunelab models`)")
+
+
+def length_order(examples: Examples) -> np.ndarray | None:
+    """Indices that sort texts by length (None for images): for passes where order does not matter.
+
+    A batch is padded to its longest text, so evaluating or extracting features in length order skips
+    most of the padding a random order pays for (SST-2 dev: about half the tokens). Training keeps its
+    shuffled order; only its metrics-only passes use this.
+    """
+    if not examples.inputs or not isinstance(examples.inputs[0], str):
+        return None
+    return np.argsort([len(t) for t in examples.inputs], kind="stable")
 
 
 class EpochShuffle(Sampler[int]):

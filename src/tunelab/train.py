@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint_io import atomic_write_text, load_json, load_optimizer, save_json, save_optimizer
 from .config import TrainConfig, from_yaml_file, to_yaml
+from .data.examples import Splits
 from .errors import TunelabError
 from .evaluate import predict_logits
 from .feature_cache import build_cache, collate_features
@@ -33,6 +34,7 @@ from .loaders import (
     collate_for,
     example_dataset,
     infer_task,
+    length_order,
     load_splits,
     make_loader,
     select_splits,
@@ -77,6 +79,9 @@ def _train(config: TrainConfig, memory: PeakMemory) -> dict:
               f"{len(splits.train.classes)} classes", file=sys.stderr)
         print(plan.summary_line(), file=sys.stderr)
 
+    order = length_order(splits.val)  # validation only measures: run it with the least padding
+    if order is not None:
+        splits = Splits(splits.train, splits.val.subset(order))
     # Frozen prefix: computed once when it is a pure function of the input (no augmentation).
     k = plan.frozen_prefix
     augment = config.augment if config.augment is not None else not (config.cache and k > 0)
