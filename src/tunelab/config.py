@@ -50,6 +50,10 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
 }
 """Inclusive (low, high) limits of numeric settings, by field name; None means unbounded."""
 
+COMMAND_LINE_ONLY = frozenset({"trust_remote_code"})
+"""Settings a config file may not turn on: running a model's own code needs the flag typed by the user, not a
+line in a YAML file that may have come with someone else's run."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -109,6 +113,8 @@ class TrainConfig:
     """Data loader worker processes; 0 = load in the main process."""
     resume: bool = False
     """Continue an interrupted run in `out` from its last completed epoch."""
+    trust_remote_code: bool = False
+    """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
 
 
 # ---------------------------------------------------------------- field introspection
@@ -468,6 +474,8 @@ def resolve(cls: type, args: argparse.Namespace):
     config_path = getattr(args, "config", None)
     if config_path is not None:
         values.update(validate(cls, load_yaml(config_path), str(config_path)))
+        for name in sorted(COMMAND_LINE_ONLY & {k for k, v in values.items() if v}):
+            raise TunelabError(f"{config_path}: {name} can only be turned on on the command line ({_flag(name)})")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     values.update(validate(cls, given, "command line"))
     return _build(cls, values, "give {flag} or put {name}: in the config file")
