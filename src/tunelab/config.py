@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import re
 import textwrap
 import types
@@ -249,6 +250,8 @@ def _check_choice_and_bounds(name: str, value, source: str) -> None:
     for v in values:
         if v is None:
             continue
+        if isinstance(v, float) and not math.isfinite(v):  # .nan passes every bound check, then poisons training
+            raise TunelabError(f"{source}: {name} must be a finite number; got {v!r}")
         if name in CHOICES and v not in CHOICES[name]:
             raise TunelabError(f"{source}: {name} must be one of {', '.join(CHOICES[name])}; got {v!r}")
         low, high = BOUNDS.get(name, (None, None))
