@@ -330,6 +330,12 @@ def checkpoint_with_another_number_of_classes(tmp, mp):
     return resume
 
 
+def predict_from_non_utf8_file(tmp, mp):
+    run, _ = finished_run(tmp, "text")
+    (tmp / "inputs.txt").write_bytes(b"good film\nna\xefve plot\n")
+    return ["predict", "--run", str(run), "--file", str(tmp / "inputs.txt")]
+
+
 def truncated_model_file(tmp, mp):
     run, data = finished_run(tmp)
     whole = (run / "model.safetensors").read_bytes()
@@ -458,6 +464,7 @@ CASES = [
          r"model\.safetensors does not fit this model \(another backbone, strategy or number of classes\?\)"),
     Case("checkpoint-with-other-classes", checkpoint_with_another_number_of_classes,
          r"trained\.safetensors does not fit this model .*: head\.3\.bias has shape \(2,\), model needs \(3,\)$"),
+    Case("predict-file-not-utf8", predict_from_non_utf8_file, r"inputs\.txt: not UTF-8 text \(invalid continuation byte at byte 12\)$"),
     Case("truncated-model-file", truncated_model_file, r"model\.safetensors is not a valid safetensors checkpoint"),
     Case("truncated-checkpoint", truncated_checkpoint, r"trained\.safetensors is not a valid safetensors checkpoint"),
     Case("newer-run-directory", newer_run_directory, r"run was written by a newer tunelab \(format 99\); upgrade tunelab$"),
@@ -557,6 +564,7 @@ def test_the_table_is_big_enough():
     assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow
 def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path, capsys):
     """Ctrl-C (SIGINT) in the middle of a comparison, then the same command again: finished runs are skipped,
     the cut-off run resumes from its checkpoint, and the report covers every run."""

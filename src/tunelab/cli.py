@@ -67,7 +67,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     inputs = list(args.inputs)
     if args.file:
-        inputs += [line.rstrip("\n") for line in open(args.file, encoding="utf-8") if line.strip()]
+        from .checkpoint_io import read_text
+
+        inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:
         raise TunelabError("nothing to predict: give image paths or text lines, or --file")
     predictions = predict(args.run, inputs, k=args.top_k, trust_remote_code=args.trust_remote_code)
