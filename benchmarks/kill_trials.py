@@ -99,6 +99,9 @@ class Forked:
             os.close(read_fd)
             os.dup2(write_fd, 2)
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            # New streams over the new fds: the parent's may not write to fds 1 and 2 at all (pytest's capture).
+            sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
+            sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
             code = 1
             try:
                 torch.set_num_threads(1)  # never touch an OpenMP pool the parent may have started
