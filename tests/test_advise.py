@@ -211,7 +211,7 @@ def test_advise_with_separate_validation_data_reports_the_shift(images, tmp_path
 def test_bad_input_is_a_one_line_error(tmp_path, text, monkeypatch):
     one_class = tmp_path / "one.tsv"
     one_class.write_text("sentence\tlabel\ngood\t1\nfine\t1\ngreat\t1\n")
-    with pytest.raises(TunelabError, match="found 1 class"):
+    with pytest.raises(TunelabError, match="at least 2 classes"):
         advise("tiny-bert", str(one_class), progress=False)
     train, val = tmp_path / "train.tsv", tmp_path / "val.tsv"
     train.write_text("sentence\tlabel\ngood\t1\nfine\t1\nbad\t0\n")

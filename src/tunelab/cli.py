@@ -17,6 +17,8 @@ STRATEGY_HELP = "transfer strategy: " + "; ".join(
     f"{key}{f':<{cls.positional}>' if cls.positional else ''} = {cls.summary}" for key, cls in REGISTRY.items()
 ) + ". Extra fields as :name=value, e.g. full:decay=0.8"
 
+TRUST_HELP = "let a Hugging Face model run the Python code it ships (off by default; read that code first)"
+
 
 def cmd_models(args: argparse.Namespace) -> None:
     from .zoo import list_models
@@ -38,7 +40,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from .plan import format_plan, plan_dict, prepare
 
-    plan = prepare(args.model, args.strategy, args.num_classes)
+    plan = prepare(args.model, args.strategy, args.num_classes, args.trust_remote_code)
     print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
 
 
@@ -56,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    report = evaluate(args.run, args.data, batch_size=args.batch_size)
+    report = evaluate(args.run, args.data, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
 
 
@@ -65,10 +67,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     inputs = list(args.inputs)
     if args.file:
-        inputs += [line.rstrip("\n") for line in open(args.file, encoding="utf-8") if line.strip()]
+        from .checkpoint_io import read_text
+
+        inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:
         raise TunelabError("nothing to predict: give image paths or text lines, or --file")
-    predictions = predict(args.run, inputs, k=args.top_k)
+    predictions = predict(args.run, inputs, k=args.top_k, trust_remote_code=args.trust_remote_code)
     if args.json:
         print(json.dumps([{"input": p.input, "labels": [{"label": c, "probability": q} for c, q in p.labels]} for p in predictions], indent=2))
         return
@@ -130,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="full", help=STRATEGY_HELP + " (default: full)")
     p.add_argument("--num-classes", type=int, required=True, help="number of target classes (at least 2)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_inspect)
 
     from .config import TrainConfig, add_arguments
@@ -150,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled data in the run's format (image folder or text file)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label new images or sentences with a finished run",
@@ -159,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="a text file with one input per line")
     p.add_argument("--top-k", type=int, default=3, help="labels to show per input (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_predict)
 
     from .compare import CompareConfig
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except TunelabError as e:
         if args.debug:
             raise
-        print(f"tunelab: error: {e}", file=sys.stderr)
+        print(f"tunelab: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, whatever it quotes
         return 2
     return 0
 

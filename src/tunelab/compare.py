@@ -60,11 +60,14 @@ class CompareConfig:
     """Fraction of the training data held out for validation when no val_data is given."""
     num_workers: int = 0
     """Data loader worker processes; 0 = load in the main process."""
+    trust_remote_code: bool = False
+    """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
 
 
 def slug(spec: str) -> str:
-    """A folder name for a strategy spec: 'retrain:4' -> 'retrain-4'."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", spec).strip("-")
+    """A folder name for a strategy spec: 'retrain:4' -> 'retrain-4'. Letters, digits, '-' and inner dots only,
+    so no spec can name a path outside the comparison's folder ('..', '/')."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", spec).strip("-.") or "run"
 
 
 def learning_rates(config: CompareConfig) -> dict[str, float]:
@@ -107,6 +110,7 @@ def planned_runs(config: CompareConfig) -> list[TrainConfig]:
                             text_column=config.text_column, label_column=config.label_column,
                             val_fraction=config.val_fraction, train_fraction=fraction, folds=config.folds,
                             fold=0 if fold is None else fold, num_workers=config.num_workers,
+                            trust_remote_code=config.trust_remote_code,
                             resume=(out / "checkpoint" / "latest").is_file(),
                         )
                     )

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import re
 import textwrap
 import types
@@ -49,6 +50,10 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "fold": (0, None),
 }
 """Inclusive (low, high) limits of numeric settings, by field name; None means unbounded."""
+
+COMMAND_LINE_ONLY = frozenset({"trust_remote_code"})
+"""Settings a config file may not turn on: running a model's own code needs the flag typed by the user, not a
+line in a YAML file that may have come with someone else's run."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class TrainConfig:
     """Data loader worker processes; 0 = load in the main process."""
     resume: bool = False
     """Continue an interrupted run in `out` from its last completed epoch."""
+    trust_remote_code: bool = False
+    """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
 
 
 # ---------------------------------------------------------------- field introspection
@@ -243,6 +250,8 @@ def _check_choice_and_bounds(name: str, value, source: str) -> None:
     for v in values:
         if v is None:
             continue
+        if isinstance(v, float) and not math.isfinite(v):  # .nan passes every bound check, then poisons training
+            raise TunelabError(f"{source}: {name} must be a finite number; got {v!r}")
         if name in CHOICES and v not in CHOICES[name]:
             raise TunelabError(f"{source}: {name} must be one of {', '.join(CHOICES[name])}; got {v!r}")
         low, high = BOUNDS.get(name, (None, None))
@@ -468,6 +477,8 @@ def resolve(cls: type, args: argparse.Namespace):
     config_path = getattr(args, "config", None)
     if config_path is not None:
         values.update(validate(cls, load_yaml(config_path), str(config_path)))
+        for name in sorted(COMMAND_LINE_ONLY & {k for k, v in values.items() if v}):
+            raise TunelabError(f"{config_path}: {name} can only be turned on on the command line ({_flag(name)})")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     values.update(validate(cls, given, "command line"))
     return _build(cls, values, "give {flag} or put {name}: in the config file")

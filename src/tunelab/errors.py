@@ -9,6 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def brief(value: object, limit: int = 60) -> str:
+    """User data quoted in a message: at most `limit` characters, on one line (a label may be a megabyte long)."""
+    text = " ".join(str(value).split("\n"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class TunelabError(Exception):
     """A problem with the user's input: what is wrong and what would be valid."""
 

@@ -39,11 +39,11 @@ def _read_labelled(path: Path, modality: str, classes: tuple[str, ...], config) 
     return read_text_table(path, config.text_column, config.label_column, classes=classes)
 
 
-def evaluate(run_path: str | Path, data: str | Path, batch_size: int = 64) -> ClassificationReport:
+def evaluate(run_path: str | Path, data: str | Path, batch_size: int = 64, trust_remote_code: bool = False) -> ClassificationReport:
     """Accuracy, macro-F1, per-class scores and the confusion matrix of a run's best model on labelled data."""
     from accelerate import Accelerator
 
-    run = load_run(run_path)
+    run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     examples = _read_labelled(Path(data), backbone.modality, run.classes, run.config)
     loader = make_loader(
@@ -65,11 +65,11 @@ class Prediction:
     """(class, probability), most probable first."""
 
 
-def predict(run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int = 64) -> list[Prediction]:
+def predict(run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int = 64, trust_remote_code: bool = False) -> list[Prediction]:
     """Top-k labels with probabilities for image paths or text lines."""
     from accelerate import Accelerator
 
-    run = load_run(run_path)
+    run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     if backbone.modality == "image":
         missing = [p for p in inputs if not Path(p).is_file()]

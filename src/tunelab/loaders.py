@@ -17,7 +17,7 @@ from .data import (
     Examples, ImageDataset, Splits, TextDataset, image_transform, load_images, load_text, stratified_kfold, stratified_subset,
     text_collate,
 )
-from .errors import TunelabError
+from .errors import DataError, TunelabError, brief
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl"}
 TASKS = ("image-classification", "text-classification")
@@ -33,6 +33,8 @@ def infer_task(data: str, task: str) -> str:
     if path.suffix.lower() in TEXT_SUFFIXES:
         return "text-classification"
     if not path.exists():
+        if path.is_symlink():
+            raise TunelabError(f"{data}: a symbolic link that leads nowhere (a loop, or its target is gone)")
         raise TunelabError(f"{data}: no such file or folder")
     raise TunelabError(f"{data}: cannot tell the task from this path; give --task ({', '.join(TASKS)})")
 
@@ -42,10 +44,17 @@ def load_splits(task: str, data: str, val_data: str | None, val_fraction: float,
     if not data:
         raise TunelabError("no training data: give --data PATH (an image folder or a CSV/TSV/JSONL file)")
     if task == "image-classification":
-        return load_images(Path(data), val_fraction=val_fraction, seed=seed, val_path=None if val_data is None else Path(val_data))
-    return load_text(
-        Path(data), None if val_data is None else Path(val_data), val_fraction, seed, text_column=text_column, label_column=label_column
-    )
+        splits = load_images(Path(data), val_fraction=val_fraction, seed=seed, val_path=None if val_data is None else Path(val_data))
+    else:
+        splits = load_text(
+            Path(data), None if val_data is None else Path(val_data), val_fraction, seed, text_column=text_column, label_column=label_column
+        )
+    if len(splits.train.classes) < 2:
+        raise DataError(
+            f"every training example has the label '{brief(splits.train.classes[0])}'; a classifier needs at least 2 classes",
+            splits.train.source,
+        )
+    return splits
 
 
 def select_splits(splits: Splits, folds: int | None, fold: int, train_fraction: float, seed: int) -> Splits:

@@ -9,16 +9,16 @@ from .strategies import Plan, Strategy, parse_strategy
 from .zoo import load_backbone
 
 
-def prepare(model: str, strategy: str | Strategy, num_classes: int) -> Plan:
+def prepare(model: str, strategy: str | Strategy, num_classes: int, trust_remote_code: bool = False) -> Plan:
     """Load `model`, give it a fresh head for `num_classes`, apply `strategy`: everything a trainer needs.
 
     The backbone is loaded with random weights when the strategy says so (scratch), so the baseline is the
-    same architecture trained from nothing.
+    same architecture trained from nothing. `trust_remote_code` is passed to Hugging Face loading (see zoo).
     """
     if num_classes < 2:
         raise TunelabError(f"--num-classes must be at least 2, got {num_classes}")
     strategy = parse_strategy(strategy) if isinstance(strategy, str) else strategy
-    backbone = load_backbone(model, pretrained=strategy.pretrained)
+    backbone = load_backbone(model, pretrained=strategy.pretrained, trust_remote_code=trust_remote_code)
     backbone.replace_head(num_classes)
     return strategy.apply(backbone)
 

@@ -121,8 +121,11 @@ class LoadedRun:
     """The backbone with the strategy applied and the best epoch's weights loaded."""
 
 
-def load_run(path: str | Path) -> LoadedRun:
-    """Rebuild a finished run's model from the zoo plus its checkpoint."""
+def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
+    """Rebuild a finished run's model from the zoo plus its checkpoint.
+
+    The run's own config.yaml never turns on `trust_remote_code` (a shared run directory could), only the caller.
+    """
     from .plan import prepare
 
     run = RunDir(Path(path))
@@ -136,6 +139,6 @@ def load_run(path: str | Path) -> LoadedRun:
     config = from_yaml_file(TrainConfig, run.config)
     _, meta = load_tensors(run.model)
     classes = tuple(json.loads(meta["classes"]))
-    plan = prepare(config.model, config.strategy, len(classes))
+    plan = prepare(config.model, config.strategy, len(classes), trust_remote_code)
     load_trained(run.model, plan.backbone.model)
     return LoadedRun(run, config, classes, plan)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -22,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint_io import atomic_write_text, load_json, load_optimizer, save_json, save_optimizer
+from .checkpoint_io import atomic_write_text, load_json, load_optimizer, read_text, save_json, save_optimizer
 from .config import TrainConfig, from_yaml_file, to_yaml
 from .data.examples import Splits
-from .errors import TunelabError
+from .errors import TunelabError, brief
 from .evaluate import predict_logits
 from .feature_cache import build_cache, collate_features
 from .loaders import (
@@ -45,36 +47,62 @@ from .rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
 from .strategies import set_train_mode
 from .tasks.metrics import accuracy, macro_f1
 
-RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers"}
+RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers", "out"}  # out: the run directory may have moved
 
 
 def train(config: TrainConfig) -> dict:
-    """Train a model as `config` says and return the summary (also written to <out>/summary.json)."""
-    with PeakMemory() as memory:
-        return _train(config, memory)
+    """Train a model as `config` says and return the summary (also written to <out>/summary.json).
+
+    A run that fails or is interrupted leaves its last committed checkpoint for --resume and nothing else:
+    its spilled feature cache is deleted, and a run directory this call created is removed again when no
+    epoch was committed, so bad input never leaves a half-written run behind.
+    """
+    run = RunDir(Path(config.out))
+    existed = run.path.exists()
+    resume_from = _check_run_dir(run, config)  # before anything in `out` is touched: it may not be ours
+    try:
+        with PeakMemory() as memory:
+            return _train(config, run, resume_from, memory)
+    except BaseException:
+        if _is_main_process():
+            shutil.rmtree(run.cache, ignore_errors=True)
+            if not existed and not (run.checkpoint / "latest").is_file():
+                shutil.rmtree(run.path, ignore_errors=True)
+        raise
 
 
-def _train(config: TrainConfig, memory: PeakMemory) -> dict:
+def _is_main_process() -> bool:
+    """Rank 0 of a launch (or the only process): without relying on an Accelerator that may not exist yet."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, memory: PeakMemory) -> dict:
     from accelerate import Accelerator
 
     started = time.perf_counter()
     # cpu=True without a GPU: under a multi-process launcher that makes accelerate use gloo (MULTI_CPU)
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision), cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
-    run = RunDir(Path(config.out))
-    resume_from = _check_run_dir(run, config)
+    if resume_from == "complete":  # killed after it finished: nothing to redo, only leftovers to tidy
+        if main:
+            shutil.rmtree(run.checkpoint, ignore_errors=True)
+            shutil.rmtree(run.cache, ignore_errors=True)
+            print(f"{run.path} is already complete; nothing to resume", file=sys.stderr)
+        return load_json(run.summary)
+    if main:
+        _remove_stale_temp_files(run)
     seed_everything(config.seed)
 
     task = infer_task(config.data, config.task)
     splits = load_splits(task, config.data, config.val_data, config.val_fraction, config.seed, config.text_column, config.label_column)
     splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
-    plan = prepare(config.model, config.strategy, len(splits.train.classes))
+    plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code)
     backbone = plan.backbone
     check_modality(task, backbone)
     config = replace(config, task=task, lr=config.lr or plan.strategy.default_lr)
     if main:
         run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, to_yaml(config))
+        atomic_write_text(run.config, to_yaml(replace(config, resume=False)))  # the run's settings, not how it was started
         print(f"{config.model} + {plan.strategy.spec()} on {task}: {len(splits.train)} train / {len(splits.val)} val examples, "
               f"{len(splits.train.classes)} classes", file=sys.stderr)
         print(plan.summary_line(), file=sys.stderr)
@@ -143,11 +171,16 @@ def _train(config: TrainConfig, memory: PeakMemory) -> dict:
         state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
             state.update(best_score=score, best_epoch=epoch + 1)
+        if not math.isfinite(val_loss):
+            raise TunelabError(f"validation loss became {val_loss} after epoch {epoch + 1}; lower --lr or check the data"
+                               + _kept(epoch, config))
         if main:
+            # Metrics and the best model first, the checkpoint that commits the epoch last: a kill in between
+            # resumes from the previous epoch and rewrites both exactly as they were.
+            atomic_write_text(run.metrics, "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in state["metrics"]))
             if improved:
                 save_trained(run.model, backbone.model, meta)
             _save_checkpoint(run, backbone.model, optimizer, scheduler, state, meta)
-            atomic_write_text(run.metrics, "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in state["metrics"]))
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                   f"val accuracy {score:.4f}{' *' if improved else ''} ({record['seconds']:.1f}s)", file=sys.stderr)
         accelerator.wait_for_everyone()
@@ -177,18 +210,26 @@ def _train_epoch(accelerator, model, optimizer, scheduler, loader, start, config
     for inputs, labels in bar:
         with accelerator.autocast():
             loss = F.cross_entropy(model(inputs, start=start), labels)
+        if not torch.isfinite(loss):  # before the step, so the weights of the last good step are what is left
+            raise TunelabError(f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; lower --lr or check the data"
+                               + _kept(epoch, config))
         accelerator.backward(loss)
         if config.grad_clip is not None:
             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise TunelabError(f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; lower --lr or check the data")
         total += loss.item()
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
+
+
+def _kept(completed_epochs: int, config: TrainConfig) -> str:
+    """The end of a divergence message: which checkpoint is still there."""
+    if completed_epochs == 0:
+        return "; no epoch had completed, so nothing was saved"
+    return f"; the last good checkpoint (epoch {completed_epochs}) is kept in {config.out}"
 
 
 def warmup_cosine(total_steps: int, warmup: float):
@@ -218,24 +259,82 @@ def _mixed_precision(setting: str) -> str:
     return "no"
 
 
-def _check_run_dir(run: RunDir, config: TrainConfig) -> Path | None:
-    """Refuse to overwrite a run; with --resume return the checkpoint to continue from (None: start fresh)."""
+def _check_run_dir(run: RunDir, config: TrainConfig) -> Path | str | None:
+    """Refuse to overwrite a run; with --resume return the checkpoint to continue from (None: start fresh).
+
+    --resume of a run that is already complete returns "complete": a kill can land after summary.json was
+    written, and resuming such a run should succeed, not fail.
+    """
     latest = run.checkpoint / "latest"
     if not config.resume:
         if run.complete or latest.is_file():
             state = "a finished run" if run.complete else "an unfinished run (continue it with --resume)"
             raise TunelabError(f"{run.path} already holds {state}; choose another --out")
+        _check_only_run_files(run)
         return None
     if run.complete:
-        raise TunelabError(f"{run.path} is already complete; nothing to resume")
+        summary = load_json(run.summary)
+        if not isinstance(summary, dict) or int(summary.get("format_version", 0)) > FORMAT_VERSION:
+            raise TunelabError(f"{run.summary} was written by a newer tunelab (or is damaged); upgrade tunelab")
+        return "complete"
     if not latest.is_file():
+        _check_only_run_files(run)
         return None
     saved = from_yaml_file(TrainConfig, run.config)
     differs = [k for k, v in asdict(config).items() if k not in RESUME_MAY_DIFFER and v is not None and v != getattr(saved, k)]
     differs = [k for k in differs if not (k in ("lr", "task") and getattr(config, k) in (None, "auto"))]
     if differs:
         raise TunelabError(f"cannot resume {run.path}: settings differ from the saved run: {', '.join(differs)}")
-    return run.checkpoint / latest.read_text().strip()
+    return checkpoint_folder(run)
+
+
+CHECKPOINT_NAME = re.compile(r"epoch-\d{4,}")
+"""What checkpoint/latest may hold: a folder name beside it, never a path that leads out of the run."""
+
+
+def checkpoint_folder(run: RunDir) -> Path:
+    """The committed checkpoint that checkpoint/latest names, checked: a damaged pointer is an error, not a path."""
+    latest = run.checkpoint / "latest"
+    name = read_text(latest, "checkpoint pointer").strip()
+    folder = run.checkpoint / name
+    if not CHECKPOINT_NAME.fullmatch(name) or not folder.is_dir():
+        raise TunelabError(
+            f"{latest} is damaged: it names {name[:60]!r}, not a checkpoint folder in {run.checkpoint}; "
+            "start the run again without --resume in a new --out"
+        )
+    return folder
+
+
+RUN_FILE = re.compile(r"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|\..*\.tmp")
+CACHE_FILE = re.compile(r"(train|val)-\d+\.npy")
+CHECKPOINT_FILE = re.compile(r"latest|epoch-\d{4,}|\..*\.tmp")
+"""What a run directory, its cache/ and its checkpoint/ may hold: anything else is not ours to delete."""
+
+
+def _check_only_run_files(run: RunDir) -> None:
+    """Refuse an --out that holds other files: a run deletes its checkpoint/ and cache/ folders when it ends,
+    so `--out .` in a project with a cache/ folder would otherwise lose the user's files."""
+    if not run.path.is_dir():
+        if run.path.exists():
+            raise TunelabError(f"--out {run.path} is a file; give a folder for the run")
+        return
+    ours = {run.path: RUN_FILE, run.cache: CACHE_FILE, run.checkpoint: CHECKPOINT_FILE}
+    foreign = sorted(
+        p.relative_to(run.path).as_posix() for folder, pattern in ours.items() if folder.is_dir()
+        for p in folder.iterdir() if not pattern.fullmatch(p.name)
+    )
+    if foreign:
+        raise TunelabError(
+            f"--out {run.path} already holds other files ({brief(', '.join(foreign), 80)}); a run writes and deletes "
+            "its own files there, so give it a new or empty folder"
+        )
+
+
+def _remove_stale_temp_files(run: RunDir) -> None:
+    """Temporary files of atomic writes that a killed process left behind (see checkpoint_io)."""
+    for folder in (run.path, run.checkpoint, *run.checkpoint.glob("epoch-*")):
+        for temp in folder.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
 
 
 def _save_checkpoint(run: RunDir, model, optimizer, scheduler, state: dict, meta: dict) -> None:

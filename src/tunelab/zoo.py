@@ -6,6 +6,10 @@ Names:
 - `timm:<name>` and `hf:<model id>`: the libraries' own hub loading (needs internet);
 - a local directory: a saved Hugging Face model (config.json with `model_type`) or a timm checkpoint
   directory (config.json with `architecture`), as written by `save_pretrained`.
+
+A Hugging Face repository or folder may ship its own Python code (`auto_map` in its config); loading it
+runs that code. tunelab passes `trust_remote_code=False` unless the user gave `--trust-remote-code`, and
+never leaves it unset, which would make transformers ask on stdin.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -219,16 +224,19 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-def load_backbone(name: str, pretrained: bool = True) -> Backbone:
-    """Build the backbone a model name refers to; pretrained=False keeps the architecture, drops the weights."""
+def load_backbone(name: str, pretrained: bool = True, trust_remote_code: bool = False) -> Backbone:
+    """Build the backbone a model name refers to; pretrained=False keeps the architecture, drops the weights.
+
+    `trust_remote_code` lets a Hugging Face model run the Python code it ships; only the user may say so.
+    """
     if name in ZOO:
         return ZOO[name].build(pretrained)
     if name.startswith("timm:"):
         return _from_timm_hub(name.removeprefix("timm:"), pretrained)
     if name.startswith("hf:"):
-        return _from_hf(name.removeprefix("hf:"), name, pretrained)
+        return _from_hf(name.removeprefix("hf:"), name, pretrained, trust_remote_code)
     if Path(name).is_dir():
-        return _from_directory(Path(name), pretrained)
+        return _from_directory(Path(name), pretrained, trust_remote_code)
     valid = ", ".join(ZOO)
     raise TunelabError(f"unknown model '{name}'; valid: {valid}, timm:<name>, hf:<model id>, or a local model directory")
 
@@ -245,22 +253,30 @@ def _from_timm_hub(arch: str, pretrained: bool) -> Backbone:
     return from_timm(net, f"timm:{arch}", pretrained=pretrained)
 
 
-def _from_hf(model_id: str, name: str, pretrained: bool) -> Backbone:
+def _from_hf(model_id: str, name: str, pretrained: bool, trust_remote_code: bool = False) -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    trust = {"trust_remote_code": bool(trust_remote_code)}  # never None: transformers would prompt on stdin
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(model_id)
+            tokenizer = AutoTokenizer.from_pretrained(model_id, **trust)
             if pretrained:
-                net = AutoModel.from_pretrained(model_id, add_pooling_layer=False)
+                net = AutoModel.from_pretrained(model_id, add_pooling_layer=False, **trust)
             else:
-                net = AutoModel.from_config(AutoConfig.from_pretrained(model_id), add_pooling_layer=False)
+                net = AutoModel.from_config(AutoConfig.from_pretrained(model_id, **trust), add_pooling_layer=False, **trust)
     except OSError as e:  # no network, unknown id, or a folder without weights
         raise TunelabError(f"cannot load Hugging Face model '{model_id}': {e}") from None
+    except ValueError as e:  # among others: the model ships code and trust_remote_code is off
+        if not trust_remote_code and "trust_remote_code" in str(e):
+            raise TunelabError(
+                f"Hugging Face model '{model_id}' ships its own Python code, which tunelab does not run by default; "
+                "read it, and if you trust it, add --trust-remote-code"
+            ) from None
+        raise TunelabError(f"cannot load Hugging Face model '{model_id}': {' '.join(str(e).split())}") from None
     return from_transformers(net, tokenizer, name, pretrained=pretrained)
 
 
-def _from_directory(folder: Path, pretrained: bool) -> Backbone:
+def _from_directory(folder: Path, pretrained: bool, trust_remote_code: bool = False) -> Backbone:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise TunelabError(f"{folder}: not a model directory (no config.json); expected a save_pretrained() folder")
@@ -271,10 +287,13 @@ def _from_directory(folder: Path, pretrained: bool) -> Backbone:
     if "architecture" in config:  # timm's save format
         import timm
 
-        net = timm.create_model(f"local-dir:{folder}", pretrained=pretrained)
+        try:  # timm reads safetensors, or .pth/.bin with weights_only=True: a pickle cannot run code here
+            net = timm.create_model(f"local-dir:{folder}", pretrained=pretrained)
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+            raise TunelabError(f"{folder}: cannot load the timm model: {' '.join(str(e).split())[:300]}") from None
         return from_timm(net, str(folder), pretrained=pretrained)
     if "model_type" in config:
-        return _from_hf(str(folder), str(folder), pretrained)
+        return _from_hf(str(folder), str(folder), pretrained, trust_remote_code)
     raise TunelabError(f"{config_path}: neither a timm ('architecture') nor a transformers ('model_type') config")
 
 

@@ -67,6 +67,8 @@ def _class_images(folder: Path, blocked: set[tuple[int, int]]) -> list[Path]:
 
 def _check_folder(root: Path) -> None:
     if not root.exists():
+        if root.is_symlink():
+            raise DataError("a symbolic link that leads nowhere (a loop, or its target is gone)", root)
         raise DataError("folder not found; pass a folder with one subfolder of images per class", root)
     if not root.is_dir():
         raise DataError("not a folder; pass a folder with one subfolder of images per class", root)

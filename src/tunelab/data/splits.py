@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tunelab.data.examples import Examples, Splits
-from tunelab.errors import DataError, TunelabError
+from tunelab.errors import DataError, TunelabError, brief
 
 
 def _by_class(labels: Sequence[int], rng: np.random.Generator) -> dict[int, list[int]]:
@@ -26,7 +26,7 @@ def _by_class(labels: Sequence[int], rng: np.random.Generator) -> dict[int, list
 
 def _class_name(label: int, classes: Sequence[str] | None) -> str:
     if classes is not None and 0 <= label < len(classes):
-        return repr(classes[label])
+        return repr(brief(classes[label]))
     return f"with label {label}"
 
 
@@ -117,7 +117,7 @@ def split_examples(examples: Examples, val_fraction: float, seed: int) -> Splits
     for label, count in enumerate(counts):
         if count < 2:
             raise DataError(
-                f"class '{examples.classes[label]}' has {count} example(s); a validation split needs at "
+                f"class '{brief(examples.classes[label])}' has {count} example(s); a validation split needs at "
                 "least 2 per class: add examples or provide a separate validation set",
                 examples.source,
             )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tunelab.data.examples import Examples, Splits
 from tunelab.data.splits import split_examples
-from tunelab.errors import DataError
+from tunelab.errors import DataError, brief
 
 TEXT_COLUMNS = ("sentence", "text")
 """Column names tried, in order, when no text column is named (GLUE uses 'sentence')."""
@@ -61,7 +61,7 @@ def _header(path: Path, line: int, names: list[str]) -> list[str]:
     names = [n.strip() for n in names]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise DataError(f"column '{name}' appears twice in the header; rename one", path, line)
+            raise DataError(f"column '{brief(name)}' appears twice in the header; rename one", path, line)
     return names
 
 
@@ -76,7 +76,7 @@ def _tsv_rows(path: Path, text: str) -> Iterator[Row]:
         fields = line.split("\t")
         if len(fields) != len(columns):
             raise DataError(
-                f"expected {len(columns)} tab-separated fields ({', '.join(columns)}), found {len(fields)}; "
+                f"expected {len(columns)} tab-separated fields ({brief(', '.join(columns), 200)}), found {len(fields)}; "
                 "a text containing a tab must be written as CSV or JSON Lines instead",
                 path,
                 number,
@@ -88,6 +88,10 @@ def _csv_rows(path: Path, text: str) -> Iterator[Row]:
     reader = csv.reader(io.StringIO(text, newline=""))
     columns: list[str] | None = None
     start = 1
+    # The csv module refuses fields over 128 KiB by default; a field can be as long as the file it is in.
+    # The limit is process-wide, so it is raised only while this file is read.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
     try:
         for fields in reader:
             line, start = start, reader.line_num + 1
@@ -98,7 +102,7 @@ def _csv_rows(path: Path, text: str) -> Iterator[Row]:
                 yield line, {"": columns}
             elif len(fields) != len(columns):
                 raise DataError(
-                    f"expected {len(columns)} comma-separated fields ({', '.join(columns)}), found "
+                    f"expected {len(columns)} comma-separated fields ({brief(', '.join(columns), 200)}), found "
                     f"{len(fields)}; quote fields that contain commas",
                     path,
                     line,
@@ -107,6 +111,8 @@ def _csv_rows(path: Path, text: str) -> Iterator[Row]:
                 yield line, dict(zip(columns, fields))
     except csv.Error as exc:
         raise DataError(f"malformed CSV: {exc}", path, start) from exc
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[Row]:
@@ -130,7 +136,7 @@ def _pick_text_column(path: Path, line: int, columns: list[str], text_column: st
     if text_column is not None:
         if text_column not in columns:
             raise DataError(
-                f"no column '{text_column}'; columns are: {', '.join(columns)}", path, line
+                f"no column '{brief(text_column)}'; columns are: {brief(', '.join(columns), 200)}", path, line
             )
         return text_column
     for name in TEXT_COLUMNS:
@@ -138,7 +144,7 @@ def _pick_text_column(path: Path, line: int, columns: list[str], text_column: st
             return name
     raise DataError(
         f"no text column: expected one named {' or '.join(map(repr, TEXT_COLUMNS))}; columns are: "
-        f"{', '.join(columns)}. Pass text_column= to choose one (the first line must be a header)",
+        f"{brief(', '.join(columns), 200)}. Pass text_column= to choose one (the first line must be a header)",
         path,
         line,
     )
@@ -185,13 +191,13 @@ def read_text_table(
     columns = [str(c) for c in header[""]]  # type: ignore[union-attr]
     text_key = _pick_text_column(path, header_line, columns, text_column)
     if label_column not in columns:
-        raise DataError(f"no label column '{label_column}'; columns are: {', '.join(columns)}", path, header_line)
+        raise DataError(f"no label column '{brief(label_column)}'; columns are: {brief(', '.join(columns), 200)}", path, header_line)
     texts: list[str] = []
     names: list[str] = []
     lines: list[int] = []
     for number, record in rows:
         if text_key not in record:
-            raise DataError(f"no field '{text_key}' in this record; fields are: {', '.join(record)}", path, number)
+            raise DataError(f"no field '{text_key}' in this record; fields are: {brief(', '.join(map(str, record)), 200)}", path, number)
         value = record[text_key]
         if not isinstance(value, str):
             raise DataError(f"'{text_key}' must be a string, found {json.dumps(value)[:40]}", path, number)
@@ -209,7 +215,7 @@ def read_text_table(
     index = {name: i for i, name in enumerate(order)}
     for name, number in zip(names, lines):
         if name not in index:
-            raise DataError(f"label '{name}' not seen in training; known: {', '.join(order)}", path, number)
+            raise DataError(f"label '{brief(name)}' not seen in training; known: {brief(', '.join(order), 200)}", path, number)
     return Examples(texts, [index[name] for name in names], order, str(path))
 
 

@@ -1,0 +1,326 @@
+"""SIGKILL `tunelab train` at random moments, then `--resume`: does every run still end exactly as if never killed?
+
+Each trial starts a real `tunelab train` process on a tiny model (forked from this script once it has
+imported tunelab, to skip interpreter start-up), kills it with SIGKILL (no handler runs, nothing is flushed) at a uniformly random moment of its training span, sometimes kills the
+resumed process too, then resumes until the run is complete. After every kill the committed checkpoint
+(checkpoint/latest) must load in full; at the end the metrics (minus wall-clock seconds), the saved
+weights (bit for bit) and the summary must equal those of an uninterrupted run of the same command, and
+no temporary file, cache or checkpoint may be left in the run directory.
+
+The three setups cover the three ways a run saves state: `full` on tiny-cnn (every weight and AdamW
+moment), `retrain:2` with the feature cache spilled to disk (`--cache-memory-mb 0`), and `lora:2` on
+tiny-bert (text, PEFT modules).
+
+Run: .venv/bin/python benchmarks/kill_trials.py [--trials 10] [--seed 0]
+Writes benchmarks/results/kill_trials.md and the table between the markers in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # before torch is imported
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import tunelab.cli  # noqa: E402, F401 - imported once here, so every forked run starts with it loaded
+from tunelab.checkpoint_io import load_json, load_tensors  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SETUPS = [("tiny-cnn", "full", ()), ("tiny-cnn", "retrain:2", ("--cache-memory-mb", "0")), ("tiny-bert", "lora:2", ())]
+"""(model, strategy, extra flags) cycled over the trials."""
+SUMMARY_KEYS = ("score", "best_epoch", "epochs", "trainable_params", "train_examples", "val_examples", "classes", "metrics_last")
+"""Summary fields that must match the uninterrupted run (times and memory may differ)."""
+
+
+def write_data(root: Path) -> dict[str, Path]:
+    """Two learnable classes as 40x40 images and as a small sentiment TSV."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["blue", "red"]):
+        (root / "img" / name).mkdir(parents=True)
+        for i in range(16):
+            pixels = rng.integers(0, 90, size=(40, 40, 3))
+            pixels[..., 2 if c == 0 else 0] += 150
+            Image.fromarray(pixels.astype(np.uint8)).save(root / "img" / name / f"{i}.png")
+    good = ["good movie", "great film", "fun story", "best acting", "great fun", "good plot"]
+    bad = ["bad movie", "awful film", "boring story", "worst acting", "awful plot", "bad and boring"]
+    rows = ["sentence\tlabel"] + [f"{s} {i}\t1" for i in range(3) for s in good] + [f"{s} {i}\t0" for i in range(3) for s in bad]
+    (root / "text.tsv").write_text("\n".join(rows) + "\n")
+    return {"tiny-cnn": root / "img", "tiny-bert": root / "text.tsv"}
+
+
+def command(model: str, strategy: str, extra: tuple[str, ...], data: Path, out: Path, epochs: int, resume: bool) -> list[str]:
+    return ["train", "--model", model, "--strategy", strategy, "--data", str(data),
+            "--out", str(out), "--epochs", str(epochs), "--batch-size", "4", "--lr", "3e-3", "--seed", "0", *extra,
+            *(["--resume"] if resume else [])]
+
+
+@dataclass
+class Outcome:
+    """One process: did it finish by itself, and when its training started and ended (monotonic seconds)."""
+
+    returncode: int | None
+    killed: bool
+    ready_at: float | None
+    ended_at: float
+    stderr: str
+
+
+class Forked:
+    """`tunelab ARGS` in a child process forked from this one, which has imported tunelab already.
+
+    The child is a real process that SIGKILL ends with no handler running, like `python -m tunelab`, but it
+    skips the ~10 s of imports each new interpreter pays (which is most of a tiny run on a shared CPU).
+    The interface is the part of subprocess.Popen that `run` uses.
+    """
+
+    def __init__(self, args: list[str]):
+        read_fd, write_fd = os.pipe()
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: stderr into the pipe, stdout away, run the command, exit without cleanup
+            os.close(read_fd)
+            os.dup2(write_fd, 2)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            # New streams over the new fds: the parent's may not write to fds 1 and 2 at all (pytest's capture).
+            sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
+            sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+            code = 1
+            try:
+                torch.set_num_threads(1)  # never touch an OpenMP pool the parent may have started
+                from tunelab.cli import main
+
+                code = main(args)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write_fd)
+        self.stderr = os.fdopen(read_fd, encoding="utf-8", errors="replace")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(["tunelab"], timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+
+def run(argv: list[str], kill_after: float | None = None) -> Outcome:
+    """Run `tunelab argv`; with `kill_after`, SIGKILL it that many seconds after it starts training (if still running)."""
+    proc = Forked(argv)
+    ready = threading.Event()
+    ready_at: list[float] = []
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if not ready.is_set() and ("trainable params" in line or "already complete" in line):
+                ready_at.append(time.monotonic())
+                ready.set()
+        ready.set()  # exited without training
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    killed = False
+    if kill_after is not None:
+        ready.wait()
+        if proc.poll() is None and not _wait(proc, kill_after):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+    proc.wait()
+    ended = time.monotonic()
+    reader.join()
+    return Outcome(None if killed else proc.returncode, killed, ready_at[0] if ready_at else None, ended, "".join(lines))
+
+
+def _wait(proc: Forked, seconds: float) -> bool:
+    """True when the process exits within `seconds`."""
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def checkpoint_state(out: Path) -> str:
+    """What a killed run left: 'complete', 'epoch N' (committed checkpoint loads in full), or 'none'.
+
+    Raises AssertionError when the committed checkpoint is corrupt: the one thing a kill must never cause.
+    """
+    if (out / "summary.json").is_file():
+        return "complete"
+    latest = out / "checkpoint" / "latest"
+    if not latest.is_file():
+        return "none"
+    name = latest.read_text()
+    folder = out / "checkpoint" / name
+    assert re.fullmatch(r"epoch-\d{4}", name), f"pointer holds {name!r}"
+    load_tensors(folder / "trained.safetensors")
+    load_tensors(folder / "optimizer.safetensors")
+    state = load_json(folder / "state.json")
+    assert state["epoch"] == int(name.removeprefix("epoch-")) and len(state["metrics"]) == state["epoch"]
+    return f"epoch {state['epoch']}"
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _timeless(value):
+    """A summary value without wall-clock fields (metrics_last holds the epoch's seconds)."""
+    return {k: v for k, v in value.items() if k != "seconds"} if isinstance(value, dict) else value
+
+
+def same_as(out: Path, reference: Path) -> dict[str, bool]:
+    """Which of metrics, weights, summary match the reference run, and whether the run directory is clean."""
+    a, _ = load_tensors(out / "model.safetensors")
+    b, _ = load_tensors(reference / "model.safetensors")
+    sa, sb = load_json(out / "summary.json"), load_json(reference / "summary.json")
+    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")] + [p for p in (out / "checkpoint", out / "cache") if p.exists()]
+    return {
+        "metrics": _metrics(out) == _metrics(reference),
+        "weights": a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
+        "summary": all(_timeless(sa[k]) == _timeless(sb[k]) for k in SUMMARY_KEYS),
+        "clean": not leftovers,
+    }
+
+
+@dataclass
+class Trial:
+    setup: str
+    kills: list[tuple[float, str]]
+    """(seconds into training at the kill, what the checkpoint held afterwards)."""
+    resumes: int
+    resume_ok: bool
+    match: dict[str, bool]
+
+    @property
+    def passed(self) -> bool:
+        return self.resume_ok and all(self.match.values())
+
+
+def run_trials(trials: int, seed: int, epochs: int, workdir: Path, log=print, on_trial=lambda results: None) -> list[Trial]:
+    """The uninterrupted reference per setup, then `trials` kill-and-resume trials (setups cycled)."""
+    rng = random.Random(seed)
+    data = write_data(workdir / "data")
+    references: dict[int, tuple[Path, float]] = {}
+    for i, (model, strategy, extra) in enumerate(SETUPS[: min(trials, len(SETUPS))]):
+        out = workdir / f"reference-{i}"
+        outcome = run(command(model, strategy, extra, data[model], out, epochs, resume=False))
+        assert outcome.returncode == 0 and outcome.ready_at is not None, outcome.stderr[-3000:]
+        references[i] = (out, outcome.ended_at - outcome.ready_at)
+        log(f"reference {model} {strategy}: {references[i][1]:.1f} s of training")
+    results = []
+    for t in range(trials):
+        index = t % len(SETUPS)
+        model, strategy, extra = SETUPS[index]
+        reference, span = references[index]
+        out = workdir / f"trial-{t}"
+        kills: list[tuple[float, str]] = []
+        resumes, resume = 0, False
+        while True:  # the first process is always killed (started again until it is), each resumed one with probability 1/3 (at most 3 kills)
+            kill = not kills or (len(kills) < 3 and rng.random() < 1 / 3)
+            delay = rng.uniform(0, 0.95 * span)
+            outcome = run(command(model, strategy, extra, data[model], out, epochs, resume), kill_after=delay if kill else None)
+            resumes += resume
+            if not outcome.killed and not kills and outcome.ready_at is not None:
+                span = 0.9 * (outcome.ended_at - outcome.ready_at)  # it finished first (a quiet machine): kill sooner
+                shutil.rmtree(out)
+                continue
+            if not outcome.killed:
+                break
+            kills.append((delay, checkpoint_state(out)))
+            resume = True
+        ok = outcome.returncode == 0
+        match = same_as(out, reference) if ok else {"metrics": False, "weights": False, "summary": False, "clean": False}
+        trial = Trial(f"{model} {strategy}", kills, resumes, ok, match)
+        results.append(trial)
+        on_trial(results)
+        log(f"trial {t}: {trial.setup}, kills {[(round(d, 2), s) for d, s in kills]}, resume ok {ok}, {match}"
+            + ("" if ok else "\n" + outcome.stderr[-2000:]))
+    return results
+
+
+def table(results: list[Trial], epochs: int) -> str:
+    kills = sum(len(r.kills) for r in results)
+    lines = [
+        f"{len(results)} trials, {kills} SIGKILLs, {epochs} epochs per run, batch 4, 1 thread per process, "
+        f"{os.cpu_count()} cores (shared). Kill time is seconds after the process printed its plan (training start).",
+        "",
+        "| trial | setup | kills: time (s) -> committed checkpoint after the kill | resumes | resume completed | metrics = uninterrupted | weights = uninterrupted (bitwise) | summary = uninterrupted | run dir clean |",
+        "|---:|---|---|---:|---|---|---|---|---|",
+    ]
+    yes = {True: "yes", False: "**no**"}
+    for i, r in enumerate(results):
+        shown = "; ".join(f"{d:.2f} -> {s}" for d, s in r.kills) or "(finished before the kill)"
+        lines.append(f"| {i} | {r.setup} | {shown} | {r.resumes} | {yes[r.resume_ok]} | {yes[r.match['metrics']]} | "
+                     f"{yes[r.match['weights']]} | {yes[r.match['summary']]} | {yes[r.match['clean']]} |")
+    passed = sum(r.passed for r in results)
+    lines += ["", f"{passed}/{len(results)} trials ended exactly as the uninterrupted run; "
+              f"every committed checkpoint loaded after each of the {kills} kills."]
+    return "\n".join(lines)
+
+
+def write_readme_table(text: str) -> None:
+    readme = HERE / "README.md"
+    begin, end = "<!-- kill_trials:begin -->", "<!-- kill_trials:end -->"
+    content = readme.read_text()
+    block = f"{begin}\n{text}\n{end}"
+    if begin in content:
+        content = content[: content.index(begin)] + block + content[content.index(end) + len(end) :]
+    else:
+        content = content.rstrip("\n") + "\n\n## Kill and resume (`kill_trials.py`)\n\n" + (__doc__ or "").split("\n\n")[1] + "\n\n" + block + "\n"
+    readme.write_text(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    def save(results: list[Trial]) -> None:  # after every trial, so a long run keeps what it measured
+        text = table(results, args.epochs)
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "kill_trials.md").write_text(text + "\n")
+        write_readme_table(text)
+
+    with tempfile.TemporaryDirectory(prefix="kill-trials-") as tmp:
+        results = run_trials(args.trials, args.seed, args.epochs, Path(tmp), on_trial=save)
+    print(table(results, args.epochs))
+    sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
