@@ -108,7 +108,7 @@ def _semeval_records(path: Path, text: str) -> list[tuple[Relation, str, int]]:
             after_label = False
             continue
         if pending is not None:
-            records.append((pending[0], line.strip(), pending[1]))
+            records.append((pending[0], line.strip(), number))  # a label problem is reported at the label's line
             pending, after_label = None, True
             continue
         if after_label and line.startswith("Comment"):
