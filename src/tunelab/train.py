@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .adversarial import make_adversary
 from .checkpoint_io import atomic_write_text, load_json, load_optimizer, save_json, save_optimizer
 from .config import TrainConfig, from_yaml_file, to_yaml
 from .errors import TunelabError
@@ -36,7 +37,6 @@ from .loaders import (
     make_loader,
     select_splits,
 )
-from .adversarial import make_adversary
 from .memory import PeakMemory
 from .plan import prepare
 from .rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
@@ -179,7 +179,7 @@ def _train_epoch(accelerator, model, optimizer, scheduler, loader, start, config
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main, leave=False, dynamic_ncols=True)
     for inputs, labels in bar:
 
-        def compute_loss():
+        def compute_loss(inputs=inputs, labels=labels):
             with accelerator.autocast():
                 return task_loss(model(inputs, start=start), labels)
 

@@ -9,7 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import Examples, ImageDataset, Splits, TextDataset, image_transform, load_images, load_text, read_image_folder_as, read_text_table
+from ..data import (
+    Examples,
+    ImageDataset,
+    Splits,
+    TextDataset,
+    image_transform,
+    load_images,
+    load_text,
+    read_image_folder_as,
+    read_text_table,
+)
 from ..data.datasets import text_collate
 from ..errors import TunelabError
 from .base import Task, task_loss

@@ -77,7 +77,9 @@ class EntityReport:
     """Mean token loss, when computed."""
 
     def to_dict(self) -> dict[str, Any]:
-        row = lambda s: {"name": s.name, "precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}  # noqa: E731
+        def row(s: EntityScore) -> dict[str, Any]:
+            return {"name": s.name, "precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}
+
         return {
             "entity_f1": self.overall.f1, "precision": self.overall.precision, "recall": self.overall.recall,
             "token_accuracy": self.token_accuracy, "sentences": self.sentences, "loss": self.loss,
