@@ -9,15 +9,15 @@ PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT/data"
 # subsets: the first sentences/records of each file (CoNLL without its -DOCSTART- paragraphs)
 sentences() { awk -v RS= -v ORS='\n\n' '$1 != "-DOCSTART-"' "$1" | awk -v RS= -v ORS='\n\n' -v n="$2" 'NR <= n'; }
-sentences "$D/conll2003/train.txt" 500 > "$OUT/data/conll-train-500.txt"
-sentences "$D/conll2003/valid.txt" 250 > "$OUT/data/conll-valid-250.txt"
-head -n 2000 "$D/semeval2010_task8/train.txt" > "$OUT/data/semeval-train-500.txt"   # 4 lines per record
-head -n 1000 "$D/semeval2010_task8/test.txt" > "$OUT/data/semeval-test-250.txt"
-head -n 501 "$D/sst2/train.tsv" > "$OUT/data/sst2-train-500.tsv"                    # header + 500 rows
-head -n 301 "$D/sst2/dev.tsv" > "$OUT/data/sst2-dev-300.tsv"
+sentences "$D/conll2003/train.txt" 160 > "$OUT/data/conll-train-160.txt"
+sentences "$D/conll2003/valid.txt" 100 > "$OUT/data/conll-valid-100.txt"
+head -n 800 "$D/semeval2010_task8/train.txt" > "$OUT/data/semeval-train-200.txt"   # 4 lines per record; 200 cover the 100 test labels
+head -n 400 "$D/semeval2010_task8/test.txt" > "$OUT/data/semeval-test-100.txt"
+head -n 161 "$D/sst2/train.tsv" > "$OUT/data/sst2-train-160.tsv"                   # header + 160 rows
+head -n 101 "$D/sst2/dev.tsv" > "$OUT/data/sst2-dev-100.tsv"
 
-run() { nice -n 5 "$PY" -m tunelab compare --model minilm-l6 --strategies none,adapter,full --seeds 1 --epochs 1 "$@"; }
-run --data "$OUT/data/conll-train-500.txt" --val-data "$OUT/data/conll-valid-250.txt" --out "$OUT/conll"
-run --data "$OUT/data/semeval-train-500.txt" --val-data "$OUT/data/semeval-test-250.txt" --out "$OUT/semeval"
-run --data "$OUT/data/sst2-train-500.tsv" --val-data "$OUT/data/sst2-dev-300.tsv" --out "$OUT/sst2"
-run --data "$OUT/data/sst2-train-500.tsv" --val-data "$OUT/data/sst2-dev-300.tsv" --adversarial fgm --out "$OUT/sst2-fgm"
+run() { nice -n 5 "$PY" -m tunelab compare --model minilm-l6 --strategies none,adapter,full --seeds 1 --epochs 1 --batch-size 16 "$@"; }
+run --data "$OUT/data/conll-train-160.txt" --val-data "$OUT/data/conll-valid-100.txt" --out "$OUT/conll"
+run --data "$OUT/data/semeval-train-200.txt" --val-data "$OUT/data/semeval-test-100.txt" --out "$OUT/semeval"
+run --data "$OUT/data/sst2-train-160.tsv" --val-data "$OUT/data/sst2-dev-100.tsv" --out "$OUT/sst2"
+run --data "$OUT/data/sst2-train-160.tsv" --val-data "$OUT/data/sst2-dev-100.tsv" --adversarial fgm --out "$OUT/sst2-fgm"
