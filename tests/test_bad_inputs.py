@@ -109,10 +109,10 @@ def run_until_interrupted(argv: list[str], stop_at_epoch: int) -> None:
     """Run `tunelab train` and interrupt it (as Ctrl-C would) when epoch index `stop_at_epoch` starts."""
     real_epoch = train_module._train_epoch
 
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         if args[-2] == stop_at_epoch:
             raise KeyboardInterrupt
-        return real_epoch(*args)
+        return real_epoch(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_module, "_train_epoch", interrupted)
@@ -450,7 +450,7 @@ CASES = [
     Case("missing-csv-field", missing_csv_field, r"t\.csv:3: expected 2 comma-separated fields \(text, label\), found 1"),
     Case("single-class-text", single_class_text, r"t\.tsv: every training example has the label '1'; a classifier needs at least 2"),
     Case("jsonl-line-not-an-object", jsonl_not_an_object, r"t\.jsonl:2: expected a JSON object, found list$"),
-    Case("unknown-file-type", unknown_file_type, r"data\.xlsx: cannot tell the task from this path"),
+    Case("unknown-file-type", unknown_file_type, r"data\.xlsx: cannot tell the task from this file"),
     # training
     Case("nan-loss", diverging_loss, r"loss became (nan|inf|-inf) at epoch \d+, step \d+; lower --lr .*last good checkpoint",
          check_diverged),

@@ -84,10 +84,10 @@ def test_resume_after_an_interrupt_ends_like_an_uninterrupted_run(images, text, 
 
     real_epoch = train_module._train_epoch
 
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         if args[-2] == 2:  # the epoch index: stop while the third epoch runs
             raise KeyboardInterrupt
-        return real_epoch(*args)
+        return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "_train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):

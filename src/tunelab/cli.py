@@ -74,10 +74,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise TunelabError("nothing to predict: give image paths or text lines, or --file")
     predictions = predict(args.run, inputs, k=args.top_k, trust_remote_code=args.trust_remote_code)
     if args.json:
-        print(json.dumps([{"input": p.input, "labels": [{"label": c, "probability": q} for c, q in p.labels]} for p in predictions], indent=2))
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
         return
     for p in predictions:
-        print(p.input + "\t" + "  ".join(f"{c} {q:.3f}" for c, q in p.labels))
+        print(p.format())
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label new images or sentences with a finished run",
-                       description="Top-k labels with probabilities for image files or text lines.")
+                       description="Top-k labels with probabilities for image files or text lines; for NER runs the "
+                       "entities of each line with character spans; for relation runs, lines with <e1>..</e1> and "
+                       "<e2>..</e2> around the entities (or JSON objects with text, head and tail spans).")
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
     p.add_argument("inputs", nargs="*", help="image paths (image runs) or sentences (text runs)")
     p.add_argument("--file", help="a text file with one input per line")

@@ -45,7 +45,7 @@ class CompareConfig:
     lrs: tuple[str, ...] = ()
     """Per-strategy head learning rates as spec=lr, e.g. scratch=3e-3,full=5e-4; others use their defaults."""
     task: str = "auto"
-    """Task: auto (guessed from the data), image-classification or text-classification."""
+    """Task: auto (guessed from the data), image-, text-, token- (NER) or relation-classification."""
     batch_size: int = 32
     """Examples per optimisation step."""
     augment: bool | None = None
@@ -62,6 +62,12 @@ class CompareConfig:
     """Data loader worker processes; 0 = load in the main process."""
     trust_remote_code: bool = False
     """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
+    adversarial: str | None = None
+    """Adversarial training on the word embeddings for every run: fgm or pgd; none = off."""
+    adv_epsilon: float = 1.0
+    """L2 size of the adversarial perturbation of the embedding rows a batch uses."""
+    adv_steps: int = 3
+    """PGD: attack steps per batch (FGM takes one)."""
 
 
 def slug(spec: str) -> str:
@@ -111,6 +117,7 @@ def planned_runs(config: CompareConfig) -> list[TrainConfig]:
                             val_fraction=config.val_fraction, train_fraction=fraction, folds=config.folds,
                             fold=0 if fold is None else fold, num_workers=config.num_workers,
                             trust_remote_code=config.trust_remote_code,
+                            adversarial=config.adversarial, adv_epsilon=config.adv_epsilon, adv_steps=config.adv_steps,
                             resume=(out / "checkpoint" / "latest").is_file(),
                         )
                     )

@@ -28,7 +28,8 @@ from .checkpoint_io import read_text
 from .errors import DataError, TunelabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("auto", "image-classification", "text-classification"),
+    "task": ("auto", "image-classification", "text-classification", "token-classification", "relation-classification"),
+    "adversarial": ("fgm", "pgd"),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
 }
 """Allowed values of text settings, by field name: a name means the same setting in every command's config."""
@@ -48,6 +49,8 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "train_fraction": (0, 1),
     "folds": (2, None),
     "fold": (0, None),
+    "adv_epsilon": (0, None),
+    "adv_steps": (1, None),
 }
 """Inclusive (low, high) limits of numeric settings, by field name; None means unbounded."""
 
@@ -71,7 +74,7 @@ class TrainConfig:
     out: str = "runs/run"
     """Run directory: config, metrics, checkpoints and the trained weights go here."""
     task: str = "auto"
-    """Task: auto (guessed from the data), image-classification or text-classification."""
+    """Task: auto (guessed from the data), image-, text-, token- (NER) or relation-classification."""
     epochs: int = 5
     """Passes over the training data."""
     batch_size: int = 32
@@ -116,6 +119,12 @@ class TrainConfig:
     """Continue an interrupted run in `out` from its last completed epoch."""
     trust_remote_code: bool = False
     """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
+    adversarial: str | None = None
+    """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
+    adv_epsilon: float = 1.0
+    """L2 size of the adversarial perturbation of the embedding rows a batch uses."""
+    adv_steps: int = 3
+    """PGD: attack steps per batch (FGM takes one)."""
 
 
 # ---------------------------------------------------------------- field introspection

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .backbones.contract import TransferModel
 from .backbones.transformers_family import TokenState
+from .tasks.base import IGNORE
 
 
 class FeatureStore:
@@ -63,12 +64,18 @@ class CachedFeatures(Dataset):
 
 
 def collate_features(items: list) -> tuple:
-    """Stack image features; pad token features back into a TokenState with its padding mask."""
+    """Stack image features; pad token features back into a TokenState with its padding mask.
+
+    Per-token labels (token classification) are padded with IGNORE to the same length.
+    """
     features, labels = zip(*items)
-    labels = torch.tensor(labels)
     if features[0].ndim != 2:
-        return torch.stack(features), labels
+        return torch.stack(features), torch.tensor(labels)
     longest = max(f.shape[0] for f in features)
+    if isinstance(labels[0], int):
+        labels = torch.tensor(labels)
+    else:
+        labels = torch.tensor([list(y) + [IGNORE] * (longest - len(y)) for y in labels])
     hidden = torch.zeros(len(features), longest, features[0].shape[1])
     mask = torch.zeros(len(features), longest, dtype=torch.long)
     for i, f in enumerate(features):

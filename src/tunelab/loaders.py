@@ -6,49 +6,36 @@ visits the examples in exactly the order an uninterrupted run would have.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .backbones.contract import Backbone
-from .data import (
-    Examples, ImageDataset, Splits, TextDataset, image_transform, load_images, load_text, stratified_kfold, stratified_subset,
-    text_collate,
-)
+from .data import Examples, Splits, stratified_kfold, stratified_subset
 from .errors import DataError, TunelabError, brief
 
-TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl"}
 TASKS = ("image-classification", "text-classification")
+"""The single-label tasks (what `advise` handles); every task is in `tasks.REGISTRY`."""
 
 
 def infer_task(data: str, task: str) -> str:
-    """'auto' -> image-classification for a folder, text-classification for a CSV/TSV/JSONL file."""
-    if task != "auto":
-        return task
-    path = Path(data)
-    if path.is_dir():
-        return "image-classification"
-    if path.suffix.lower() in TEXT_SUFFIXES:
-        return "text-classification"
-    if not path.exists():
-        if path.is_symlink():
-            raise TunelabError(f"{data}: a symbolic link that leads nowhere (a loop, or its target is gone)")
-        raise TunelabError(f"{data}: no such file or folder")
-    raise TunelabError(f"{data}: cannot tell the task from this path; give --task ({', '.join(TASKS)})")
+    """'auto' -> the task the data implies (see `tasks.infer_task`); any other value is checked and kept."""
+    from .tasks import infer_task as infer
+
+    return infer(data, task)
 
 
 def load_splits(task: str, data: str, val_data: str | None, val_fraction: float, seed: int, text_column, label_column) -> Splits:
     """Read the user's data as train/val splits for the task."""
+    from types import SimpleNamespace
+
+    from .tasks import get_task
+
     if not data:
-        raise TunelabError("no training data: give --data PATH (an image folder or a CSV/TSV/JSONL file)")
-    if task == "image-classification":
-        splits = load_images(Path(data), val_fraction=val_fraction, seed=seed, val_path=None if val_data is None else Path(val_data))
-    else:
-        splits = load_text(
-            Path(data), None if val_data is None else Path(val_data), val_fraction, seed, text_column=text_column, label_column=label_column
-        )
+        raise TunelabError("no training data: give --data PATH (an image folder, a text table, a CoNLL or a relation file)")
+    config = SimpleNamespace(data=data, val_data=val_data, val_fraction=val_fraction, seed=seed, text_column=text_column,
+                             label_column=label_column)
+    splits = get_task(task).load_splits(config)
     if len(splits.train.classes) < 2:
         raise DataError(
             f"every training example has the label '{brief(splits.train.classes[0])}'; a classifier needs at least 2 classes",
@@ -69,13 +56,18 @@ def select_splits(splits: Splits, folds: int | None, fold: int, train_fraction: 
             raise TunelabError(f"fold {fold} does not exist: with {folds} folds, fold must be 0..{folds - 1}")
         train, val = splits.train, splits.val
         pool = Examples(train.inputs + val.inputs, train.labels + val.labels, train.classes, train.source)
-        train_idx, val_idx = stratified_kfold(pool.labels, folds, seed, classes=pool.classes)[fold]
+        train_idx, val_idx = stratified_kfold(_strata(pool.labels), folds, seed, classes=pool.classes)[fold]
         splits = Splits(pool.subset(train_idx), pool.subset(val_idx))
     if train_fraction < 1.0:
         if train_fraction <= 0:
             raise TunelabError(f"train_fraction must be in (0, 1], got {train_fraction}")
-        splits = Splits(splits.train.subset(stratified_subset(splits.train.labels, train_fraction, seed)), splits.val)
+        splits = Splits(splits.train.subset(stratified_subset(_strata(splits.train.labels), train_fraction, seed)), splits.val)
     return splits
+
+
+def _strata(labels: list) -> list[int]:
+    """The labels to stratify by: the class of a single-label example; one stratum for tagged sentences."""
+    return [label if isinstance(label, int) else 0 for label in labels]
 
 
 def check_modality(task: str, backbone: Backbone) -> None:
@@ -113,16 +105,21 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-def example_dataset(examples: Examples, backbone: Backbone, train: bool, augment: bool) -> Dataset:
-    if backbone.modality == "image":
-        return ImageDataset(examples, image_transform(backbone.input, train=train, augment=augment))
-    return TextDataset(examples)
+def example_dataset(examples: Examples, backbone: Backbone, train: bool, augment: bool, task: str | None = None,
+                    max_length: int | None = None) -> Dataset:
+    """The task's dataset (default: single-label classification in the backbone's modality)."""
+    return _task(backbone, task).dataset(examples, backbone, train, augment, max_length)
 
 
-def collate_for(backbone: Backbone, max_length: int | None):
-    if backbone.modality == "image":
-        return None
-    return text_collate(backbone.input.tokenizer, max_length or backbone.input.max_length)
+def collate_for(backbone: Backbone, max_length: int | None, task: str | None = None):
+    """The task's collate_fn (default: single-label classification in the backbone's modality)."""
+    return _task(backbone, task).collate(backbone, max_length)
+
+
+def _task(backbone: Backbone, task: str | None):
+    from .tasks import get_task
+
+    return get_task(task or f"{backbone.modality}-classification")
 
 
 def make_loader(dataset: Dataset, batch_size: int, collate, num_workers: int, sampler: Sampler | None = None) -> DataLoader:

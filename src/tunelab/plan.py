@@ -9,18 +9,29 @@ from .strategies import Plan, Strategy, parse_strategy
 from .zoo import load_backbone
 
 
-def prepare(model: str, strategy: str | Strategy, num_classes: int, trust_remote_code: bool = False) -> Plan:
+def prepare(model: str, strategy: str | Strategy, num_classes: int, trust_remote_code: bool = False,
+            task: str | None = None) -> Plan:
     """Load `model`, give it a fresh head for `num_classes`, apply `strategy`: everything a trainer needs.
 
     The backbone is loaded with random weights when the strategy says so (scratch), so the baseline is the
     same architecture trained from nothing. `trust_remote_code` is passed to Hugging Face loading (see zoo).
+    A `task` other than plain classification shapes the head and the inputs before the strategy runs and
+    adds what it always trains after (see `tasks.base.Task`).
     """
     if num_classes < 2:
         raise TunelabError(f"--num-classes must be at least 2, got {num_classes}")
     strategy = parse_strategy(strategy) if isinstance(strategy, str) else strategy
     backbone = load_backbone(model, pretrained=strategy.pretrained, trust_remote_code=trust_remote_code)
-    backbone.replace_head(num_classes)
-    return strategy.apply(backbone)
+    if task is None:
+        backbone.replace_head(num_classes)
+        return strategy.apply(backbone)
+    from .tasks import get_task
+
+    kind = get_task(task)
+    if kind.modality != backbone.modality:
+        raise TunelabError(f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; pick a {kind.modality} model (see `tunelab models`)")
+    kind.adapt(backbone, num_classes)
+    return kind.finish(strategy.apply(backbone))
 
 
 @dataclass(frozen=True)

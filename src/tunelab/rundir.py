@@ -120,6 +120,12 @@ class LoadedRun:
     plan: Plan
     """The backbone with the strategy applied and the best epoch's weights loaded."""
 
+    @property
+    def task(self) -> str:
+        """The task the run was trained for (runs from before tasks were recorded: classification by modality)."""
+        task = self.config.task
+        return task if task != "auto" else f"{self.plan.backbone.modality}-classification"
+
 
 def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
     """Rebuild a finished run's model from the zoo plus its checkpoint.
@@ -139,6 +145,7 @@ def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
     config = from_yaml_file(TrainConfig, run.config)
     _, meta = load_tensors(run.model)
     classes = tuple(json.loads(meta["classes"]))
-    plan = prepare(config.model, config.strategy, len(classes), trust_remote_code)
+    plan = prepare(config.model, config.strategy, len(classes), trust_remote_code,
+                   task=None if config.task == "auto" else config.task)
     load_trained(run.model, plan.backbone.model)
     return LoadedRun(run, config, classes, plan)

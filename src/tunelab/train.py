@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .adversarial import make_adversary
 from .checkpoint_io import atomic_write_text, load_json, load_optimizer, read_text, save_json, save_optimizer
 from .config import TrainConfig, from_yaml_file, to_yaml
 from .data.examples import Splits
@@ -45,7 +45,7 @@ from .memory import PeakMemory
 from .plan import prepare
 from .rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
 from .strategies import set_train_mode
-from .tasks.metrics import accuracy, macro_f1
+from .tasks import get_task, task_loss
 
 RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers", "out"}  # out: the run directory may have moved
 
@@ -94,11 +94,13 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
     seed_everything(config.seed)
 
     task = infer_task(config.data, config.task)
+    kind = get_task(task)
     splits = load_splits(task, config.data, config.val_data, config.val_fraction, config.seed, config.text_column, config.label_column)
     splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
-    plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code)
+    plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
     backbone = plan.backbone
     check_modality(task, backbone)
+    adversary = make_adversary(config, backbone)
     config = replace(config, task=task, lr=config.lr or plan.strategy.default_lr)
     if main:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -106,6 +108,8 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
         print(f"{config.model} + {plan.strategy.spec()} on {task}: {len(splits.train)} train / {len(splits.val)} val examples, "
               f"{len(splits.train.classes)} classes", file=sys.stderr)
         print(plan.summary_line(), file=sys.stderr)
+        if adversary is not None:
+            print(f"adversarial training: {adversary.describe()}", file=sys.stderr)
 
     order = length_order(splits.val)  # validation only measures: run it with the least padding
     if order is not None:
@@ -113,23 +117,25 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
     # Frozen prefix: computed once when it is a pure function of the input (no augmentation).
     k = plan.frozen_prefix
     augment = config.augment if config.augment is not None else not (config.cache and k > 0)
-    use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment)
-    collate = collate_for(backbone, config.max_length)
+    # the adversary perturbs the embeddings every step, so they cannot be computed once
+    use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment) and adversary is None
+    collate = collate_for(backbone, config.max_length, task)
     cache_started = time.perf_counter()
     if use_cache:
-        train_set, val_set = (
-            build_cache(
-                backbone.model, k,
-                make_loader(example_dataset(examples, backbone, train=False, augment=False), config.batch_size, collate, config.num_workers),
-                examples.labels, config.cache_memory_mb / 2, run.cache / f"{name}-{accelerator.process_index}.npy",
+
+        def cached(name, examples):
+            dataset = example_dataset(examples, backbone, train=False, augment=False, task=task, max_length=config.max_length)
+            return build_cache(
+                backbone.model, k, make_loader(dataset, config.batch_size, collate, config.num_workers),
+                dataset.labels, config.cache_memory_mb / 2, run.cache / f"{name}-{accelerator.process_index}.npy",
                 accelerator.device, desc=f"caching {name} features (blocks 0-{k - 1})",
             )
-            for name, examples in (("train", splits.train), ("val", splits.val))
-        )
+
+        train_set, val_set = cached("train", splits.train), cached("val", splits.val)
         collate, start = collate_features, k
     else:
-        train_set = example_dataset(splits.train, backbone, train=True, augment=augment)
-        val_set = example_dataset(splits.val, backbone, train=False, augment=False)
+        train_set = example_dataset(splits.train, backbone, train=True, augment=augment, task=task, max_length=config.max_length)
+        val_set = example_dataset(splits.val, backbone, train=False, augment=False, task=task, max_length=config.max_length)
         start = 0
     cache_seconds = time.perf_counter() - cache_started if use_cache else 0.0
 
@@ -148,6 +154,8 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
             print(f"resuming after epoch {state['epoch']} from {resume_from}", file=sys.stderr)
 
     classes = splits.train.classes
+    score_val = kind.scorer(splits.val, backbone, config.max_length)
+    trained = [p for group in plan.groups for p in group.params]
     meta = {"classes": list(classes), "model": config.model, "strategy": plan.strategy.spec(), "task": task}
     for epoch in range(state["epoch"], config.epochs):
         if config.patience is not None and state["bad_epochs"] >= config.patience:
@@ -156,15 +164,15 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
         seed_everything(config.seed * 1_000_003 + epoch)
         train_loader.set_epoch(epoch)  # accelerate would otherwise count epochs itself, from 0 on resume
         set_train_mode(backbone.model)
-        train_loss = _train_epoch(accelerator, model, optimizer, scheduler, train_loader, start, config, epoch, main)
+        train_loss = _train_epoch(accelerator, model, optimizer, scheduler, train_loader, start, config, epoch, main,
+                                  adversary=adversary, trained=trained)
         logits, labels = predict_logits(accelerator, model, val_loader, start)
-        predictions = logits.argmax(1).numpy()
-        val_loss = float(F.cross_entropy(logits, torch.from_numpy(labels)))
-        score = accuracy(labels, predictions)
+        val_loss = float(task_loss(logits, torch.from_numpy(labels)))
+        scores = score_val(logits, labels)
+        score = scores[kind.metric]
         record = {
-            "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": score,
-            "val_macro_f1": macro_f1(labels, predictions, len(classes)), "lr": scheduler.get_last_lr()[0],
-            "seconds": time.perf_counter() - epoch_started,
+            "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **{f"val_{k}": v for k, v in scores.items()},
+            "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_started,
         }
         state["metrics"].append(record)
         improved = score > state["best_score"]
@@ -182,12 +190,12 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
                 save_trained(run.model, backbone.model, meta)
             _save_checkpoint(run, backbone.model, optimizer, scheduler, state, meta)
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                  f"val accuracy {score:.4f}{' *' if improved else ''} ({record['seconds']:.1f}s)", file=sys.stderr)
+                  f"val {kind.metric} {score:.4f}{' *' if improved else ''} ({record['seconds']:.1f}s)", file=sys.stderr)
         accelerator.wait_for_everyone()
 
     summary = {
         "format_version": FORMAT_VERSION, "model": config.model, "strategy": plan.strategy.spec(), "task": task,
-        "metric": "accuracy", "score": state["best_score"], "best_epoch": state["best_epoch"],
+        "metric": kind.metric, "score": state["best_score"], "best_epoch": state["best_epoch"],
         "epochs": state["epoch"], "trainable_params": plan.trainable_params, "total_params": plan.total_params,
         "train_examples": len(splits.train), "val_examples": len(splits.val), "classes": list(classes),
         "cached_blocks": k if use_cache else 0, "cache_seconds": cache_seconds, "augment": augment,
@@ -199,21 +207,28 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
         save_json(run.summary, summary)
         shutil.rmtree(run.cache, ignore_errors=True)
         shutil.rmtree(run.checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
-        print(f"best val accuracy {summary['score']:.4f} at epoch {summary['best_epoch']}; run saved in {run.path}", file=sys.stderr)
+        print(f"best val {kind.metric} {summary['score']:.4f} at epoch {summary['best_epoch']}; run saved in {run.path}", file=sys.stderr)
     accelerator.end_training()
     return summary
 
 
-def _train_epoch(accelerator, model, optimizer, scheduler, loader, start, config, epoch, main) -> float:
+def _train_epoch(accelerator, model, optimizer, scheduler, loader, start, config, epoch, main, adversary=None, trained=()) -> float:
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main, leave=False, dynamic_ncols=True)
     for inputs, labels in bar:
-        with accelerator.autocast():
-            loss = F.cross_entropy(model(inputs, start=start), labels)
+
+        def compute_loss(inputs=inputs, labels=labels):
+            with accelerator.autocast():
+                return task_loss(model(inputs, start=start), labels)
+
+        if adversary is None:
+            loss = compute_loss()
+            accelerator.backward(loss)
+        else:
+            loss = adversary.backward(compute_loss, accelerator.backward, trained)
         if not torch.isfinite(loss):  # before the step, so the weights of the last good step are what is left
             raise TunelabError(f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; lower --lr or check the data"
                                + _kept(epoch, config))
-        accelerator.backward(loss)
         if config.grad_clip is not None:
             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()

@@ -77,6 +77,8 @@ class Backbone:
     """Outputs of the current head (classes)."""
     pretrained: bool = True
     """False when built with random weights (the scratch baseline, tests)."""
+    word_embeddings: nn.Embedding | None = field(default=None, repr=False)
+    """Text backbones: the token embedding table (adversarial training perturbs it; entity markers extend it)."""
 
     @property
     def blocks(self) -> nn.ModuleList:

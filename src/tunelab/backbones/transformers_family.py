@@ -30,6 +30,8 @@ class TokenState(NamedTuple):
     """(batch, tokens, hidden) activations."""
     mask: torch.Tensor
     """(batch, tokens) 1 for real tokens, 0 for padding."""
+    entity_starts: torch.Tensor | None = None
+    """(batch, 2) positions of the head and tail entity markers (relation classification), else None."""
 
 
 class Embeddings(nn.Module):
@@ -41,7 +43,7 @@ class Embeddings(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> TokenState:
         hidden = self.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
-        return TokenState(hidden, batch["attention_mask"])
+        return TokenState(hidden, batch["attention_mask"], batch.get("entity_starts"))
 
 
 class EncoderLayer(nn.Module):
@@ -55,7 +57,7 @@ class EncoderLayer(nn.Module):
     def forward(self, state: TokenState) -> TokenState:
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=state.hidden, attention_mask=state.mask)
         hidden = self.layer(state.hidden, attention_mask=mask)
-        return TokenState(hidden, state.mask)
+        return state._replace(hidden=hidden)
 
 
 def masked_mean(state: TokenState) -> torch.Tensor:
@@ -109,4 +111,5 @@ def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bo
         lora_targets=targets,
         num_outputs=0,
         pretrained=pretrained,
+        word_embeddings=net.embeddings.word_embeddings,
     )

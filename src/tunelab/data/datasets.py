@@ -42,6 +42,11 @@ class ImageDataset(Dataset):
         """Class names; label i is classes[i]."""
         return self.examples.classes
 
+    @property
+    def labels(self) -> list[int]:
+        """Every item's label, in order (what a feature cache stores beside the features)."""
+        return self.examples.labels
+
 
 class TextDataset(Dataset):
     """(text, label) pairs; tokenisation happens in `text_collate` so batches pad only as needed."""
@@ -59,6 +64,11 @@ class TextDataset(Dataset):
     def classes(self) -> tuple[str, ...]:
         """Class names; label i is classes[i]."""
         return self.examples.classes
+
+    @property
+    def labels(self) -> list[int]:
+        """Every item's label, in order (what a feature cache stores beside the features)."""
+        return self.examples.labels
 
 
 @dataclass(frozen=True)
