@@ -5,7 +5,8 @@ Names:
   and loaded without pickle execution (`weights_only=True`, or safetensors);
 - `timm:<name>` and `hf:<model id>`: the libraries' own hub loading (needs internet);
 - a local directory: a saved Hugging Face model (config.json with `model_type`) or a timm checkpoint
-  directory (config.json with `architecture`), as written by `save_pretrained`.
+  directory (config.json with `architecture`), as written by `save_pretrained`;
+- a tunelab run directory: the model that run trained, as a source for a new transfer (backbones/run_family.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Callable
 import torch
 
 from .backbones.contract import Backbone
+from .backbones.run_family import from_run, is_run_dir
 from .backbones.tiny import TINY_IMAGE_INPUT, tiny_bert, tiny_cnn
 from .backbones.timm_family import from_timm
 from .backbones.torchvision_family import from_torchvision
@@ -227,10 +229,12 @@ def load_backbone(name: str, pretrained: bool = True) -> Backbone:
         return _from_timm_hub(name.removeprefix("timm:"), pretrained)
     if name.startswith("hf:"):
         return _from_hf(name.removeprefix("hf:"), name, pretrained)
+    if is_run_dir(Path(name)):
+        return from_run(Path(name), pretrained)
     if Path(name).is_dir():
         return _from_directory(Path(name), pretrained)
     valid = ", ".join(ZOO)
-    raise TunelabError(f"unknown model '{name}'; valid: {valid}, timm:<name>, hf:<model id>, or a local model directory")
+    raise TunelabError(f"unknown model '{name}'; valid: {valid}, timm:<name>, hf:<model id>, a local model directory or a run directory")
 
 
 def _from_timm_hub(arch: str, pretrained: bool) -> Backbone:
@@ -263,7 +267,7 @@ def _from_hf(model_id: str, name: str, pretrained: bool) -> Backbone:
 def _from_directory(folder: Path, pretrained: bool) -> Backbone:
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise TunelabError(f"{folder}: not a model directory (no config.json); expected a save_pretrained() folder")
+        raise TunelabError(f"{folder}: not a model directory (no config.json); expected a save_pretrained() folder or a tunelab run directory")
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
