@@ -32,7 +32,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    print("also: timm:<name>, hf:<model id> (downloaded from their hubs), or a local model directory")
+    print("also: timm:<name>, hf:<model id> (from their hubs), a local model directory, or a run directory")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the transfer plan: per block whether it trains, its lr scale, parameter counts and "
         "inserted modules, then the trainable-parameter summary.",
     )
-    p.add_argument("--model", required=True, help="zoo name (see `tunelab models`), timm:<name>, hf:<id> or a directory")
+    p.add_argument("--model", required=True, help="zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory")
     p.add_argument("--strategy", default="full", help=STRATEGY_HELP + " (default: full)")
     p.add_argument("--num-classes", type=int, required=True, help="number of target classes (at least 2)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
