@@ -140,3 +140,17 @@ def test_a_run_of_a_task_tunelab_cannot_transfer_from_is_one_line_exit_2(source_
     code = main(["train", "--model", str(other), "--data", str(images), "--out", str(tmp_path / "t")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "audio-classification" in err[0]
+
+
+def test_compare_and_advise_take_a_run_directory(source_runs, images, tmp_path):
+    from tunelab.advise import advise
+    from tunelab.compare import CompareConfig, compare
+    from tunelab.report import aggregate, collect
+
+    source = str(source_runs["cnn-full"])
+    report = compare(CompareConfig(model=source, data=str(images), out=str(tmp_path / "cmp"), strategies=("none", "scratch"),
+                                   epochs=1, batch_size=8, val_fraction=0.25))
+    results = aggregate(collect([report.parent / "runs"]))
+    assert report.is_file() and [r.strategy for r in results] == ["none", "scratch"]
+    advice = advise(source, str(images), max_examples=24)
+    assert advice.to_dict()["recommendation"]

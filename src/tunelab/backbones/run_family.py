@@ -61,7 +61,6 @@ def from_run(path: Path, pretrained: bool = True) -> Backbone:
     merge_lora(source.model)
     for p in source.model.parameters():
         p.requires_grad_(True)  # as loaded from the zoo: the next strategy decides what trains
-    source.model.eval()
     model = source.model
     return replace(
         source,
