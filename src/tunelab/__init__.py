@@ -6,9 +6,14 @@ Public API:
 - `parse_strategy(spec)`, `REGISTRY`: the strategies (none, full, retrain:K, adapter, lora, scratch).
 - `set_train_mode(model)`: train mode except frozen blocks and frozen BatchNorm.
 - `merge_lora(model)`: fold LoRA updates into the weights.
+- `embed(model, data)`: pooled features, labels and example ids of a data set under any model or run (`Embeddings`).
+- `tunelab.export.export(run, out)`: a finished run as an ONNX file (LoRA merged, adapters included).
+
+Any `model` argument also takes a finished run directory: the model that run trained, as a new source.
 """
 
 from .backbones.contract import Backbone, TransferModel
+from .embed import Embeddings, embed
 from .errors import DataError, TunelabError
 from .modules import merge_lora
 from .plan import prepare
@@ -18,6 +23,6 @@ from .zoo import ZOO, list_models, load_backbone
 __version__ = "0.1.0"
 
 __all__ = [
-    "REGISTRY", "ZOO", "Backbone", "DataError", "Plan", "Strategy", "TransferModel", "TunelabError", "list_models",
-    "load_backbone", "merge_lora", "parse_strategy", "prepare", "set_train_mode",
+    "REGISTRY", "ZOO", "Backbone", "DataError", "Embeddings", "Plan", "Strategy", "TransferModel", "TunelabError",
+    "embed", "list_models", "load_backbone", "merge_lora", "parse_strategy", "prepare", "set_train_mode",
 ]

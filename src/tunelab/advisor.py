@@ -20,7 +20,7 @@ class AdviseConfig:
     """Everything `tunelab advise` needs."""
 
     model: str
-    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, or a model directory."""
+    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory."""
     data: str = ""
     """Labelled data path: an image folder tree or a text file (CSV/TSV/JSONL)."""
     val_data: str | None = None

@@ -34,7 +34,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    print("also: timm:<name>, hf:<model id> (downloaded from their hubs), or a local model directory")
+    print("also: timm:<name>, hf:<model id> (from their hubs), a local model directory, or a run directory")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -112,6 +112,22 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(report_from_runs([Path(p) for p in args.runs], Path(args.out)))
 
 
+def cmd_embed(args: argparse.Namespace) -> None:
+    from .embed import embed
+
+    result = embed(args.model, args.data, block=args.block, batch_size=args.batch_size, max_length=args.max_length,
+                   text_column=args.text_column, label_column=args.label_column)
+    path = result.save(args.out)
+    n, d = result.features.shape
+    print(f"{n} examples x {d} features from {result.model} block {result.block} ({result.block_name}) -> {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    print(export(args.run, args.out, args.format))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunelab",
@@ -130,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the transfer plan: per block whether it trains, its lr scale, parameter counts and "
         "inserted modules, then the trainable-parameter summary.",
     )
-    p.add_argument("--model", required=True, help="zoo name (see `tunelab models`), timm:<name>, hf:<id> or a directory")
+    p.add_argument("--model", required=True, help="zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory")
     p.add_argument("--strategy", default="full", help=STRATEGY_HELP + " (default: full)")
     p.add_argument("--num-classes", type=int, required=True, help="number of target classes (at least 2)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -201,6 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories, or folders containing run directories")
     p.add_argument("--out", required=True, help="folder for the report files")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("embed", help="features of a data set under any model or run, saved as .npz",
+                       description="Run a frozen model over every example of labelled data (all splits) and save the "
+                       "pooled features of one block with labels, example ids and class names as an .npz file.")
+    p.add_argument("--model", required=True, help="zoo name, timm:<name>, hf:<id>, a model directory or a run directory")
+    p.add_argument("--data", required=True, help="labelled data: an image folder, a folder of idx files, or a text table")
+    p.add_argument("--out", required=True, help="the .npz file to write")
+    p.add_argument("--block", type=int, default=-1, help="block whose pooled output to save; -1 = the last (default: -1)")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text example (default: the model's)")
+    p.add_argument("--text-column", default=None, help="text column of a table (default: detected from the header)")
+    p.add_argument("--label-column", default="label", help="label column of a table (default: label)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="write a finished run as a self-contained model file for serving",
+                       description="Export a run's best model (LoRA merged, adapters included) with its class names and "
+                       "preprocessing in the file's metadata; needs `pip install 'tunelab[export]'`.")
+    p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
+    p.add_argument("--format", default="onnx", help="file format: onnx (default: onnx)")
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -25,7 +25,7 @@ class CompareConfig:
     """Everything `tunelab compare` needs; the shared settings mean what they mean for `tunelab train`."""
 
     model: str
-    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, or a model directory."""
+    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory."""
     data: str = ""
     """Training data path: an image folder tree or a text file (CSV/TSV/JSONL)."""
     val_data: str | None = None

@@ -64,7 +64,7 @@ class TrainConfig:
     """Everything `tunelab train` needs; saved as config.yaml in the run so eval and --resume see the same run."""
 
     model: str
-    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, or a model directory."""
+    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory."""
     strategy: str = "full"
     """Transfer strategy spec, e.g. none, full, retrain:3, adapter, lora:8, scratch."""
     data: str = ""

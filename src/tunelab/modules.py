@@ -115,4 +115,6 @@ def merge_lora(model: nn.Module) -> int:
     for name, layer in layers:
         layer.merge()
         model.set_submodule(name, layer.get_base_layer())
+    if layers and hasattr(model, "peft_config"):
+        del model.peft_config  # PEFT's record of the injected LoRA; stale now, and a new LoRA would warn about it
     return len(layers)

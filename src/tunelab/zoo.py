@@ -5,7 +5,8 @@ Names:
   and loaded without pickle execution (`weights_only=True`, or safetensors);
 - `timm:<name>` and `hf:<model id>`: the libraries' own hub loading (needs internet);
 - a local directory: a saved Hugging Face model (config.json with `model_type`) or a timm checkpoint
-  directory (config.json with `architecture`), as written by `save_pretrained`.
+  directory (config.json with `architecture`), as written by `save_pretrained`;
+- a tunelab run directory: the model that run trained, as a source for a new transfer (backbones/run_family.py).
 
 A Hugging Face repository or folder may ship its own Python code (`auto_map` in its config); loading it
 runs that code. tunelab passes `trust_remote_code=False` unless the user gave `--trust-remote-code`, and
@@ -27,6 +28,7 @@ from typing import Callable
 import torch
 
 from .backbones.contract import Backbone
+from .backbones.run_family import from_run, is_run_dir
 from .backbones.tiny import TINY_IMAGE_INPUT, tiny_bert, tiny_cnn
 from .backbones.timm_family import from_timm
 from .backbones.torchvision_family import from_torchvision
@@ -235,10 +237,12 @@ def load_backbone(name: str, pretrained: bool = True, trust_remote_code: bool = 
         return _from_timm_hub(name.removeprefix("timm:"), pretrained)
     if name.startswith("hf:"):
         return _from_hf(name.removeprefix("hf:"), name, pretrained, trust_remote_code)
+    if is_run_dir(Path(name)):
+        return from_run(Path(name), pretrained, trust_remote_code)
     if Path(name).is_dir():
         return _from_directory(Path(name), pretrained, trust_remote_code)
     valid = ", ".join(ZOO)
-    raise TunelabError(f"unknown model '{name}'; valid: {valid}, timm:<name>, hf:<model id>, or a local model directory")
+    raise TunelabError(f"unknown model '{name}'; valid: {valid}, timm:<name>, hf:<model id>, a local model directory or a run directory")
 
 
 def _from_timm_hub(arch: str, pretrained: bool) -> Backbone:
@@ -279,7 +283,7 @@ def _from_hf(model_id: str, name: str, pretrained: bool, trust_remote_code: bool
 def _from_directory(folder: Path, pretrained: bool, trust_remote_code: bool = False) -> Backbone:
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise TunelabError(f"{folder}: not a model directory (no config.json); expected a save_pretrained() folder")
+        raise TunelabError(f"{folder}: not a model directory (no config.json); expected a save_pretrained() folder or a tunelab run directory")
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:

@@ -125,3 +125,25 @@ def find_idx_pair(folder: Path, prefix: str) -> tuple[Path, Path] | None:
         missing = "labels-idx1-ubyte" if kind == "images-idx3-ubyte" else "images-idx3-ubyte"
         raise DataError(f"found {present.name} but no {prefix}-{missing}[.gz] beside it; add the missing file", folder)
     return found["images-idx3-ubyte"], found["labels-idx1-ubyte"]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """`array` (uint8) in the idx format: magic (type 0x08, ndim), big-endian dimensions, then the raw bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: Sequence[int]) -> tuple[Path, Path]:
+    """Write `<prefix>-images-idx3-ubyte.gz` (N x H x W uint8) and `<prefix>-labels-idx1-ubyte.gz` into `folder`.
+
+    The inverse of `read_idx`, for making subsets that every idx reader (tunelab's included) can load.
+    The gzip header carries no timestamp, so the same arrays always give the same bytes.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
+    images_path.write_bytes(gzip.compress(idx_bytes(np.asarray(images)), mtime=0))
+    labels_path.write_bytes(gzip.compress(idx_bytes(np.asarray(labels)), mtime=0))
+    return images_path, labels_path
