@@ -30,7 +30,7 @@ def emit(result: dict) -> None:
     print(RESULT + json.dumps(result), flush=True)
 
 
-def run_worker(script: str, side: str, args: Sequence[str]) -> dict:
+def run_worker(script: str, side: str, args: Sequence[str], label: str = "") -> dict:
     """Run `script --side side args...` in a fresh interpreter and return the dict it emitted."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
@@ -40,18 +40,30 @@ def run_worker(script: str, side: str, args: Sequence[str]) -> dict:
         sys.stderr.write(done.stderr[-4000:])
         raise RuntimeError(f"{Path(script).name} --side {side} failed with exit code {done.returncode}")
     result = json.loads(lines[-1][len(RESULT):])
-    print(f"  {side}: {_brief(result)} ({time.perf_counter() - started:.0f}s with start-up)", flush=True)
+    print(f"  {label}{side}: {_brief(result)} ({time.perf_counter() - started:.0f}s with start-up)", flush=True)
     return result
 
 
-def interleaved(sides: Sequence[str], repetitions: int, run: Callable[[str, int], dict]) -> dict[str, list[dict]]:
+def interleaved(sides: Sequence[str], repetitions: int, run: Callable[[str, int], dict], label: str = "") -> dict[str, list[dict]]:
     """run(side, repetition) for repetition 0..n-1, every side once per repetition, in a fixed order."""
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for rep in range(repetitions):
-        print(f"repetition {rep + 1}/{repetitions} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        print(f"{label}repetition {rep + 1}/{repetitions} (load average {os.getloadavg()[0]:.1f})", flush=True)
         for side in sides:
             results[side].append(run(side, rep))
     return results
+
+
+def concurrently(function: Callable, cases: Sequence) -> list:
+    """function(case) for every case at once (threads, each driving its own worker processes), results in order.
+
+    Used for independent cases (models, strategies) so that a table fits the time on a loaded machine; the
+    sides inside one case still alternate, so they share whatever load the other cases add.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        return list(pool.map(function, cases))
 
 
 def median(results: list[dict], key: str) -> float:

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
@@ -58,8 +58,8 @@ def main() -> None:
 
     reps = 1 if args.quick else args.repetitions
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    per_class = (4, 2) if args.quick else (16, 8)
-    sentences = (32, 16) if args.quick else (128, 64)
+    per_class = (2, 1) if args.quick else (8, 4)
+    sentences = (16, 8) if args.quick else (64, 32)
     images = image_subset(tmp / "hymenoptera", *per_class)
     sst2_train, sst2_dev = text_subset(tmp / "sst2", *sentences)
     cases = [

@@ -40,12 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     set_threads(args.threads)
     reps = 1 if args.quick else args.repetitions
-    sentences = (32, 16) if args.quick else (128, 64)
+    sentences = (16, 8) if args.quick else (64, 32)
     train, dev = text_subset(Path(tempfile.mkdtemp(prefix="bench-flops-")), *sentences)
     load_before = os.getloadavg()[0]
 

@@ -1,7 +1,7 @@
 """The floor: a plain hand-written PyTorch loop over the very model tunelab trains, and tunelab's side, timed alike.
 
 The plain loop takes the model, parameter groups and learning rates from `tunelab.plan.prepare` (so both
-sides do the same arithmetic: AdamW, the same per-group learning rates and weight decay, warmup + cosine,
+sides do the same arithmetic: AdamW with the same (fused) kernel, the same per-group learning rates and weight decay, warmup + cosine,
 gradient clipping at 1.0) and then does only what a person would write by hand: a shuffled DataLoader,
 forward, backward, step, and an accuracy pass over the validation set after each epoch. With a frozen
 prefix of K blocks it runs blocks[:K] under `torch.no_grad()` in eval mode on every batch (the obvious
@@ -47,7 +47,7 @@ def plain_loop(model_name: str, strategy: str, data: Path, val_data: Path | None
         val_loader = DataLoader(example_dataset(splits.val, plan.backbone, train=False, augment=False), batch_size,
                                 collate_fn=collate)
         lr = plan.strategy.default_lr
-        optimizer = torch.optim.AdamW(plan.optimizer_groups(lr, 0.01))
+        optimizer = torch.optim.AdamW(plan.optimizer_groups(lr, 0.01), fused=True)  # the kernel tunelab uses on CPU/CUDA
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * len(train_loader), 0.1))
         trainable = [p for p in model.parameters() if p.requires_grad]
         epoch_seconds, best = [], 0.0

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    concurrently,
     emit,
     image_subset,
     interleaved,
@@ -50,9 +51,9 @@ def worker(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--repetitions", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
@@ -66,8 +67,8 @@ def main() -> None:
 
     reps = 1 if args.quick else args.repetitions
     tmp = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
-    per_class = (4, 2) if args.quick else (16, 8)
-    sentences = (32, 16) if args.quick else (128, 64)
+    per_class = (2, 1) if args.quick else (8, 4)
+    sentences = (16, 8) if args.quick else (64, 32)
     images = image_subset(tmp / "hymenoptera", *per_class)
     sst2_train, sst2_dev = text_subset(tmp / "sst2", *sentences)
     cases = [
@@ -75,24 +76,25 @@ def main() -> None:
         ("MiniLM-L6", "minilm-l6", "retrain:4", sst2_train, sst2_dev, f"SST-2 subset ({sentences[0]}/{sentences[1]} sentences)"),
     ]
     load_before = os.getloadavg()[0]
-    rows = []
-    for title, model, strategy, data, val, what in cases:
-        print(f"{title} {strategy} on {what}", flush=True)
+
+    def measure(case: tuple) -> list[str]:
+        title, model, strategy, data, val, what = case
         common = ["--model", model, "--strategy", strategy, "--data", str(data), "--epochs", str(args.epochs),
                   "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
         common += ["--val-data", str(val)] if val else []
-        results = interleaved(SIDES, reps, lambda side, rep, common=common: run_worker(__file__, side, common))
+        results = interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
         plain = results["plain"]
-        for side in SIDES:
-            r = results[side]
-            rows.append(
-                f"| {title} {strategy} | {what} | {LABELS[side]} | {median(r, 'epoch_s'):.2f} | "
-                f"{median(r, 'epoch_s') / median(plain, 'epoch_s'):.2f} | {median(r, 'total_s'):.1f} | "
-                f"{median(r, 'total_s') / median(plain, 'total_s'):.2f} | {spread(r, 'accuracy')} | {median(r, 'peak_mb'):.0f} | {reps} |"
-            )
+        return [
+            f"| {title} {strategy} | {what} | {LABELS[side]} | {median(r, 'epoch_s'):.2f} | "
+            f"{median(r, 'epoch_s') / median(plain, 'epoch_s'):.2f} | {median(r, 'total_s'):.1f} | "
+            f"{median(r, 'total_s') / median(plain, 'total_s'):.2f} | {spread(r, 'accuracy')} | {median(r, 'peak_mb'):.0f} | {reps} |"
+            for side, r in results.items()
+        ]
+
+    rows = [row for case_rows in concurrently(measure, cases) for row in case_rows]
     table = [
         f"{args.epochs} epochs, batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} interleaved repetitions, "
-        f"each in a fresh process. s/epoch includes the validation pass and, for the cache, its one-off pass shared out over the "
+        f"each in a fresh process; the two models ran at the same time. s/epoch includes the validation pass and, for the cache, its one-off pass shared out over the "
         f"epochs. Machine: {machine(args.threads)}; {load_note(load_before, os.getloadavg()[0])}.",
         "",
         "| model | data | side | s/epoch | ratio to plain | end-to-end s | ratio to plain | val acc (min-max) | peak MB | reps |",

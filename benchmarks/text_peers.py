@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    concurrently,
     emit,
     interleaved,
     load_note,
@@ -47,11 +48,11 @@ def worker(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
-    parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--train-sentences", type=int, default=128)
-    parser.add_argument("--dev-sentences", type=int, default=64)
+    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument("--train-sentences", type=int, default=64)
+    parser.add_argument("--dev-sentences", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
@@ -67,23 +68,26 @@ def main() -> None:
     sentences = (32, 16) if args.quick else (args.train_sentences, args.dev_sentences)
     train, dev = text_subset(Path(tempfile.mkdtemp(prefix="bench-text-")), *sentences)
     load_before = os.getloadavg()[0]
-    rows = []
-    for strategy in args.strategies.split(","):
-        print(f"{strategy}", flush=True)
+
+    def measure(strategy: str) -> str:
         common = ["--strategy", strategy, "--data", str(train), "--val-data", str(dev), "--epochs", str(args.epochs),
                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-        results = interleaved(SIDES, reps, lambda side, rep, common=common: run_worker(__file__, side, [*common, "--seed", str(rep)]))
+        results = interleaved(
+            SIDES, reps, lambda side, rep: run_worker(__file__, side, [*common, "--seed", str(rep)], f"{strategy} "), f"{strategy} "
+        )
         t, h = results["tunelab"], results["trainer"]
-        rows.append(
+        return (
             f"| {strategy} | {median(t, 'epoch_s') / median(h, 'epoch_s'):.2f} | {median(t, 'epoch_s'):.1f} | {median(h, 'epoch_s'):.1f} | "
             f"{median(t, 'peak_mb') / median(h, 'peak_mb'):.2f} | {median(t, 'peak_mb'):.0f} | {median(h, 'peak_mb'):.0f} | "
             f"{median(t, 'accuracy'):.3f} ({spread(t, 'accuracy')}) | {median(h, 'accuracy'):.3f} ({spread(h, 'accuracy')}) | "
             f"{median(t, 'total_s'):.1f} | {median(h, 'total_s'):.1f} | {reps} |"
         )
+
+    rows = concurrently(measure, args.strategies.split(","))
     table = [
         f"MiniLM-L6 on SST-2: {sentences[0]} training sentences (shuffled, seed 0), the first {sentences[1]} dev sentences; "
         f"{args.epochs} epoch(s), batch {args.batch_size}; seeds 0..{reps - 1}, one per repetition, same on both sides; medians of "
-        f"{reps} interleaved repetitions, each in a fresh process. Machine: {machine(args.threads)}; "
+        f"{reps} interleaved repetitions, each in a fresh process; the strategies ran at the same time. Machine: {machine(args.threads)}; "
         f"{load_note(load_before, os.getloadavg()[0])}.",
         "",
         "| strategy | time ratio (tunelab / Trainer) | tunelab s/epoch | Trainer s/epoch | memory ratio | tunelab peak MB "
