@@ -146,3 +146,41 @@ def image_subset(folder: Path, train_per_class: int, val_per_class: int) -> Path
             for image in sorted((source / split / cls).glob("*.jpg"))[:n]:
                 (out / image.name).symlink_to(image)
     return folder
+
+
+def results_from_log(path: Path) -> dict[str, dict[str, list[dict]]]:
+    """The per-run results a driver printed, by case label and side: rebuilds a table after a run stopped early.
+
+    Values come back with the 3 significant digits the driver printed.
+    """
+    import re
+
+    line_format = re.compile(r"^  (\S+) (\S+): (.*) \(\d+s with start-up\)$")
+    found: dict[str, dict[str, list[dict]]] = {}
+    for line in Path(path).read_text().splitlines():
+        match = line_format.match(line)
+        if match:
+            label, side, fields = match.groups()
+            result = {}
+            for field in fields.split(", "):
+                key, value = field.split(" ", 1)
+                try:
+                    result[key] = float(value)
+                except ValueError:
+                    result[key] = value
+            found.setdefault(label, {}).setdefault(side, []).append(result)
+    return found
+
+
+def complete_repetitions(results: dict[str, list[dict]], sides: Sequence[str]) -> dict[str, list[dict]]:
+    """Keep only repetitions every side finished (a stopped run may have one side's last run and not the other's)."""
+    n = min(len(results.get(side, [])) for side in sides)
+    return {side: results.get(side, [])[:n] for side in sides}
+
+
+def loads_in_log(path: Path) -> tuple[float, float]:
+    """The first and last load averages a driver printed at the start of its repetitions."""
+    import re
+
+    loads = [float(x) for x in re.findall(r"load average (\d+\.\d)", Path(path).read_text())]
+    return loads[0], loads[-1]

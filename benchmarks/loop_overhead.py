@@ -15,6 +15,10 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    complete_repetitions,
+    loads_in_log,
+    results_from_log,
+    concurrently,
     emit,
     image_subset,
     interleaved,
@@ -43,11 +47,12 @@ def worker(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--repetitions", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -67,26 +72,40 @@ def main() -> None:
         ("MiniLM-L6", "minilm-l6", sst2_train, sst2_dev, f"SST-2 subset ({sentences[0]}/{sentences[1]} train/dev sentences)"),
     ]
     load_before = os.getloadavg()[0]
-    rows = []
-    for title, model, data, val, what in cases:
-        print(f"{title} on {what}", flush=True)
+
+    def measure(case: tuple) -> dict[str, list[dict]]:
+        title, model, data, val, what = case
         common = ["--model", model, "--data", str(data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                   "--threads", str(args.threads), "--seed", str(args.seed)] + (["--val-data", str(val)] if val else [])
-        results = interleaved(SIDES, reps, lambda side, rep, common=common: run_worker(__file__, side, common))
+        return interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
+
+    def row(case: tuple, results: dict[str, list[dict]]) -> str:
+        title, what = case[0], case[-1]
         t, p = results["tunelab"], results["plain"]
-        rows.append(
+        return (
             f"| {title} | {what} | {median(t, 'epoch_s') / median(p, 'epoch_s'):.3f} | {median(t, 'epoch_s'):.2f} | "
             f"{median(p, 'epoch_s'):.2f} | {median(t, 'total_s') / median(p, 'total_s'):.3f} | {median(t, 'total_s'):.1f} | "
-            f"{median(p, 'total_s'):.1f} | {spread(t, 'accuracy')} | {spread(p, 'accuracy')} | {reps} |"
+            f"{median(p, 'total_s'):.1f} | {spread(t, 'accuracy')} | {spread(p, 'accuracy')} | {median(t, 'peak_mb'):.0f} | "
+            f"{median(p, 'peak_mb'):.0f} | {len(t)} |"
         )
+
+    if args.from_log:
+        logged = results_from_log(Path(args.from_log))
+        all_results = [complete_repetitions(logged[case[0]], SIDES) for case in cases]
+        load_before, load_after = loads_in_log(Path(args.from_log))
+    else:
+        all_results = concurrently(measure, cases)
+        load_after = os.getloadavg()[0]
+    rows = [row(case, results) for case, results in zip(cases, all_results)]
+    reps = min(len(results["tunelab"]) for results in all_results)
     table = [
         f"`full`, {args.epochs} epoch(s), batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} "
-        f"interleaved repetitions, each in a fresh process. Machine: {machine(args.threads)}; "
-        f"{load_note(load_before, os.getloadavg()[0])}.",
+        f"interleaved repetitions, each in a fresh process; the two models ran at the same time. Machine: {machine(args.threads)}; "
+        f"{load_note(load_before, load_after)}.",
         "",
         "| model | data | epoch ratio (tunelab / plain) | tunelab s/epoch | plain s/epoch | end-to-end ratio | tunelab end-to-end s "
-        "| plain end-to-end s | tunelab val acc (min-max) | plain val acc (min-max) | reps |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| plain end-to-end s | tunelab val acc (min-max) | plain val acc (min-max) | tunelab peak MB | plain peak MB | reps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     write_table("loop_overhead", "\n".join(table), args.quick)

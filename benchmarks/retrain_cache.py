@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    complete_repetitions,
+    loads_in_log,
+    results_from_log,
     concurrently,
     emit,
     image_subset,
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
@@ -77,25 +81,38 @@ def main() -> None:
     ]
     load_before = os.getloadavg()[0]
 
-    def measure(case: tuple) -> list[str]:
+    def measure(case: tuple) -> dict[str, list[dict]]:
         title, model, strategy, data, val, what = case
         common = ["--model", model, "--strategy", strategy, "--data", str(data), "--epochs", str(args.epochs),
                   "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
         common += ["--val-data", str(val)] if val else []
-        results = interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
+        return interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
+
+    def rows_for(case: tuple, results: dict[str, list[dict]]) -> list[str]:
+        title, strategy, what = case[0], case[2], case[-1]
         plain = results["plain"]
         return [
             f"| {title} {strategy} | {what} | {LABELS[side]} | {median(r, 'epoch_s'):.2f} | "
             f"{median(r, 'epoch_s') / median(plain, 'epoch_s'):.2f} | {median(r, 'total_s'):.1f} | "
-            f"{median(r, 'total_s') / median(plain, 'total_s'):.2f} | {spread(r, 'accuracy')} | {median(r, 'peak_mb'):.0f} | {reps} |"
+            f"{median(r, 'total_s') / median(plain, 'total_s'):.2f} | {spread(r, 'accuracy')} | {median(r, 'peak_mb'):.0f} | {len(r)} |"
             for side, r in results.items()
         ]
 
-    rows = [row for case_rows in concurrently(measure, cases) for row in case_rows]
+    if args.from_log:
+        logged = results_from_log(Path(args.from_log))
+        all_results = [complete_repetitions(logged.get(case[0], {}), SIDES) for case in cases]
+        cases = [case for case, results in zip(cases, all_results) if results["plain"]]
+        all_results = [results for results in all_results if results["plain"]]
+        load_before, load_after = loads_in_log(Path(args.from_log))
+    else:
+        all_results = concurrently(measure, cases)
+        load_after = os.getloadavg()[0]
+    rows = [row for case, results in zip(cases, all_results) for row in rows_for(case, results)]
+    reps = min((len(results["plain"]) for results in all_results), default=0)
     table = [
         f"{args.epochs} epochs, batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} interleaved repetitions, "
         f"each in a fresh process; the two models ran at the same time. s/epoch includes the validation pass and, for the cache, its one-off pass shared out over the "
-        f"epochs. Machine: {machine(args.threads)}; {load_note(load_before, os.getloadavg()[0])}.",
+        f"epochs. Machine: {machine(args.threads)}; {load_note(load_before, load_after)}.",
         "",
         "| model | data | side | s/epoch | ratio to plain | end-to-end s | ratio to plain | val acc (min-max) | peak MB | reps |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -15,6 +15,9 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    complete_repetitions,
+    loads_in_log,
+    results_from_log,
     concurrently,
     emit,
     interleaved,
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -69,26 +73,37 @@ def main() -> None:
     train, dev = text_subset(Path(tempfile.mkdtemp(prefix="bench-text-")), *sentences)
     load_before = os.getloadavg()[0]
 
-    def measure(strategy: str) -> str:
+    def measure(strategy: str) -> dict[str, list[dict]]:
         common = ["--strategy", strategy, "--data", str(train), "--val-data", str(dev), "--epochs", str(args.epochs),
                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-        results = interleaved(
+        return interleaved(
             SIDES, reps, lambda side, rep: run_worker(__file__, side, [*common, "--seed", str(rep)], f"{strategy} "), f"{strategy} "
         )
+
+    def row(strategy: str, results: dict[str, list[dict]]) -> str:
         t, h = results["tunelab"], results["trainer"]
         return (
             f"| {strategy} | {median(t, 'epoch_s') / median(h, 'epoch_s'):.2f} | {median(t, 'epoch_s'):.1f} | {median(h, 'epoch_s'):.1f} | "
             f"{median(t, 'peak_mb') / median(h, 'peak_mb'):.2f} | {median(t, 'peak_mb'):.0f} | {median(h, 'peak_mb'):.0f} | "
             f"{median(t, 'accuracy'):.3f} ({spread(t, 'accuracy')}) | {median(h, 'accuracy'):.3f} ({spread(h, 'accuracy')}) | "
-            f"{median(t, 'total_s'):.1f} | {median(h, 'total_s'):.1f} | {reps} |"
+            f"{median(t, 'total_s'):.1f} | {median(h, 'total_s'):.1f} | {len(t)} |"
         )
 
-    rows = concurrently(measure, args.strategies.split(","))
+    strategies = args.strategies.split(",")
+    if args.from_log:
+        logged = results_from_log(Path(args.from_log))
+        all_results = [complete_repetitions(logged.get(s, {}), SIDES) for s in strategies]
+        load_before, load_after = loads_in_log(Path(args.from_log))
+    else:
+        all_results = concurrently(measure, strategies)
+        load_after = os.getloadavg()[0]
+    rows = [row(strategy, results) for strategy, results in zip(strategies, all_results) if results["tunelab"]]
+    reps = max(len(results["tunelab"]) for results in all_results)
     table = [
         f"MiniLM-L6 on SST-2: {sentences[0]} training sentences (shuffled, seed 0), the first {sentences[1]} dev sentences; "
         f"{args.epochs} epoch(s), batch {args.batch_size}; seeds 0..{reps - 1}, one per repetition, same on both sides; medians of "
-        f"{reps} interleaved repetitions, each in a fresh process; the strategies ran at the same time. Machine: {machine(args.threads)}; "
-        f"{load_note(load_before, os.getloadavg()[0])}.",
+        f"up to {reps} interleaved repetitions (the reps column), each in a fresh process; the strategies ran at the same time. Machine: {machine(args.threads)}; "
+        f"{load_note(load_before, load_after)}.",
         "",
         "| strategy | time ratio (tunelab / Trainer) | tunelab s/epoch | Trainer s/epoch | memory ratio | tunelab peak MB "
         "| Trainer peak MB | tunelab val acc (min-max) | Trainer val acc (min-max) | tunelab end-to-end s | Trainer end-to-end s | reps |",
