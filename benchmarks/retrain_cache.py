@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
-    complete_repetitions,
     loads_in_log,
     results_from_log,
     concurrently,
@@ -89,28 +88,31 @@ def main() -> None:
         return interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
 
     def rows_for(case: tuple, results: dict[str, list[dict]]) -> list[str]:
+        """One row per side that finished a run; ratios to the plain loop only when it finished too."""
         title, strategy, what = case[0], case[2], case[-1]
-        plain = results["plain"]
+        plain = results.get("plain")
+
+        def ratio(r: list[dict], key: str) -> str:
+            return f"{median(r, key) / median(plain, key):.2f}" if plain else "n/a"
+
         return [
-            f"| {title} {strategy} | {what} | {LABELS[side]} | {median(r, 'epoch_s'):.2f} | "
-            f"{median(r, 'epoch_s') / median(plain, 'epoch_s'):.2f} | {median(r, 'total_s'):.1f} | "
-            f"{median(r, 'total_s') / median(plain, 'total_s'):.2f} | {spread(r, 'accuracy')} | {median(r, 'peak_mb'):.0f} | {len(r)} |"
+            f"| {title} {strategy} | {what} | {LABELS[side]} | {median(r, 'epoch_s'):.2f} | {ratio(r, 'epoch_s')} | "
+            f"{median(r, 'total_s'):.1f} | {ratio(r, 'total_s')} | {spread(r, 'accuracy')} | {median(r, 'peak_mb'):.0f} | {len(r)} |"
             for side, r in results.items()
+            if r
         ]
 
-    if args.from_log:
+    if args.from_log:  # every run that finished, complete repetitions or not (see the reps column)
         logged = results_from_log(Path(args.from_log))
-        all_results = [complete_repetitions(logged.get(case[0], {}), SIDES) for case in cases]
-        cases = [case for case, results in zip(cases, all_results) if results["plain"]]
-        all_results = [results for results in all_results if results["plain"]]
+        all_results = [{side: logged.get(case[0], {}).get(side, []) for side in SIDES} for case in cases]
         load_before, load_after = loads_in_log(Path(args.from_log))
     else:
         all_results = concurrently(measure, cases)
         load_after = os.getloadavg()[0]
     rows = [row for case, results in zip(cases, all_results) for row in rows_for(case, results)]
-    reps = min((len(results["plain"]) for results in all_results), default=0)
+    reps = max((len(r) for results in all_results for r in results.values()), default=0)
     table = [
-        f"{args.epochs} epochs, batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} interleaved repetitions, "
+        f"{args.epochs} epochs, batch {args.batch_size}, no augmentation, seed {args.seed}; medians of up to {reps} interleaved repetitions (the reps column), "
         f"each in a fresh process; the two models ran at the same time. s/epoch includes the validation pass and, for the cache, its one-off pass shared out over the "
         f"epochs. Machine: {machine(args.threads)}; {load_note(load_before, load_after)}.",
         "",
