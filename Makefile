@@ -26,7 +26,8 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(PY) examples/demo.py
 
 # Benchmarks against what users would otherwise run; each script rewrites its table in benchmarks/README.md.
-# About 30-40 minutes on 2 cores. BENCH_ARGS=--quick runs tiny sizes and leaves the README alone.
+# Small sizes (16 images, 64 sentences); hours, not minutes, on a heavily shared machine.
+# BENCH_ARGS=--quick runs tiny sizes and leaves the README alone.
 BENCH_SCRIPTS := loop_overhead none_tune_cache retrain_cache text_peers machine_limit
 bench: setup
 	$(PIP) install -q -e '.[bench]'

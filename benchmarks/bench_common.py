@@ -1,7 +1,7 @@
 """What every benchmark script shares: interleaved repetitions in fresh processes, medians, the machine line, tables.
 
 A benchmark script is both a driver and a worker. Run plainly, it is the driver: for each repetition it
-runs every side once, in the order A, B, A, B, ... so that load from other users of a shared machine
+runs every side once, in the order A B, then B A, and so on, so that load from other users of a shared machine
 falls on all sides alike, each side in a fresh Python process (`--side NAME`) so peak memory and
 allocator state belong to that side alone. The worker prints one `RESULT {json}` line; the driver
 collects them, takes medians, and writes its table between `<!-- name:begin -->` and `<!-- name:end -->`
@@ -45,11 +45,15 @@ def run_worker(script: str, side: str, args: Sequence[str], label: str = "") -> 
 
 
 def interleaved(sides: Sequence[str], repetitions: int, run: Callable[[str, int], dict], label: str = "") -> dict[str, list[dict]]:
-    """run(side, repetition) for repetition 0..n-1, every side once per repetition, in a fixed order."""
+    """run(side, repetition) for repetition 0..n-1, every side once per repetition.
+
+    The order reverses every other repetition (A B, B A, A B, ...) so a load that rises or falls during the
+    run does not always land on the same side.
+    """
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for rep in range(repetitions):
         print(f"{label}repetition {rep + 1}/{repetitions} (load average {os.getloadavg()[0]:.1f})", flush=True)
-        for side in sides:
+        for side in sides if rep % 2 == 0 else reversed(sides):
             results[side].append(run(side, rep))
     return results
 
