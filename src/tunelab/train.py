@@ -202,9 +202,9 @@ def warmup_cosine(total_steps: int, warmup: float):
 def fused_adamw(device: torch.device) -> bool:
     """Use the fused AdamW kernel where torch has one (CPU and CUDA): the same update, one kernel per step.
 
-    torch's default on the CPU is a Python loop over parameters; on MiniLM-L6 (22.7M parameters, 2 CPU
-    threads) that loop took 4-10x the time of the fused step (benchmarks/README.md, text vs Trainer, which
-    uses the fused kernel by default).
+    torch's default on the CPU is a Python loop over parameters; on MiniLM-L6 (22.6M parameters, 2 CPU
+    threads) that loop took 4-10x the time of the fused step (benchmarks/README.md, loop overhead).
+    Hugging Face `Trainer` uses the fused kernel by default too.
     """
     return device.type in ("cpu", "cuda")
 
