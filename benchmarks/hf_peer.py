@@ -12,9 +12,9 @@ sides train the same network. Per strategy:
   whole encoder forward on every batch of every epoch);
 - lora: PEFT `LoraConfig(r=8, lora_alpha=16)` on every Linear of the encoder layers (query, key, value and
   the three dense layers), classifier in `modules_to_save`, lr 1e-3 (tunelab's lora defaults);
-- adapter: PEFT has no bottleneck adapter, and AdapterHub's `adapters` package does not support
-  transformers 5, so a hand-made Houlsby adapter (down 384->24, GELU, up 24->384 zero-initialised,
-  residual) after each layer's attention-output and FFN-output dense, encoder frozen, lr 1e-3.
+- adapter: PEFT has no bottleneck adapter, and AdapterHub's `adapters` (latest release 1.3.0) is built for
+  transformers 4.57 while we run 5.x, so a hand-made Houlsby adapter (down 384->24, GELU, up 24->384
+  zero-initialised, residual) after each layer's attention-output and FFN-output dense, encoder frozen, lr 1e-3.
 
 Warmup 10% + cosine, weight decay 0.01, gradient clipping at 1.0, the optimizer `Trainer` picks by default.
 """
