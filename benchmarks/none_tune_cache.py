@@ -5,14 +5,14 @@ extractor ("ConvNet as fixed feature extractor"): backbone frozen, new classifie
 recomputed on every batch of every epoch, SGD(lr=1e-3, momentum=0.9) with StepLR(7, 0.1), train-time
 RandomResizedCrop + flip. Same model weights, data, batch size, epochs and thread count on every side.
 
-Run: .venv/bin/python benchmarks/none_tune_cache.py [--data ../shared/datasets/hymenoptera] [--epochs 10]
-Writes benchmarks/results/none_tune_cache.md and the table between the markers in benchmarks/README.md.
+Run: .venv/bin/python benchmarks/none_tune_cache.py [--data ../shared/datasets/hymenoptera] [--epochs 10] [--quick]
+Writes benchmarks/results/none_tune_cache.md and the table between the markers in benchmarks/README.md
+(--quick: 8 training images, 2 epochs, table printed only).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_common import DATASETS, image_subset, machine, write_table
 from torch.utils.data import DataLoader
 
 from tunelab import load_backbone
 from tunelab.config import TrainConfig
 from tunelab.data import ImageDataset, image_transform, load_images
 from tunelab.train import train
-
-HERE = Path(__file__).resolve().parent
 
 
 def plain_tutorial_loop(data: Path, epochs: int, batch_size: int, seed: int) -> tuple[float, float]:
@@ -71,14 +70,17 @@ def tunelab_run(data: Path, epochs: int, batch_size: int, seed: int, cache: bool
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets" / "hymenoptera"))
+    parser.add_argument("--data", default=str(DATASETS / "hymenoptera"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="8 training images, 2 epochs, README untouched")
     args = parser.parse_args()
-    data = Path(args.data)
-    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    data = image_subset(tmp / "hymenoptera", 4, 2) if args.quick else Path(args.data)
+    args.epochs = 2 if args.quick else args.epochs
     rows = []
     try:
         for name, run in [
@@ -94,22 +96,13 @@ def main() -> None:
     plain = rows[-1][1]
     table = [
         f"MobileNetV2 `none` on hymenoptera ({data.name}), {args.epochs} epochs, batch {args.batch_size}, "
-        f"{threads} threads, {os.cpu_count()} cores, seed {args.seed}, one repetition each.",
+        f"seed {args.seed}, one repetition each. Machine: {machine(args.threads)}.",
         "",
         "| variant | total wall time (s) | speed-up vs plain loop | best val accuracy |",
         "|---|---:|---:|---:|",
         *(f"| {n} | {s:.1f} | {plain / s:.1f}x | {a:.4f} |" for n, s, a in rows),
     ]
-    text = "\n".join(table) + "\n"
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "none_tune_cache.md").write_text(text)
-    readme = HERE / "README.md"
-    begin, end = "<!-- none_tune_cache:begin -->", "<!-- none_tune_cache:end -->"
-    content = readme.read_text()
-    head, rest = content.split(begin)
-    _, tail = rest.split(end)
-    readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
-    print(text)
+    write_table("none_tune_cache", "\n".join(table), args.quick)
 
 
 if __name__ == "__main__":

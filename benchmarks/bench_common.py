@@ -1,0 +1,190 @@
+"""What every benchmark script shares: interleaved repetitions in fresh processes, medians, the machine line, tables.
+
+A benchmark script is both a driver and a worker. Run plainly, it is the driver: for each repetition it
+runs every side once, in the order A B, then B A, and so on, so that load from other users of a shared machine
+falls on all sides alike, each side in a fresh Python process (`--side NAME`) so peak memory and
+allocator state belong to that side alone. The worker prints one `RESULT {json}` line; the driver
+collects them, takes medians, and writes its table between `<!-- name:begin -->` and `<!-- name:end -->`
+in benchmarks/README.md (and to benchmarks/results/name.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATASETS = HERE.parent.parent / "shared" / "datasets"
+RESULT = "RESULT "
+
+
+def emit(result: dict) -> None:
+    """Worker side: hand a result to the driver."""
+    print(RESULT + json.dumps(result), flush=True)
+
+
+def run_worker(script: str, side: str, args: Sequence[str], label: str = "") -> dict:
+    """Run `script --side side args...` in a fresh interpreter and return the dict it emitted."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, script, "--side", side, *args], check=False, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stderr[-4000:])
+        raise RuntimeError(f"{Path(script).name} --side {side} failed with exit code {done.returncode}")
+    result = json.loads(lines[-1][len(RESULT):])
+    print(f"  {label}{side}: {_brief(result)} ({time.perf_counter() - started:.0f}s with start-up)", flush=True)
+    return result
+
+
+def interleaved(sides: Sequence[str], repetitions: int, run: Callable[[str, int], dict], label: str = "") -> dict[str, list[dict]]:
+    """run(side, repetition) for repetition 0..n-1, every side once per repetition.
+
+    The order reverses every other repetition (A B, B A, A B, ...) so a load that rises or falls during the
+    run does not always land on the same side.
+    """
+    results: dict[str, list[dict]] = {side: [] for side in sides}
+    for rep in range(repetitions):
+        print(f"{label}repetition {rep + 1}/{repetitions} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        for side in sides if rep % 2 == 0 else reversed(sides):
+            results[side].append(run(side, rep))
+    return results
+
+
+def concurrently(function: Callable, cases: Sequence) -> list:
+    """function(case) for every case at once (threads, each driving its own worker processes), results in order.
+
+    Used for independent cases (models, strategies) so that a table fits the time on a loaded machine; the
+    sides inside one case still alternate, so they share whatever load the other cases add.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        return list(pool.map(function, cases))
+
+
+def median(results: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def spread(results: list[dict], key: str) -> str:
+    """'min-max' of a key over repetitions, to show the noise next to a median."""
+    values = [r[key] for r in results]
+    return f"{min(values):.3f}-{max(values):.3f}"
+
+
+def set_threads(threads: int) -> None:
+    """The same intra-op thread count on every side."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def machine(threads: int) -> str:
+    """One line naming the machine a table was measured on."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{os.cpu_count()} cores ({model}), {threads} threads, torch {torch.__version__}"
+
+
+def load_note(before: float, after: float) -> str:
+    return f"1-minute load average {before:.1f} at the start, {after:.1f} at the end"
+
+
+def write_table(name: str, text: str, quick: bool) -> None:
+    """Print the table; unless quick, also write results/<name>.md and the README section between its markers."""
+    text = text.rstrip("\n") + "\n"
+    print(text)
+    if quick:
+        return
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"{name}.md").write_text(text)
+    readme = HERE / "README.md"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    content = readme.read_text()
+    if begin not in content:
+        content = content.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
+def _brief(result: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+
+
+def text_subset(folder: Path, train_rows: int, val_rows: int, seed: int = 0) -> tuple[Path, Path]:
+    """SST-2 subset files every side reads: `train_rows` shuffled training sentences, the first `val_rows` dev ones."""
+    import random
+
+    source = DATASETS / "sst2"
+    header, *rows = (source / "train.tsv").read_text().splitlines(keepends=True)
+    random.Random(seed).shuffle(rows)
+    dev_header, *dev_rows = (source / "dev.tsv").read_text().splitlines(keepends=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    train, val = folder / "train.tsv", folder / "dev.tsv"
+    train.write_text(header + "".join(rows[:train_rows]))
+    val.write_text(dev_header + "".join(dev_rows[:val_rows]))
+    return train, val
+
+
+def image_subset(folder: Path, train_per_class: int, val_per_class: int) -> Path:
+    """A hymenoptera tree of symbolic links: the first n JPEGs (sorted by name) per class and split."""
+    source = DATASETS / "hymenoptera"
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for cls in ("ants", "bees"):
+            out = folder / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for image in sorted((source / split / cls).glob("*.jpg"))[:n]:
+                (out / image.name).symlink_to(image)
+    return folder
+
+
+def results_from_log(path: Path) -> dict[str, dict[str, list[dict]]]:
+    """The per-run results a driver printed, by case label and side: rebuilds a table after a run stopped early.
+
+    Values come back with the 3 significant digits the driver printed.
+    """
+    import re
+
+    line_format = re.compile(r"^  (\S+) (\S+): (.*) \(\d+s with start-up\)$")
+    found: dict[str, dict[str, list[dict]]] = {}
+    for line in Path(path).read_text().splitlines():
+        match = line_format.match(line)
+        if match:
+            label, side, fields = match.groups()
+            result = {}
+            for field in fields.split(", "):
+                key, value = field.split(" ", 1)
+                try:
+                    result[key] = float(value)
+                except ValueError:
+                    result[key] = value
+            found.setdefault(label, {}).setdefault(side, []).append(result)
+    return found
+
+
+def complete_repetitions(results: dict[str, list[dict]], sides: Sequence[str]) -> dict[str, list[dict]]:
+    """Keep only repetitions every side finished (a stopped run may have one side's last run and not the other's)."""
+    n = min(len(results.get(side, [])) for side in sides)
+    return {side: results.get(side, [])[:n] for side in sides}
+
+
+def loads_in_log(path: Path) -> tuple[float, float]:
+    """The first and last load averages a driver printed at the start of its repetitions."""
+    import re
+
+    loads = [float(x) for x in re.findall(r"load average (\d+\.\d)", Path(path).read_text())]
+    return loads[0], loads[-1]

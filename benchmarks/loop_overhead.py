@@ -1,0 +1,115 @@
+"""Loop overhead: tunelab `full` against a plain hand-written PyTorch loop (the floor) on the same model and data.
+
+MobileNetV2 on a hymenoptera subset and MiniLM-L6 on an SST-2 subset; both sides train the same model
+(from `tunelab.plan.prepare`), with the same data, batch size, epochs, seed, optimizer and thread count,
+each repetition in a fresh process, sides interleaved. See plain_loop.py for what each side does.
+
+Run: python benchmarks/loop_overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from bench_common import (
+    complete_repetitions,
+    loads_in_log,
+    results_from_log,
+    concurrently,
+    emit,
+    image_subset,
+    interleaved,
+    load_note,
+    machine,
+    median,
+    run_worker,
+    set_threads,
+    spread,
+    text_subset,
+    write_table,
+)
+
+SIDES = ("tunelab", "plain")
+
+
+def worker(args) -> None:
+    from plain_loop import plain_loop, tunelab_run
+
+    set_threads(args.threads)
+    run = tunelab_run if args.side == "tunelab" else plain_loop
+    val = Path(args.val_data) if args.val_data else None
+    emit(run(args.model, "full", Path(args.data), val, args.epochs, args.batch_size, args.seed, augment=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
+    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--val-data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        return worker(args)
+
+    reps = 1 if args.quick else args.repetitions
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
+    per_class = (2, 1) if args.quick else (8, 4)
+    sentences = (16, 8) if args.quick else (64, 32)
+    images = image_subset(tmp / "hymenoptera", *per_class)
+    sst2_train, sst2_dev = text_subset(tmp / "sst2", *sentences)
+    cases = [
+        ("MobileNetV2", "mobilenet_v2", images, None, f"hymenoptera subset ({2 * per_class[0]}/{2 * per_class[1]} train/val images)"),
+        ("MiniLM-L6", "minilm-l6", sst2_train, sst2_dev, f"SST-2 subset ({sentences[0]}/{sentences[1]} train/dev sentences)"),
+    ]
+    load_before = os.getloadavg()[0]
+
+    def measure(case: tuple) -> dict[str, list[dict]]:
+        title, model, data, val, what = case
+        common = ["--model", model, "--data", str(data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                  "--threads", str(args.threads), "--seed", str(args.seed)] + (["--val-data", str(val)] if val else [])
+        return interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
+
+    def row(case: tuple, results: dict[str, list[dict]]) -> str:
+        title, what = case[0], case[-1]
+        t, p = results["tunelab"], results["plain"]
+        return (
+            f"| {title} | {what} | {median(t, 'epoch_s') / median(p, 'epoch_s'):.3f} | {median(t, 'epoch_s'):.2f} | "
+            f"{median(p, 'epoch_s'):.2f} | {median(t, 'total_s') / median(p, 'total_s'):.3f} | {median(t, 'total_s'):.1f} | "
+            f"{median(p, 'total_s'):.1f} | {spread(t, 'accuracy')} | {spread(p, 'accuracy')} | {median(t, 'peak_mb'):.0f} | "
+            f"{median(p, 'peak_mb'):.0f} | {len(t)} |"
+        )
+
+    if args.from_log:
+        logged = results_from_log(Path(args.from_log))
+        all_results = [complete_repetitions(logged[case[0]], SIDES) for case in cases]
+        load_before, load_after = loads_in_log(Path(args.from_log))
+    else:
+        all_results = concurrently(measure, cases)
+        load_after = os.getloadavg()[0]
+    rows = [row(case, results) for case, results in zip(cases, all_results)]
+    reps = min(len(results["tunelab"]) for results in all_results)
+    table = [
+        f"`full`, {args.epochs} epoch(s), batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} "
+        f"interleaved repetitions, each in a fresh process; the two models ran at the same time. Machine: {machine(args.threads)}; "
+        f"{load_note(load_before, load_after)}.",
+        "",
+        "| model | data | epoch ratio (tunelab / plain) | tunelab s/epoch | plain s/epoch | end-to-end ratio | tunelab end-to-end s "
+        "| plain end-to-end s | tunelab val acc (min-max) | plain val acc (min-max) | tunelab peak MB | plain peak MB | reps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+    write_table("loop_overhead", "\n".join(table), args.quick)
+
+
+if __name__ == "__main__":
+    main()
