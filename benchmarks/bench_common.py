@@ -58,16 +58,13 @@ def interleaved(sides: Sequence[str], repetitions: int, run: Callable[[str, int]
     return results
 
 
-def concurrently(function: Callable, cases: Sequence) -> list:
-    """function(case) for every case at once (threads, each driving its own worker processes), results in order.
+def run_cases(function: Callable, cases: Sequence) -> list:
+    """function(case) for every case, one after another, results in order.
 
-    Used for independent cases (models, strategies) so that a table fits the time on a loaded machine; the
-    sides inside one case still alternate, so they share whatever load the other cases add.
+    Cases run one at a time, so that a case's timings are not shared with another case's processes (an
+    earlier version ran them at once to fit a loaded machine; its tables said so).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(cases)) as pool:
-        return list(pool.map(function, cases))
+    return [function(case) for case in cases]
 
 
 def median(results: list[dict], key: str) -> float:

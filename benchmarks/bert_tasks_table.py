@@ -11,18 +11,19 @@ from pathlib import Path
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/bert-tasks")
 rows = ["| task (data) | strategy | adversarial | val score | other val metrics | trainable params | train time | peak memory |",
         "|---|---|---|---:|---|---:|---:|---:|"]
-names = {"conll": ("NER (CoNLL-2003 160/100)", "-"), "semeval": ("relations (SemEval-2010 T8 200/100)", "-"),
-         "sst2": ("SST-2 160/100", "-"), "sst2-fgm": ("SST-2 160/100", "FGM, eps 1")}
+names = {"conll": ("NER (CoNLL-2003)", "-"), "semeval": ("relations (SemEval-2010 T8)", "-"),
+         "sst2": ("SST-2", "-"), "sst2-fgm": ("SST-2", "FGM, eps 1")}
 for name, (label, adv) in names.items():
     for spec in ["none", "adapter", "full"]:
         p = root / name / "runs" / "fraction-1" / spec / "s0" / "summary.json"
         if not p.is_file():
-            rows.append(f"| {label} | {spec} | {adv} | not finished before the deadline | | | | |")
+            rows.append(f"| {label} | {spec} | {adv} | not finished | | | | |")
             continue
         s = json.loads(p.read_text())
+        sized = f"{label} {s['train_examples']}/{s['val_examples']}"
         m = s["metrics_last"]
         other = ", ".join(f"{k[4:]} {v:.3f}" for k, v in m.items() if k.startswith("val_") and k not in ("val_loss", f"val_{s['metric']}"))
-        rows.append(f"| {label} | {spec} | {adv} | {s['metric']} {s['score']:.3f} | {other} | {s['trainable_params']:,} | "
+        rows.append(f"| {sized} | {spec} | {adv} | {s['metric']} {s['score']:.3f} | {other} | {s['trainable_params']:,} | "
                     f"{s['train_seconds'] / 60:.1f} min | {s['peak_memory_mb']:.0f} MB |")
 table = "\n".join(rows)
 readme = Path(__file__).with_name("README.md")

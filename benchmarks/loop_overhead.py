@@ -18,7 +18,7 @@ from bench_common import (
     complete_repetitions,
     loads_in_log,
     results_from_log,
-    concurrently,
+    run_cases,
     emit,
     image_subset,
     interleaved,
@@ -94,13 +94,13 @@ def main() -> None:
         all_results = [complete_repetitions(logged[case[0]], SIDES) for case in cases]
         load_before, load_after = loads_in_log(Path(args.from_log))
     else:
-        all_results = concurrently(measure, cases)
+        all_results = run_cases(measure, cases)
         load_after = os.getloadavg()[0]
     rows = [row(case, results) for case, results in zip(cases, all_results)]
     reps = min(len(results["tunelab"]) for results in all_results)
     table = [
         f"`full`, {args.epochs} epoch(s), batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} "
-        f"interleaved repetitions, each in a fresh process; the two models ran at the same time. Machine: {machine(args.threads)}; "
+        f"interleaved repetitions, each in a fresh process, one model after the other. Machine: {machine(args.threads)}; "
         f"{load_note(load_before, load_after)}.",
         "",
         "| model | data | epoch ratio (tunelab / plain) | tunelab s/epoch | plain s/epoch | end-to-end ratio | tunelab end-to-end s "

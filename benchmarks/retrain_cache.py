@@ -20,7 +20,7 @@ from pathlib import Path
 from bench_common import (
     loads_in_log,
     results_from_log,
-    concurrently,
+    run_cases,
     emit,
     image_subset,
     interleaved,
@@ -107,13 +107,13 @@ def main() -> None:
         all_results = [{side: logged.get(case[0], {}).get(side, []) for side in SIDES} for case in cases]
         load_before, load_after = loads_in_log(Path(args.from_log))
     else:
-        all_results = concurrently(measure, cases)
+        all_results = run_cases(measure, cases)
         load_after = os.getloadavg()[0]
     rows = [row for case, results in zip(cases, all_results) for row in rows_for(case, results)]
     reps = max((len(r) for results in all_results for r in results.values()), default=0)
     table = [
         f"{args.epochs} epochs, batch {args.batch_size}, no augmentation, seed {args.seed}; medians of up to {reps} interleaved repetitions (the reps column), "
-        f"each in a fresh process; the two models ran at the same time. s/epoch includes the validation pass and, for the cache, its one-off pass shared out over the "
+        f"each in a fresh process, one model after the other. s/epoch includes the validation pass and, for the cache, its one-off pass shared out over the "
         f"epochs. Machine: {machine(args.threads)}; {load_note(load_before, load_after)}.",
         "",
         "| model | data | side | s/epoch | ratio to plain | end-to-end s | ratio to plain | val acc (min-max) | peak MB | reps |",

@@ -18,7 +18,7 @@ from bench_common import (
     complete_repetitions,
     loads_in_log,
     results_from_log,
-    concurrently,
+    run_cases,
     emit,
     interleaved,
     load_note,
@@ -95,14 +95,14 @@ def main() -> None:
         all_results = [complete_repetitions(logged.get(s, {}), SIDES) for s in strategies]
         load_before, load_after = loads_in_log(Path(args.from_log))
     else:
-        all_results = concurrently(measure, strategies)
+        all_results = run_cases(measure, strategies)
         load_after = os.getloadavg()[0]
     rows = [row(strategy, results) for strategy, results in zip(strategies, all_results) if results["tunelab"]]
     reps = max(len(results["tunelab"]) for results in all_results)
     table = [
         f"MiniLM-L6 on SST-2: {sentences[0]} training sentences (shuffled, seed 0), the first {sentences[1]} dev sentences; "
         f"{args.epochs} epoch(s), batch {args.batch_size}; seeds 0..{reps - 1}, one per repetition, same on both sides; medians of "
-        f"up to {reps} interleaved repetitions (the reps column), each in a fresh process; the strategies ran at the same time. Machine: {machine(args.threads)}; "
+        f"up to {reps} interleaved repetitions (the reps column), each in a fresh process, one strategy after the other. Machine: {machine(args.threads)}; "
         f"{load_note(load_before, load_after)}.",
         "",
         "| strategy | time ratio (tunelab / Trainer) | tunelab s/epoch | Trainer s/epoch | memory ratio | tunelab peak MB "
