@@ -570,8 +570,10 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path, capsys):
     the cut-off run resumes from its checkpoint, and the report covers every run."""
     data = write_image_folder(tmp_path / "img")
     out = tmp_path / "cmp"
-    argv = ["compare", "--model", "tiny-cnn", "--data", str(data), "--strategies", "none,full", "--epochs", "6",
-            "--batch-size", "4", "--out", str(out)]
+    # 12 epochs of batch 2: seconds of training left after the first checkpoint, so the signal lands mid-run
+    # however fast or loaded the machine (6 epochs of batch 4 could finish before it arrived).
+    argv = ["compare", "--model", "tiny-cnn", "--data", str(data), "--strategies", "none,full", "--epochs", "12",
+            "--batch-size", "2", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "tunelab", *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env)
@@ -587,13 +589,13 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path, capsys):
     assert (out / "runs" / "fraction-1" / "none" / "s0" / "summary.json").is_file()
     assert not (full / "summary.json").exists()
     done_before = len((full / "metrics.jsonl").read_text().splitlines())
-    assert 1 <= done_before < 6
+    assert 1 <= done_before < 12
 
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "[1/2] none, seed 0: done before, skipped" in err
     assert "[2/2] full, seed 0 (resuming)" in err and f"resuming after epoch {done_before}" in err
-    assert load_json(full / "summary.json")["epochs"] == 6
+    assert load_json(full / "summary.json")["epochs"] == 12
     assert (out / "results.csv").read_text().count("\n") == 3  # header + two strategies
     assert not [p for p in snapshot(out) if p.endswith(".tmp") or "/checkpoint" in p]
 
