@@ -575,8 +575,10 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path, capsys):
     argv = ["compare", "--model", "tiny-cnn", "--data", str(data), "--strategies", "none,full", "--epochs", "12",
             "--batch-size", "2", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "HF_HUB_OFFLINE": "1"}
+    # SIGINT back to its default in the child: a test run started in the background by a non-interactive
+    # shell (as CI may be) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "tunelab", *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     full = out / "runs" / "fraction-1" / "full" / "s0"
     deadline = time.monotonic() + 240
     while not (full / "checkpoint" / "latest").is_file():
