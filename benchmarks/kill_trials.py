@@ -39,6 +39,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from tqdm.auto import tqdm as auto_tqdm  # noqa: E402
+from tqdm.std import TqdmDefaultWriteLock, tqdm  # noqa: E402
 
 import tunelab.cli  # noqa: E402, F401 - imported once here, so every forked run starts with it loaded
 from tunelab.checkpoint_io import load_json, load_tensors  # noqa: E402
@@ -102,6 +104,10 @@ class Forked:
             # New streams over the new fds: the parent's may not write to fds 1 and 2 at all (pytest's capture).
             sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
             sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+            # A lock another thread of the parent held at the fork stays held for ever in the child; tqdm's
+            # write lock was one (a test suite's parent has progress-bar and sampling threads): a fresh one.
+            for bar_class in (tqdm, auto_tqdm):
+                bar_class.set_lock(TqdmDefaultWriteLock())
             code = 1
             try:
                 torch.set_num_threads(1)  # never touch an OpenMP pool the parent may have started
