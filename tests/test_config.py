@@ -188,7 +188,7 @@ optional_ints = st.none() | st.integers(min_value=1, max_value=10**12)
 @settings(max_examples=60, deadline=None)
 @given(
     model=texts, strategy=texts, data=texts, val_data=st.none() | texts, text_column=st.none() | texts,
-    lr=st.none() | st.floats(min_value=0, allow_nan=False), warmup=st.floats(0, 1),
+    lr=st.none() | st.floats(min_value=0, allow_nan=False, allow_infinity=False), warmup=st.floats(0, 1),
     seed=st.integers(-(2**63), 2**63), patience=optional_ints, max_length=optional_ints,
     augment=st.none() | st.booleans(), task=st.sampled_from(CHOICES["task"]),
 )
