@@ -104,8 +104,11 @@ class Forked:
             # New streams over the new fds: the parent's may not write to fds 1 and 2 at all (pytest's capture).
             sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
             sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-            # A lock another thread of the parent held at the fork stays held for ever in the child; tqdm's
-            # write lock was one (a test suite's parent has progress-bar and sampling threads): a fresh one.
+            # A lock held at the fork by another thread of the parent, or a process-shared one, can block the
+            # child for ever; tqdm's write lock (a class-level thread lock plus a multiprocessing one) hung
+            # CI that way. The child is single-threaded: a fresh thread lock and no process lock.
+            TqdmDefaultWriteLock.th_lock = threading.RLock()
+            TqdmDefaultWriteLock.mp_lock = None
             for bar_class in (tqdm, auto_tqdm):
                 bar_class.set_lock(TqdmDefaultWriteLock())
             code = 1
