@@ -40,6 +40,8 @@ from tunelab.data.text import read_text_table
 from tunelab.data_profile import stratified_sample
 from tunelab.report import aggregate, collect
 
+from bench_common import write_table
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -259,17 +261,6 @@ def table(rows: list[dict], tolerance: float) -> str:
     return "\n".join(lines + summary) + "\n"
 
 
-def write_readme(name: str, text: str) -> None:
-    readme = HERE / "README.md"
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    content = readme.read_text()
-    if begin not in content:
-        content += f"\n{begin}\n{end}\n"
-    head, rest = content.split(begin)
-    _, tail = rest.split(end)
-    readme.write_text(f"{head}{begin}\n{text}{end}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench-advisor", help="working folder (data subsets, runs); resumable")
@@ -290,20 +281,13 @@ def main() -> None:
         print(f"{case.name}: advice {row['recommendation']}, best {row['best']} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
         write_results(out, args.tolerance)
-    print(write_results(out, args.tolerance))
 
 
-def write_results(out: Path, tolerance: float) -> str:
-    """The table over every case finished so far in `out`, whichever invocation ran it."""
+def write_results(out: Path, tolerance: float) -> None:
+    """The table over every case finished so far in `out`, whichever invocation ran it (printed and written)."""
     rows = [json.loads(f.read_text()) for c in CASES if (f := out / c.name / "row.json").exists()]
-    if not rows:
-        return "no finished cases yet"
-    text = table(rows, tolerance)
-    (HERE / "results").mkdir(exist_ok=True)
+    write_table("advisor", table(rows, tolerance), quick=False)
     (HERE / "results" / "advisor.json").write_text(json.dumps(rows, indent=1))
-    (HERE / "results" / "advisor.md").write_text(text)
-    write_readme("advisor", text)
-    return text
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench_common import write_table
+
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/bert-tasks")
 rows = ["| task (data) | strategy | adversarial | val score | other val metrics | trainable params | train time | peak memory |",
         "|---|---|---|---:|---|---:|---:|---:|"]
@@ -25,9 +27,4 @@ for name, (label, adv) in names.items():
         other = ", ".join(f"{k[4:]} {v:.3f}" for k, v in m.items() if k.startswith("val_") and k not in ("val_loss", f"val_{s['metric']}"))
         rows.append(f"| {sized} | {spec} | {adv} | {s['metric']} {s['score']:.3f} | {other} | {s['trainable_params']:,} | "
                     f"{s['train_seconds'] / 60:.1f} min | {s['peak_memory_mb']:.0f} MB |")
-table = "\n".join(rows)
-readme = Path(__file__).with_name("README.md")
-text = readme.read_text()
-start, end = text.index("<!-- bert_tasks:begin -->"), text.index("<!-- bert_tasks:end -->")
-readme.write_text(text[: start + len("<!-- bert_tasks:begin -->")] + "\n" + table + "\n" + text[end:])
-print(table)
+write_table("bert_tasks", "\n".join(rows), quick=False)

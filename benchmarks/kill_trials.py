@@ -301,33 +301,19 @@ def table(results: list[Trial], epochs: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme_table(text: str) -> None:
-    readme = HERE / "README.md"
-    begin, end = "<!-- kill_trials:begin -->", "<!-- kill_trials:end -->"
-    content = readme.read_text()
-    block = f"{begin}\n{text}\n{end}"
-    if begin in content:
-        content = content[: content.index(begin)] + block + content[content.index(end) + len(end) :]
-    else:
-        content = content.rstrip("\n") + "\n\n## Kill and resume (`kill_trials.py`)\n\n" + (__doc__ or "").split("\n\n")[1] + "\n\n" + block + "\n"
-    readme.write_text(content)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    from bench_common import write_table  # here: tests import this file as a module, without benchmarks/ on the path
+
     def save(results: list[Trial]) -> None:  # after every trial, so a long run keeps what it measured
-        text = table(results, args.epochs)
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "kill_trials.md").write_text(text + "\n")
-        write_readme_table(text)
+        write_table("kill_trials", table(results, args.epochs), quick=False)
 
     with tempfile.TemporaryDirectory(prefix="kill-trials-") as tmp:
         results = run_trials(args.trials, args.seed, args.epochs, Path(tmp), on_trial=save)
-    print(table(results, args.epochs))
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
