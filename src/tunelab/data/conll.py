@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tunelab.data.examples import Examples
+from tunelab.data.text import read_utf8
 from tunelab.errors import DataError
 
 TAG = re.compile(r"O|[BI]-\S+")
@@ -35,23 +36,6 @@ def tag_order(types: set[str]) -> tuple[str, ...]:
     return ("O", *(f"{prefix}-{t}" for t in sorted(types) for prefix in ("B", "I")))
 
 
-def read_utf8(path: Path) -> str:
-    """The file as text (BOM dropped); unreadable or non-UTF-8 bytes are a DataError naming the line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except IsADirectoryError:
-        raise DataError("is a folder; pass a CoNLL column file", path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read file: {exc}", path) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"bytes {data[exc.start:exc.end]!r} are not UTF-8; save the file as UTF-8", path, line) from None
-
-
 def read_conll_sentences(path: Path) -> list[tuple[list[str], list[str], list[int]]]:
     """(words, BIO tags, line numbers) per sentence, checked: same column count on every line, BIO-family tags."""
     path = Path(path)
@@ -68,7 +52,7 @@ def read_conll_sentences(path: Path) -> list[tuple[list[str], list[str], list[in
         tags.clear()
         lines.clear()
 
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, "a CoNLL column file").splitlines(), start=1):
         fields = line.split()
         if not fields:
             flush()

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.data.conll import read_utf8
 from tunelab.data.examples import Examples
+from tunelab.data.text import read_utf8
 from tunelab.errors import DataError, TunelabError
 
 SEMEVAL_LINE = re.compile(r'(\d+)\t"(.*)"\s*')
@@ -151,7 +151,7 @@ def read_relations(path: Path, classes: Sequence[str] | None = None) -> Examples
     case a label outside it is an error at its line.
     """
     path = Path(path)
-    text = read_utf8(path)
+    text = read_utf8(path, "a SemEval-2010 Task 8 file or a JSONL file with head and tail spans")
     records = (_jsonl_records if path.suffix.lower() == ".jsonl" else _semeval_records)(path, text)
     if not records:
         raise DataError("no relation examples in the file", path)

@@ -28,21 +28,29 @@ Row = tuple[int, dict[str, object]]
 """A record and the 1-based line it starts on."""
 
 
-def _decode(path: Path) -> str:
-    """Whole file as text; invalid UTF-8 is reported with the line it is on."""
+def read_utf8(path: Path, expected: str) -> str:
+    """A data file as text (BOM dropped); missing, unreadable or non-UTF-8 bytes are a DataError naming the line.
+
+    `expected` says what to pass instead when the path is a folder, e.g. "a CoNLL column file".
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", path) from None
     except IsADirectoryError:
-        raise DataError("is a folder; pass a .csv, .tsv, .txt or .jsonl file", path) from None
+        raise DataError(f"is a folder; pass {expected}", path) from None
     except OSError as exc:
         raise DataError(f"cannot read file: {exc}", path) from exc
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"bytes {data[exc.start:exc.end]!r} are not UTF-8; save the file as UTF-8", path, line)
+        raise DataError(f"bytes {data[exc.start:exc.end]!r} are not UTF-8; save the file as UTF-8", path, line) from None
+
+
+def _decode(path: Path) -> str:
+    """A text table as text; an empty one is an error too."""
+    text = read_utf8(path, "a .csv, .tsv, .txt or .jsonl file")
     if not text.strip():
         raise DataError("file is empty; expected a header row and one example per line", path)
     return text

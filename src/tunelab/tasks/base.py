@@ -53,6 +53,11 @@ def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     return logits[keep], labels[keep]
 
 
+def token_limit(backbone: Backbone, max_length: int | None) -> int:
+    """Tokens per text: the run's --max-length, else the model's own default."""
+    return max_length or backbone.input.max_length
+
+
 class Task(ABC):
     """One kind of problem: how its data is read, what head it needs, how it is scored and predicted."""
 

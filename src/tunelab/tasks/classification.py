@@ -22,7 +22,7 @@ from ..data import (
 )
 from ..data.datasets import text_collate
 from ..errors import TunelabError
-from .base import Task, task_loss
+from .base import Task, task_loss, token_limit
 from .metrics import accuracy, classification_report, macro_f1, top_k
 
 
@@ -106,7 +106,7 @@ class TextClassification(Classification):
         return TextDataset(examples)
 
     def collate(self, backbone, max_length):
-        return text_collate(backbone.input.tokenizer, max_length or backbone.input.max_length)
+        return text_collate(backbone.input.tokenizer, token_limit(backbone, max_length))
 
     def inputs(self, items, classes):
         return Examples(list(items), [0] * len(items), classes, "command line")

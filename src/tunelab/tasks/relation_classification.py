@@ -30,7 +30,7 @@ from ..data import Examples, Splits, split_examples
 from ..data.relations import Relation, parse_marked, parse_record, read_relations
 from ..errors import TunelabError
 from ..strategies import ParamGroup, Plan
-from .base import Task, task_loss
+from .base import Task, task_loss, token_limit
 from .classification import TopLabels
 from .metrics import ClassificationReport, accuracy, classification_report, top_k
 
@@ -175,10 +175,6 @@ class RelationReport:
         return "\n".join([*lines, "", self.classification.format()])
 
 
-def _max_length(backbone, max_length):
-    return max_length or backbone.input.max_length
-
-
 class RelationClassification(Task):
     """SemEval-2010 Task 8 files or JSONL with spans -> a directed relation label per entity pair."""
 
@@ -225,7 +221,7 @@ class RelationClassification(Task):
         return Plan(plan.strategy, plan.backbone, [*groups, markers], plan.inserted)
 
     def dataset(self, examples, backbone, train, augment, max_length):
-        return RelationDataset(examples, backbone.input.tokenizer, _max_length(backbone, max_length))
+        return RelationDataset(examples, backbone.input.tokenizer, token_limit(backbone, max_length))
 
     def collate(self, backbone, max_length):
         return PadRelations(backbone.input.tokenizer.pad_token_id or 0)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from ..backbones.transformers_family import TokenState
 from ..data import Examples, Splits, stratified_split
 from ..data.conll import read_conll
-from .base import IGNORE, Task, task_loss
+from .base import IGNORE, Task, task_loss, token_limit
 from .entities import entities, entity_report
 
 WORD = re.compile(r"\S+")
@@ -128,10 +128,6 @@ class Entities:
         return {"input": self.input, "entities": [{"type": k, "start": s, "end": e, "text": self.input[s:e]} for k, s, e in self.entities]}
 
 
-def _max_length(backbone, max_length):
-    return max_length or backbone.input.max_length
-
-
 class TokenClassification(Task):
     """CoNLL column files (IOB1 or BIO, normalised to BIO) -> a BIO tag per word; entity-level F1."""
 
@@ -155,13 +151,13 @@ class TokenClassification(Task):
         backbone.num_outputs = num_outputs
 
     def dataset(self, examples, backbone, train, augment, max_length):
-        return TokenDataset(examples, backbone.input.tokenizer, _max_length(backbone, max_length))
+        return TokenDataset(examples, backbone.input.tokenizer, token_limit(backbone, max_length))
 
     def collate(self, backbone, max_length):
         return PadTokens(backbone.input.tokenizer.pad_token_id or 0)
 
     def _gold_and_predicted(self, examples, backbone, max_length, logits):
-        aligned = align(backbone.input.tokenizer, examples.inputs, examples.labels, _max_length(backbone, max_length))
+        aligned = align(backbone.input.tokenizer, examples.inputs, examples.labels, token_limit(backbone, max_length))
         flat = logits.argmax(-1).tolist()
         gold, predicted, offset = [], [], 0
         for words, labels, a in zip(examples.inputs, examples.labels, aligned):
