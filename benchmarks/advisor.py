@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import write_table
 from PIL import Image
 
 from tunelab.advise import Thresholds, advise, transfer_depth
@@ -39,8 +40,6 @@ from tunelab.data.images import read_image_folder
 from tunelab.data.text import read_text_table
 from tunelab.data_profile import stratified_sample
 from tunelab.report import aggregate, collect
-
-from bench_common import write_table
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"

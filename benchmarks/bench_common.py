@@ -10,6 +10,7 @@ in benchmarks/README.md (and to benchmarks/results/name.md).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -23,6 +24,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATASETS = HERE.parent.parent / "shared" / "datasets"
 RESULT = "RESULT "
+
+
+def driver_parser(doc: str, sides: Sequence[str], repetitions: int, batch_size: int,
+                  worker_fields: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every driver/worker script takes; the script adds its own (sizes, epochs, seed).
+
+    `worker_fields` are the hidden options a driver passes to the worker it starts (e.g. --model, --data).
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
+    parser.add_argument("--repetitions", type=int, default=repetitions)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
+    parser.add_argument("--side", choices=sides, help=argparse.SUPPRESS)
+    for name in worker_fields:
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    return parser
 
 
 def emit(result: dict) -> None:

@@ -12,21 +12,21 @@ Run: python benchmarks/retrain_cache.py [--quick]
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
 
 from bench_common import (
-    loads_in_log,
-    results_from_log,
-    run_cases,
+    driver_parser,
     emit,
     image_subset,
     interleaved,
     load_note,
+    loads_in_log,
     machine,
     median,
+    results_from_log,
+    run_cases,
     run_worker,
     set_threads,
     spread,
@@ -51,19 +51,10 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
-    parser.add_argument("--repetitions", type=int, default=2)
+    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=8,
+                           worker_fields=("--model", "--strategy", "--data", "--val-data"))
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--strategy", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--val-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         return worker(args)

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from bench_common import (
     complete_repetitions,
-    loads_in_log,
-    results_from_log,
-    run_cases,
+    driver_parser,
     emit,
     interleaved,
     load_note,
+    loads_in_log,
     machine,
     median,
+    results_from_log,
+    run_cases,
     run_worker,
     set_threads,
     spread,
@@ -49,21 +50,12 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition, README untouched")
-    parser.add_argument("--repetitions", type=int, default=2)
+    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=16, worker_fields=("--strategy", "--data", "--val-data"))
     parser.add_argument("--train-sentences", type=int, default=64)
     parser.add_argument("--dev-sentences", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
-    parser.add_argument("--strategy", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--val-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         return worker(args)
