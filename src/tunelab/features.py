@@ -106,6 +106,7 @@ def extract_many(
             raise TunelabError(f"{other.name} and {first.name} take different inputs; extract features separately")
     wanted = [_block_indices(bb, blocks) for bb, blocks in requests]
     order = length_order(examples)
+    restore = None if order is None else np.argsort(order)  # row i of the sorted pass -> back to position
     if order is not None:
         examples = examples.subset(order)
     dataset = example_dataset(examples, first, train=False, augment=False)
@@ -129,8 +130,8 @@ def extract_many(
     for (bb, _), store in zip(requests, parts):
         empty = np.zeros((0, 0), np.float32)
         arrays = {i: torch.cat(c).numpy().astype(np.float32) if c else empty for i, c in store.items()}
-        if order is not None:
-            arrays = {i: a[np.argsort(order)] if len(a) else a for i, a in arrays.items()}
+        if restore is not None:
+            arrays = {i: a[restore] if len(a) else a for i, a in arrays.items()}
         for i, a in arrays.items():
             if not np.isfinite(a).all():
                 where = f"block {i} ({bb.block_names[i]})"
