@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +91,13 @@ def median(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
 
+def paired_ratio(a: list[dict], b: list[dict], key: str) -> str:
+    """Median (min-max) over repetitions of a[i][key] / b[i][key]: each pair ran back to back, so a load that
+    drifts over the whole run cancels within a pair, where the ratio of the two sides' medians keeps it."""
+    ratios = [x[key] / y[key] for x, y in zip(a, b)]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def spread(results: list[dict], key: str) -> str:
     """'min-max' of a key over repetitions, to show the noise next to a median."""
     values = [r[key] for r in results]
@@ -141,6 +149,36 @@ def _brief(result: dict) -> str:
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
 
 
+@dataclass(frozen=True)
+class BenchData:
+    """The data every comparison measures on, written once per driver run into a temporary folder."""
+
+    images: Path
+    """A hymenoptera tree (train/ and val/, ants and bees)."""
+    images_what: str
+    sst2_train: Path
+    sst2_dev: Path
+    sentences_what: str
+
+
+FULL_SIZES = ((None, None), (1000, 400))
+"""All of hymenoptera (245/153 images) and 1000 shuffled SST-2 training / the first 400 dev sentences: large
+enough that an epoch takes tens of seconds (per-step overheads and start-up cannot hide in it) and that the
+text strategies learn something in two epochs, small enough that `make bench` fits in an hour on 2 cores."""
+QUICK_SIZES = ((2, 1), (16, 8))
+
+
+def bench_data(folder: Path, quick: bool) -> BenchData:
+    """The benchmark data, at full or --quick sizes."""
+    (train_images, val_images), (train_rows, dev_rows) = QUICK_SIZES if quick else FULL_SIZES
+    images = image_subset(folder / "hymenoptera", train_images, val_images)
+    sst2_train, sst2_dev = text_subset(folder / "sst2", train_rows, dev_rows)
+    n_train, n_val = (len(list((images / split).glob("*/*.jpg"))) for split in ("train", "val"))
+    whole = "" if train_images is None else " subset"
+    return BenchData(images, f"hymenoptera{whole} ({n_train}/{n_val} train/val images)", sst2_train, sst2_dev,
+                     f"SST-2 subset ({train_rows}/{dev_rows} train/dev sentences)")
+
+
 def text_subset(folder: Path, train_rows: int, val_rows: int, seed: int = 0) -> tuple[Path, Path]:
     """SST-2 subset files every side reads: `train_rows` shuffled training sentences, the first `val_rows` dev ones."""
     import random
@@ -156,8 +194,8 @@ def text_subset(folder: Path, train_rows: int, val_rows: int, seed: int = 0) -> 
     return train, val
 
 
-def image_subset(folder: Path, train_per_class: int, val_per_class: int) -> Path:
-    """A hymenoptera tree of symbolic links: the first n JPEGs (sorted by name) per class and split."""
+def image_subset(folder: Path, train_per_class: int | None, val_per_class: int | None) -> Path:
+    """A hymenoptera tree of symbolic links: the first n JPEGs (sorted by name) per class and split (None: all)."""
     source = DATASETS / "hymenoptera"
     for split, n in (("train", train_per_class), ("val", val_per_class)):
         for cls in ("ants", "bees"):

@@ -14,21 +14,21 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    bench_data,
     complete_repetitions,
     driver_parser,
     emit,
-    image_subset,
     interleaved,
     load_note,
     loads_in_log,
     machine,
     median,
+    paired_ratio,
     results_from_log,
     run_cases,
     run_worker,
     set_threads,
     spread,
-    text_subset,
     write_table,
 )
 
@@ -45,7 +45,7 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=8, worker_fields=("--model", "--data", "--val-data"))
+    parser = driver_parser(__doc__, SIDES, repetitions=5, batch_size=16, worker_fields=("--model", "--data", "--val-data"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -53,14 +53,10 @@ def main() -> None:
         return worker(args)
 
     reps = 1 if args.quick else args.repetitions
-    tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    per_class = (2, 1) if args.quick else (8, 4)
-    sentences = (16, 8) if args.quick else (64, 32)
-    images = image_subset(tmp / "hymenoptera", *per_class)
-    sst2_train, sst2_dev = text_subset(tmp / "sst2", *sentences)
+    data = bench_data(Path(tempfile.mkdtemp(prefix="bench-loop-")), args.quick)
     cases = [
-        ("MobileNetV2", "mobilenet_v2", images, None, f"hymenoptera subset ({2 * per_class[0]}/{2 * per_class[1]} train/val images)"),
-        ("MiniLM-L6", "minilm-l6", sst2_train, sst2_dev, f"SST-2 subset ({sentences[0]}/{sentences[1]} train/dev sentences)"),
+        ("MobileNetV2", "mobilenet_v2", data.images, None, data.images_what),
+        ("MiniLM-L6", "minilm-l6", data.sst2_train, data.sst2_dev, data.sentences_what),
     ]
     load_before = os.getloadavg()[0]
 
@@ -74,7 +70,7 @@ def main() -> None:
         title, what = case[0], case[-1]
         t, p = results["tunelab"], results["plain"]
         return (
-            f"| {title} | {what} | {median(t, 'epoch_s') / median(p, 'epoch_s'):.3f} | {median(t, 'epoch_s'):.2f} | "
+            f"| {title} | {what} | {median(t, 'epoch_s') / median(p, 'epoch_s'):.3f} | {paired_ratio(t, p, 'epoch_s')} | {median(t, 'epoch_s'):.2f} | "
             f"{median(p, 'epoch_s'):.2f} | {median(t, 'total_s') / median(p, 'total_s'):.3f} | {median(t, 'total_s'):.1f} | "
             f"{median(p, 'total_s'):.1f} | {spread(t, 'accuracy')} | {spread(p, 'accuracy')} | {median(t, 'peak_mb'):.0f} | "
             f"{median(p, 'peak_mb'):.0f} | {len(t)} |"
@@ -92,11 +88,11 @@ def main() -> None:
     table = [
         f"`full`, {args.epochs} epoch(s), batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} "
         f"interleaved repetitions, each in a fresh process, one model after the other. Machine: {machine(args.threads)}; "
-        f"{load_note(load_before, load_after)}.",
+        f"{load_note(load_before, load_after)}." + (" Rebuilt from the driver's log (values to 3 significant digits)." if args.from_log else ""),
         "",
-        "| model | data | epoch ratio (tunelab / plain) | tunelab s/epoch | plain s/epoch | end-to-end ratio | tunelab end-to-end s "
+        "| model | data | epoch ratio (tunelab / plain) | paired ratios, median (min-max) | tunelab s/epoch | plain s/epoch | end-to-end ratio | tunelab end-to-end s "
         "| plain end-to-end s | tunelab val acc (min-max) | plain val acc (min-max) | tunelab peak MB | plain peak MB | reps |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     write_table("loop_overhead", "\n".join(table), args.quick)

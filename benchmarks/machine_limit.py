@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import load_note, machine, set_threads, text_subset, write_table
+from bench_common import bench_data, load_note, machine, set_threads, write_table
 from plain_loop import tunelab_run
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     reps = 1 if args.quick else args.repetitions
-    sentences = (16, 8) if args.quick else (64, 32)
-    train, dev = text_subset(Path(tempfile.mkdtemp(prefix="bench-flops-")), *sentences)
+    data = bench_data(Path(tempfile.mkdtemp(prefix="bench-flops-")), args.quick)
+    train, dev = data.sst2_train, data.sst2_dev
     load_before = os.getloadavg()[0]
 
     counter = FlopCounterMode(display=False)
@@ -62,7 +62,7 @@ def main() -> None:
     epoch_s, peak = statistics.median(epochs), statistics.median(peaks)
     achieved = flops / epoch_s
     table = [
-        f"MiniLM-L6 `full`, SST-2 subset ({sentences[0]} train / {sentences[1]} dev sentences), 1 epoch, batch {args.batch_size}, "
+        f"MiniLM-L6 `full`, {data.sentences_what}, 1 epoch, batch {args.batch_size}, "
         f"seed 0; medians of {reps} timed runs and {len(peaks)} matmuls, alternating, in one process. Machine: {machine(args.threads)}; "
         f"{load_note(load_before, os.getloadavg()[0])}.",
         "",

@@ -13,6 +13,7 @@ Writes benchmarks/results/none_tune_cache.md and the table between the markers i
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_common import DATASETS, image_subset, machine, write_table
+from bench_common import DATASETS, image_subset, load_note, machine, write_table
 from torch.utils.data import DataLoader
 
 from tunelab import load_backbone
@@ -81,7 +82,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     data = image_subset(tmp / "hymenoptera", 4, 2) if args.quick else Path(args.data)
     args.epochs = 2 if args.quick else args.epochs
-    rows = []
+    rows, load_before = [], os.getloadavg()[0]
     try:
         for name, run in [
             ("tunelab none (feature cache)", lambda: tunelab_run(data, args.epochs, args.batch_size, args.seed, True, tmp / "cache")),
@@ -96,7 +97,7 @@ def main() -> None:
     plain = rows[-1][1]
     table = [
         f"MobileNetV2 `none` on hymenoptera ({data.name}), {args.epochs} epochs, batch {args.batch_size}, "
-        f"seed {args.seed}, one repetition each. Machine: {machine(args.threads)}.",
+        f"seed {args.seed}, one repetition each. Machine: {machine(args.threads)}; {load_note(load_before, os.getloadavg()[0])}.",
         "",
         "| variant | total wall time (s) | speed-up vs plain loop | best val accuracy |",
         "|---|---:|---:|---:|",

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    bench_data,
     driver_parser,
     emit,
-    image_subset,
     interleaved,
     load_note,
     loads_in_log,
@@ -30,7 +30,6 @@ from bench_common import (
     run_worker,
     set_threads,
     spread,
-    text_subset,
     write_table,
 )
 
@@ -51,23 +50,19 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=8,
+    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=16,
                            worker_fields=("--model", "--strategy", "--data", "--val-data"))
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.side:
         return worker(args)
 
     reps = 1 if args.quick else args.repetitions
-    tmp = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
-    per_class = (2, 1) if args.quick else (8, 4)
-    sentences = (16, 8) if args.quick else (64, 32)
-    images = image_subset(tmp / "hymenoptera", *per_class)
-    sst2_train, sst2_dev = text_subset(tmp / "sst2", *sentences)
+    data = bench_data(Path(tempfile.mkdtemp(prefix="bench-retrain-")), args.quick)
     cases = [
-        ("MobileNetV2", "mobilenet_v2", "retrain:4", images, None, f"hymenoptera subset ({2 * per_class[0]}/{2 * per_class[1]} images)"),
-        ("MiniLM-L6", "minilm-l6", "retrain:4", sst2_train, sst2_dev, f"SST-2 subset ({sentences[0]}/{sentences[1]} sentences)"),
+        ("MobileNetV2", "mobilenet_v2", "retrain:4", data.images, None, data.images_what),
+        ("MiniLM-L6", "minilm-l6", "retrain:4", data.sst2_train, data.sst2_dev, data.sentences_what),
     ]
     load_before = os.getloadavg()[0]
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
+    bench_data,
     complete_repetitions,
     driver_parser,
     emit,
@@ -28,7 +29,6 @@ from bench_common import (
     run_worker,
     set_threads,
     spread,
-    text_subset,
     write_table,
 )
 
@@ -50,10 +50,8 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=16, worker_fields=("--strategy", "--data", "--val-data"))
-    parser.add_argument("--train-sentences", type=int, default=64)
-    parser.add_argument("--dev-sentences", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser = driver_parser(__doc__, SIDES, repetitions=3, batch_size=16, worker_fields=("--strategy", "--data", "--val-data"))
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -61,8 +59,8 @@ def main() -> None:
         return worker(args)
 
     reps = 1 if args.quick else args.repetitions
-    sentences = (32, 16) if args.quick else (args.train_sentences, args.dev_sentences)
-    train, dev = text_subset(Path(tempfile.mkdtemp(prefix="bench-text-")), *sentences)
+    data = bench_data(Path(tempfile.mkdtemp(prefix="bench-text-")), args.quick)
+    train, dev = data.sst2_train, data.sst2_dev
     load_before = os.getloadavg()[0]
 
     def measure(strategy: str) -> dict[str, list[dict]]:
@@ -92,7 +90,7 @@ def main() -> None:
     rows = [row(strategy, results) for strategy, results in zip(strategies, all_results) if results["tunelab"]]
     reps = max(len(results["tunelab"]) for results in all_results)
     table = [
-        f"MiniLM-L6 on SST-2: {sentences[0]} training sentences (shuffled, seed 0), the first {sentences[1]} dev sentences; "
+        f"MiniLM-L6 on {data.sentences_what} (training sentences shuffled with seed 0, the first dev sentences); "
         f"{args.epochs} epoch(s), batch {args.batch_size}; seeds 0..{reps - 1}, one per repetition, same on both sides; medians of "
         f"up to {reps} interleaved repetitions (the reps column), each in a fresh process, one strategy after the other. Machine: {machine(args.threads)}; "
         f"{load_note(load_before, load_after)}.",

@@ -59,6 +59,24 @@ def test_interrupted_write_reraises_as_is_and_cleans_up(tmp_path, monkeypatch):
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.safetensors"]
 
 
+def test_disk_full_while_tensors_stream_to_disk_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    """Tensors are written straight to the temporary file (no in-memory copy); a failure half-way is still atomic."""
+    path = tmp_path / "trained.safetensors"
+    save_tensors(path, {"w": torch.ones(3)})
+
+    def half_written(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 10)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint_io.safetensors.torch, "save_file", half_written)
+    with pytest.raises(TunelabError, match="No space left on device; nothing was overwritten"):
+        save_tensors(path, {"w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert torch.equal(load_tensors(path)[0]["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["trained.safetensors"]
+
+
 def test_write_replaces_creates_parents_and_gets_normal_permissions(tmp_path):
     path = tmp_path / "run" / "checkpoint" / "latest"
     atomic_write_text(path, "epoch-1")

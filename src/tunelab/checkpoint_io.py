@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import safetensors.torch
@@ -54,20 +55,26 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace `path` with `data` all at once: readers and crashes see the old content or the new, never a mix.
+def atomic_write(path: str | Path, fill: Callable[[Path], None]) -> None:
+    """Replace `path` all at once with what `fill(temporary_path)` writes: readers and crashes see the old
+    content or the new, never a mix.
 
-    Creates missing parent directories. On failure the temporary file is removed and the old file is untouched.
+    `fill` writes a file by name, so large content (a 200 MB optimizer state) can stream to disk instead of
+    first being built as one bytes object in memory. Creates missing parent directories. On failure the
+    temporary file is removed and the old file is untouched.
     """
     path = Path(path)
     temp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = _open_temp(path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        fill(temp)
+        fd = os.open(temp, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
         temp = None
     except BaseException as e:
@@ -81,6 +88,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         _sync_directory(path.parent)
     except OSError as e:
         raise TunelabError(f"wrote {path} but could not sync its directory to disk: {_reason(e)}") from e
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """atomic_write for content already in memory."""
+    atomic_write(path, lambda temp: temp.write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -139,7 +151,10 @@ def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors (and string metadata) as one safetensors file, atomically."""
-    atomic_write_bytes(path, safetensors.torch.save(_storable(tensors), metadata))
+    # save_file streams each tensor from its own memory; safetensors.torch.save would first build the whole
+    # file as bytes (twice), which for a checkpoint's optimizer state is hundreds of MB of extra peak memory.
+    tensors = _storable(tensors)
+    atomic_write(path, lambda temp: safetensors.torch.save_file(tensors, temp, metadata))
 
 
 def load_tensors(path: str | Path, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
