@@ -35,7 +35,7 @@ def plain_tutorial_loop(data: Path, epochs: int, batch_size: int, seed: int) -> 
     torch.manual_seed(seed)
     started = time.perf_counter()
     backbone = load_backbone("mobilenet_v2")
-    model = backbone.model
+    model = backbone.model.to(memory_format=torch.contiguous_format)  # the layout a torchvision model has as loaded
     for p in model.parameters():
         p.requires_grad = False
     model.head[-1] = torch.nn.Linear(backbone.num_features, 2)  # new layers have requires_grad=True

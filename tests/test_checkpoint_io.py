@@ -208,6 +208,34 @@ def test_optimizer_round_trip_continues_bit_identically(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_fused_adamw_state_restored_into_channels_last_weights_continues_identically(tmp_path):
+    """Files hold the standard layout; the moments must take the (channels-last) parameter's layout on load,
+    or the fused kernel, walking flat memory, pairs them with the wrong weights."""
+
+    def conv_and_optimizer():
+        torch.manual_seed(0)
+        conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+        return conv, torch.optim.AdamW(conv.parameters(), lr=0.1, fused=True)
+
+    def steps(conv, optimizer, n, seed):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            conv(torch.randn(2, 3, 6, 6, generator=generator)).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    conv, optimizer = conv_and_optimizer()
+    steps(conv, optimizer, 2, seed=0)
+    save_optimizer(tmp_path / "optimizer.safetensors", optimizer)
+    fresh, fresh_optimizer = conv_and_optimizer()
+    fresh.load_state_dict(conv.state_dict())
+    load_optimizer(tmp_path / "optimizer.safetensors", fresh_optimizer)
+    assert fresh_optimizer.state[fresh.weight]["exp_avg"].stride() == fresh.weight.stride()
+    steps(conv, optimizer, 3, seed=1)
+    steps(fresh, fresh_optimizer, 3, seed=1)
+    assert torch.equal(conv.weight, fresh.weight) and torch.equal(conv.bias, fresh.bias)
+
+
 def test_optimizer_file_is_plain_safetensors(tmp_path):
     model = _model()
     optimizer = _optimizer(model)

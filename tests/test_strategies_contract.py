@@ -11,6 +11,7 @@ from torch import nn
 
 from tunelab import REGISTRY, merge_lora, prepare, set_train_mode
 from tunelab.errors import TunelabError
+from tunelab.plan import format_plan
 from tunelab.strategies.base import BATCHNORM
 
 SPECS = {"none": "none", "full": "full", "retrain": "retrain:1", "adapter": "adapter:4", "lora": "lora:2", "scratch": "scratch"}
@@ -190,3 +191,13 @@ def test_freeze_bn_keeps_all_batchnorm_statistics_fixed():
     after = snapshot(model)
     stats = [k for k in before if k.endswith("running_mean") or k.endswith("running_var")]
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+
+
+def test_a_frozen_prefix_of_only_text_embeddings_is_not_cached_but_a_conv_stem_is():
+    """Caching an embedding lookup would store every token's vector to save a table lookup."""
+    text = prepare("tiny-bert", "lora:2", 3)
+    assert (text.frozen_prefix, text.cached_prefix) == (1, 0)
+    assert "frozen prefix: 1 of" in format_plan(text) and "recomputed" in format_plan(text)
+    assert prepare("tiny-bert", "retrain:2", 3).cached_prefix == 2
+    image = prepare("tiny-cnn", "adapter", 3)
+    assert image.cached_prefix == image.frozen_prefix == 1

@@ -103,7 +103,8 @@ def plan_dict(plan: Plan) -> dict:
         "num_classes": bb.num_outputs,
         "blocks": [asdict(r) for r in plan_rows(plan)],
         "groups": [{"name": g.name, "lr_scale": g.lr_scale, "params": sum(p.numel() for p in g.params)} for g in plan.groups],
-        "cacheable_prefix": plan.frozen_prefix,
+        "frozen_prefix": plan.frozen_prefix,
+        "cacheable_prefix": plan.cached_prefix,
         "trainable_params": plan.trainable_params,
         "total_params": plan.total_params,
         "trainable_percent": 100 * plan.trainable_params / plan.total_params,
@@ -125,5 +126,7 @@ def format_plan(plan: Plan) -> str:
 
     bb = plan.backbone
     title = f"{bb.name} ({bb.family}) with {plan.strategy.spec()} -> {bb.num_outputs} classes"
-    cache = f"frozen prefix: {plan.frozen_prefix} of {len(bb.blocks)} blocks (cacheable)"
+    k = plan.frozen_prefix
+    note = "cacheable" if plan.cached_prefix else "table lookups only: recomputed, cheaper than caching"
+    cache = f"frozen prefix: {k} of {len(bb.blocks)} blocks" + (f" ({note})" if k else "")
     return "\n".join([title, line(header), *(line(r) for r in rows), cache, plan.summary_line()])

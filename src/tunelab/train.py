@@ -115,7 +115,7 @@ def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, mem
     if order is not None:
         splits = Splits(splits.train, splits.val.subset(order))
     # Frozen prefix: computed once when it is a pure function of the input (no augmentation).
-    k = plan.frozen_prefix
+    k = plan.cached_prefix
     augment = config.augment if config.augment is not None else not (config.cache and k > 0)
     # the adversary perturbs the embeddings every step, so they cannot be computed once
     use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment) and adversary is None

@@ -112,4 +112,5 @@ def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bo
         num_outputs=0,
         pretrained=pretrained,
         word_embeddings=net.embeddings.word_embeddings,
+        lookup_blocks=1,
     )

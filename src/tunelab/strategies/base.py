@@ -62,6 +62,12 @@ class Plan:
                 return i
         return len(self.backbone.blocks)
 
+    @property
+    def cached_prefix(self) -> int:
+        """The frozen prefix worth caching: 0 when it is only table lookups (see Backbone.lookup_blocks)."""
+        k = self.frozen_prefix
+        return k if k > self.backbone.lookup_blocks else 0
+
     def summary_line(self) -> str:
         """The PEFT-style one-line summary printed at the start of every run."""
         trainable, total = self.trainable_params, self.total_params
