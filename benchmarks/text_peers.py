@@ -24,6 +24,7 @@ from bench_common import (
     loads_in_log,
     machine,
     median,
+    paired_ratio,
     results_from_log,
     run_cases,
     run_worker,
@@ -73,7 +74,7 @@ def main() -> None:
     def row(strategy: str, results: dict[str, list[dict]]) -> str:
         t, h = results["tunelab"], results["trainer"]
         return (
-            f"| {strategy} | {median(t, 'epoch_s') / median(h, 'epoch_s'):.2f} | {median(t, 'epoch_s'):.1f} | {median(h, 'epoch_s'):.1f} | "
+            f"| {strategy} | {median(t, 'epoch_s') / median(h, 'epoch_s'):.2f} | {paired_ratio(t, h, 'epoch_s')} | {median(t, 'epoch_s'):.1f} | {median(h, 'epoch_s'):.1f} | "
             f"{median(t, 'peak_mb') / median(h, 'peak_mb'):.2f} | {median(t, 'peak_mb'):.0f} | {median(h, 'peak_mb'):.0f} | "
             f"{median(t, 'accuracy'):.3f} ({spread(t, 'accuracy')}) | {median(h, 'accuracy'):.3f} ({spread(h, 'accuracy')}) | "
             f"{median(t, 'total_s'):.1f} | {median(h, 'total_s'):.1f} | {len(t)} |"
@@ -93,11 +94,11 @@ def main() -> None:
         f"MiniLM-L6 on {data.sentences_what} (training sentences shuffled with seed 0, the first dev sentences); "
         f"{args.epochs} epoch(s), batch {args.batch_size}; seeds 0..{reps - 1}, one per repetition, same on both sides; medians of "
         f"up to {reps} interleaved repetitions (the reps column), each in a fresh process, one strategy after the other. Machine: {machine(args.threads)}; "
-        f"{load_note(load_before, load_after)}.",
+        f"{load_note(load_before, load_after)}." + (" Rebuilt from the driver's log (values to 3 significant digits)." if args.from_log else ""),
         "",
-        "| strategy | time ratio (tunelab / Trainer) | tunelab s/epoch | Trainer s/epoch | memory ratio | tunelab peak MB "
+        "| strategy | time ratio (tunelab / Trainer) | paired time ratios, median (min-max) | tunelab s/epoch | Trainer s/epoch | memory ratio | tunelab peak MB "
         "| Trainer peak MB | tunelab val acc (min-max) | Trainer val acc (min-max) | tunelab end-to-end s | Trainer end-to-end s | reps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     write_table("text_peers", "\n".join(table), args.quick)
