@@ -123,8 +123,10 @@ def machine(threads: int) -> str:
     return f"{os.cpu_count()} cores ({model}), {threads} threads, torch {torch.__version__}"
 
 
-def load_note(before: float, after: float) -> str:
-    return f"1-minute load average {before:.1f} at the start, {after:.1f} at the end"
+def load_note(before: float, after: float, from_log: bool = False) -> str:
+    """The load during a run; a table rebuilt with --from-log also says its values are the log's rounded ones."""
+    note = f"1-minute load average {before:.1f} at the start, {after:.1f} at the end"
+    return note + (". Rebuilt from the driver's log (values to 3 significant digits)" if from_log else "")
 
 
 def write_table(name: str, text: str, quick: bool) -> None:
@@ -162,9 +164,10 @@ class BenchData:
 
 
 FULL_SIZES = ((None, None), (1000, 400))
-"""All of hymenoptera (245/153 images) and 1000 shuffled SST-2 training / the first 400 dev sentences: large
-enough that an epoch takes tens of seconds (per-step overheads and start-up cannot hide in it) and that the
-text strategies learn something in two epochs, small enough that `make bench` fits in an hour on 2 cores."""
+"""All of hymenoptera (its 243/153 .jpg images) and 1000 shuffled SST-2 training / the first 400 dev sentences:
+large enough that an epoch takes tens of seconds (per-step overheads and start-up cannot hide in it) and that
+the text strategies learn something in two epochs, small enough that `make bench` takes about 70 minutes on
+2 idle cores."""
 QUICK_SIZES = ((2, 1), (16, 8))
 
 

@@ -88,7 +88,7 @@ def main() -> None:
     table = [
         f"`full`, {args.epochs} epoch(s), batch {args.batch_size}, no augmentation, seed {args.seed}; medians of {reps} "
         f"interleaved repetitions, each in a fresh process, one model after the other. Machine: {machine(args.threads)}; "
-        f"{load_note(load_before, load_after)}." + (" Rebuilt from the driver's log (values to 3 significant digits)." if args.from_log else ""),
+        f"{load_note(load_before, load_after, bool(args.from_log))}.",
         "",
         "| model | data | epoch ratio (tunelab / plain) | paired ratios, median (min-max) | tunelab s/epoch | plain s/epoch | end-to-end ratio | tunelab end-to-end s "
         "| plain end-to-end s | tunelab val acc (min-max) | plain val acc (min-max) | tunelab peak MB | plain peak MB | reps |",

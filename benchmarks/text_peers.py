@@ -94,7 +94,7 @@ def main() -> None:
         f"MiniLM-L6 on {data.sentences_what} (training sentences shuffled with seed 0, the first dev sentences); "
         f"{args.epochs} epoch(s), batch {args.batch_size}; seeds 0..{reps - 1}, one per repetition, same on both sides; medians of "
         f"up to {reps} interleaved repetitions (the reps column), each in a fresh process, one strategy after the other. Machine: {machine(args.threads)}; "
-        f"{load_note(load_before, load_after)}." + (" Rebuilt from the driver's log (values to 3 significant digits)." if args.from_log else ""),
+        f"{load_note(load_before, load_after, bool(args.from_log))}.",
         "",
         "| strategy | time ratio (tunelab / Trainer) | paired time ratios, median (min-max) | tunelab s/epoch | Trainer s/epoch | memory ratio | tunelab peak MB "
         "| Trainer peak MB | tunelab val acc (min-max) | Trainer val acc (min-max) | tunelab end-to-end s | Trainer end-to-end s | reps |",

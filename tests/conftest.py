@@ -9,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from train_fixtures import write_image_folder, write_text_tsv  # noqa: E402
 
 TINY_MODELS = ["tiny-cnn", "tiny-bert"]
 SENTENCES = ["the movie was great", "an awful boring plot", "john visited paris and london", "good acting , bad story"]
@@ -27,3 +28,15 @@ def make_batch(backbone, seed: int = 0):
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A two-class folder of tiny random images (12 per class), written once per test module."""
+    return write_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    """A small two-class sentence TSV, written once per test module."""
+    return write_text_tsv(tmp_path_factory.mktemp("text") / "reviews.tsv")

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from train_fixtures import write_image_folder, write_text_tsv
 
 import tunelab.train as train_module
 from tunelab.checkpoint_io import load_tensors
@@ -14,16 +13,6 @@ from tunelab.cli import main
 from tunelab.config import TrainConfig
 from tunelab.evaluate import evaluate, predict
 from tunelab.train import train
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    return write_text_tsv(tmp_path_factory.mktemp("text") / "reviews.tsv")
 
 
 def config(data, out, **kw) -> TrainConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_batch
-from train_fixtures import write_image_folder, write_text_tsv
 
 from tunelab import load_backbone, prepare
 from tunelab.cli import main
@@ -14,16 +13,6 @@ from tunelab.evaluate import evaluate
 from tunelab.modules import Adapted
 from tunelab.rundir import load_run
 from tunelab.train import train
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return write_image_folder(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    return write_text_tsv(tmp_path_factory.mktemp("text") / "reviews.tsv")
 
 
 @pytest.fixture(scope="module")

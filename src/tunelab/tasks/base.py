@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..backbones.contract import Backbone
-from ..data import Examples, Splits
+from ..data import Examples, Splits, split_examples
 from ..strategies import Plan
 
 IGNORE = -100
@@ -72,9 +72,17 @@ class Task(ABC):
     def read(self, path: str, classes: tuple[str, ...] | None, config) -> Examples:
         """Labelled examples from a file; with `classes` (training's) an unknown label is a DataError."""
 
-    @abstractmethod
     def load_splits(self, config) -> Splits:
-        """Train and validation examples as `config` (a TrainConfig) asks."""
+        """Train and validation examples as `config` (a TrainConfig) asks: training from --data, validation from
+        --val-data (labels checked against training's) or else split off the training examples by `split`."""
+        train = self.read(config.data, None, config)
+        if config.val_data is not None:
+            return Splits(train, self.read(config.val_data, train.classes, config))
+        return self.split(train, config)
+
+    def split(self, train: Examples, config) -> Splits:
+        """Hold out --val-fraction of the training examples, stratified by label."""
+        return split_examples(train, config.val_fraction, config.seed)
 
     def adapt(self, backbone: Backbone, num_outputs: int) -> None:
         """Give the backbone the head (and input changes) the task needs, before the strategy is applied."""

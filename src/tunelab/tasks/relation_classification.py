@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..backbones.transformers_family import TokenState
-from ..data import Examples, Splits, split_examples
+from ..data import Examples
 from ..data.relations import Relation, parse_marked, parse_record, read_relations
 from ..errors import TunelabError
 from ..strategies import ParamGroup, Plan
@@ -184,12 +184,6 @@ class RelationClassification(Task):
 
     def read(self, path, classes, config):
         return read_relations(Path(path), classes)
-
-    def load_splits(self, config) -> Splits:
-        train = read_relations(Path(config.data))
-        if config.val_data is not None:
-            return Splits(train, read_relations(Path(config.val_data), train.classes))
-        return split_examples(train, config.val_fraction, config.seed)
 
     def adapt(self, backbone, num_outputs):
         tokenizer = backbone.input.tokenizer

@@ -138,10 +138,7 @@ class TokenClassification(Task):
     def read(self, path, classes, config):
         return read_conll(Path(path), classes)
 
-    def load_splits(self, config) -> Splits:
-        train = read_conll(Path(config.data))
-        if config.val_data is not None:
-            return Splits(train, read_conll(Path(config.val_data), train.classes))
+    def split(self, train, config) -> Splits:
         # a sentence has many labels, so the split is random: every sentence in one stratum
         train_idx, val_idx = stratified_split([0] * len(train), config.val_fraction, config.seed)
         return Splits(train.subset(train_idx), train.subset(val_idx))
