@@ -33,13 +33,13 @@ import torch
 from bench_common import write_table
 from PIL import Image
 
-from tunelab.advise import Thresholds, advise, transfer_depth
-from tunelab.compare import CompareConfig, compare, planned_runs
+from tunelab.advise.decide import Thresholds, advise, transfer_depth
+from tunelab.compare.grid import CompareConfig, compare, planned_runs
 from tunelab.data.idx import find_idx_pair, read_idx
 from tunelab.data.images import read_image_folder
 from tunelab.data.text import read_text_table
-from tunelab.data_profile import stratified_sample
-from tunelab.report import aggregate, collect
+from tunelab.advise.profile import stratified_sample
+from tunelab.compare.results import aggregate, collect
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"

@@ -90,8 +90,8 @@ def hf_trainer_run(strategy: str, train: Path, dev: Path, epochs: int, batch_siz
     """Train with `Trainer`; the same result fields as plain_loop.tunelab_run."""
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from tunelab.memory import PeakMemory
-    from tunelab.zoo import MINILM
+    from tunelab.runs.memory import PeakMemory
+    from tunelab.models.zoo import MINILM
 
     with PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="bench-hf-") as tmp:
         started = time.perf_counter()

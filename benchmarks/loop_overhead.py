@@ -1,7 +1,7 @@
 """Loop overhead: tunelab `full` against a plain hand-written PyTorch loop (the floor) on the same model and data.
 
 MobileNetV2 on a hymenoptera subset and MiniLM-L6 on an SST-2 subset; both sides train the same model
-(from `tunelab.plan.prepare`), with the same data, batch size, epochs, seed, optimizer and thread count,
+(from `tunelab.runs.prepare.prepare`), with the same data, batch size, epochs, seed, optimizer and thread count,
 each repetition in a fresh process, sides interleaved. See plain_loop.py for what each side does.
 
 Run: python benchmarks/loop_overhead.py [--quick]

@@ -25,9 +25,9 @@ from bench_common import DATASETS, image_subset, load_note, machine, write_table
 from torch.utils.data import DataLoader
 
 from tunelab import load_backbone
-from tunelab.config import TrainConfig
+from tunelab.settings.fields import TrainConfig
 from tunelab.data import ImageDataset, image_transform, load_images
-from tunelab.train import train
+from tunelab.runs.loop import train
 
 
 def plain_tutorial_loop(data: Path, epochs: int, batch_size: int, seed: int) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """The floor: a plain hand-written PyTorch loop over the very model tunelab trains, and tunelab's side, timed alike.
 
-The plain loop takes the model, parameter groups and learning rates from `tunelab.plan.prepare` (so both
+The plain loop takes the model, parameter groups and learning rates from `tunelab.runs.prepare.prepare` (so both
 sides do the same arithmetic: AdamW with the same (fused) kernel, the same per-group learning rates and weight decay, warmup + cosine,
 gradient clipping at 1.0) and then does only what a person would write by hand: a shuffled DataLoader,
 forward, backward, step, and an accuracy pass over the validation set after each epoch. With a frozen
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tunelab.config import TrainConfig
-from tunelab.loaders import collate_for, example_dataset, load_splits
-from tunelab.memory import PeakMemory
-from tunelab.plan import prepare
-from tunelab.train import train, warmup_cosine
+from tunelab.settings.fields import TrainConfig
+from tunelab.runs.loaders import collate_for, example_dataset, load_splits
+from tunelab.runs.memory import PeakMemory
+from tunelab.runs.prepare import prepare
+from tunelab.runs.loop import train, warmup_cosine
 
 
 def plain_loop(model_name: str, strategy: str, data: Path, val_data: Path | None, epochs: int, batch_size: int, seed: int,
@@ -78,7 +78,7 @@ def plain_loop(model_name: str, strategy: str, data: Path, val_data: Path | None
 
 def tunelab_run(model_name: str, strategy: str, data: Path, val_data: Path | None, epochs: int, batch_size: int, seed: int,
                 augment: bool, cache: bool = True) -> dict:
-    """`tunelab.train` with the same settings; seconds per epoch from its metrics.jsonl."""
+    """`tunelab.runs.loop` with the same settings; seconds per epoch from its metrics.jsonl."""
     with PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         started = time.perf_counter()
         config = TrainConfig(model=model_name, strategy=strategy, data=str(data), val_data=None if val_data is None else str(val_data),

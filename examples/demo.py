@@ -11,8 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tunelab.config import TrainConfig
-from tunelab.train import train
+from tunelab.settings.fields import TrainConfig
+from tunelab.runs.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "hymenoptera_small"

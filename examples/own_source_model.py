@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.compare import CompareConfig, compare
-from tunelab.config import TrainConfig
+from tunelab.compare.grid import CompareConfig, compare
+from tunelab.settings.fields import TrainConfig
 from tunelab.data.idx import find_idx_pair, read_idx, write_idx
-from tunelab.report import aggregate, collect
-from tunelab.rundir import RunDir
-from tunelab.train import train
+from tunelab.compare.results import aggregate, collect
+from tunelab.runs.rundir import RunDir
+from tunelab.runs.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

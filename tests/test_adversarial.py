@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import make_batch
 
-from tunelab.adversarial import Adversary
+from tunelab.runs.adversary import Adversary
 from tunelab.errors import TunelabError
-from tunelab.plan import prepare
+from tunelab.runs.prepare import prepare
 from tunelab.tasks import task_loss
 
 SPECS = ["none", "full", "retrain:1", "adapter", "lora:2", "scratch"]

@@ -10,16 +10,16 @@ import torch
 from torch import nn
 from train_fixtures import write_image_folder, write_text_tsv
 
-import tunelab.advise as advise_module
-from tunelab.advise import (
+import tunelab.advise.decide as advise_module
+from tunelab.advise.decide import (
     Budget, DataProfile, Evidence, Thresholds, advise, decide, profile, stratified_sample, transfer_depth,
 )
 from tunelab.data import read_image_folder, read_text_table
 from tunelab.errors import TunelabError
-from tunelab.features import extract_features, pooled
-from tunelab.loaders import collate_for, example_dataset, make_loader
+from tunelab.advise.features import extract_features, pooled
+from tunelab.runs.loaders import collate_for, example_dataset, make_loader
 from tunelab.strategies import parse_strategy
-from tunelab.zoo import load_backbone
+from tunelab.models.zoo import load_backbone
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +74,7 @@ def test_extract_features_equals_a_manual_pooled_forward(model, kind, blocks, im
 def test_pooled_averages_maps_and_ignores_padding():
     maps = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     assert torch.equal(pooled(maps), maps.mean(dim=(2, 3)))
-    from tunelab.backbones.transformers_family import TokenState
+    from tunelab.models.families.transformers import TokenState
 
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     state = TokenState(hidden, torch.tensor([[1, 1, 0]]))

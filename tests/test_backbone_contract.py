@@ -7,7 +7,7 @@ import torch
 from conftest import TINY_MODELS, make_batch
 
 from tunelab import load_backbone
-from tunelab.backbones.tiny import tiny_bert, tiny_cnn
+from tunelab.models.families.tiny import tiny_bert, tiny_cnn
 
 
 @pytest.mark.parametrize("model_name", TINY_MODELS)

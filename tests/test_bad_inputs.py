@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 from train_fixtures import write_image_folder, write_text_tsv
 
-import tunelab.train as train_module
-from tunelab import checkpoint_io
-from tunelab.checkpoint_io import load_json, load_tensors, save_tensors
+import tunelab.runs.loop as train_module
+from tunelab.runs import checkpoint_io
+from tunelab.runs.checkpoint_io import load_json, load_tensors, save_tensors
 from tunelab.cli import main
 
 MAX_MESSAGE = 600

@@ -11,8 +11,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from tunelab import checkpoint_io
-from tunelab.checkpoint_io import (
+from tunelab.runs import checkpoint_io
+from tunelab.runs.checkpoint_io import (
     atomic_write_bytes,
     atomic_write_text,
     load_json,

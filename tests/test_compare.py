@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from train_fixtures import write_image_folder, write_text_tsv
 
-import tunelab.train as train_module
-from tunelab.compare import CompareConfig, compare, planned_runs
+import tunelab.runs.loop as train_module
+from tunelab.compare.grid import CompareConfig, compare, planned_runs
 from tunelab.data import load_text
 from tunelab.errors import TunelabError
-from tunelab.loaders import select_splits
+from tunelab.runs.loaders import select_splits
 
 
 def test_the_plan_covers_fractions_strategies_seeds_and_folds(tmp_path):

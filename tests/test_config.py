@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunelab.config import (
+from tunelab.settings.fields import (
     CHOICES,
     TrainConfig,
     add_arguments,

@@ -17,7 +17,7 @@ from tunelab.data.idx import read_idx
 from tunelab.data.images import load_image, load_images, read_image_folder
 from tunelab.data.transforms import image_transform
 from tunelab.errors import DataError
-from tunelab.inputs import ImageInput
+from tunelab.models.inputs import ImageInput
 
 SPEC = ImageInput(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=16, crop_pct=0.8)
 

@@ -8,13 +8,13 @@ import torch
 from train_fixtures import write_image_folder, write_text_tsv
 
 from tunelab.cli import main
-from tunelab.config import TrainConfig
+from tunelab.settings.fields import TrainConfig
 from tunelab.data import load_image
 from tunelab.data.idx import write_idx
 from tunelab.data.transforms import image_transform
 from tunelab.embed import embed
-from tunelab.train import train
-from tunelab.zoo import load_backbone
+from tunelab.runs.loop import train
+from tunelab.models.zoo import load_backbone
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from conftest import SENTENCES
 from train_fixtures import write_image_folder, write_text_tsv
 
 from tunelab.cli import main
-from tunelab.config import TrainConfig
+from tunelab.settings.fields import TrainConfig
 from tunelab.export import export
-from tunelab.rundir import load_run
-from tunelab.train import train
+from tunelab.runs.rundir import load_run
+from tunelab.runs.loop import train
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the [export] extra")
 ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the [export] extra")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunelab.memory import PeakMemory
+from tunelab.runs.memory import PeakMemory
 
 
 def test_a_later_smaller_run_does_not_inherit_an_earlier_peak():

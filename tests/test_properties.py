@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tunelab.compare import CompareConfig
-from tunelab.config import TrainConfig, from_yaml_file
+from tunelab.compare.grid import CompareConfig
+from tunelab.settings.fields import TrainConfig, from_yaml_file
 from tunelab.data import load_image, load_images, load_text
 from tunelab.errors import TunelabError
 

@@ -8,7 +8,7 @@ from task_fixtures import write_relation_jsonl, write_semeval
 
 from tunelab.data.relations import Relation, parse_marked, read_relations
 from tunelab.errors import DataError, TunelabError
-from tunelab.plan import prepare
+from tunelab.runs.prepare import prepare
 from tunelab.strategies import REGISTRY
 from tunelab.tasks.relation_classification import MARKERS, RelationDataset, mark, official_f1
 

@@ -1,6 +1,6 @@
 """The comparison report from hand-made run directories: collecting, aggregation, the three benefits, the files.
 
-No training: each fake run is config.yaml (written by tunelab.config.to_yaml), metrics.jsonl and summary.json
+No training: each fake run is config.yaml (written by tunelab.settings.fields.to_yaml), metrics.jsonl and summary.json
 with numbers chosen so every mean, std and mark can be checked by hand.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tunelab.config import TrainConfig, to_yaml
+from tunelab.settings.fields import TrainConfig, to_yaml
 from tunelab.errors import TunelabError
-from tunelab.report import aggregate, benefit_table, benefits, collect, report_from_runs, write_report
+from tunelab.compare.results import aggregate, benefit_table, benefits, collect, report_from_runs, write_report
 
 # (fraction, strategy, seed) -> (validation curve, train seconds); score = best of the curve.
 # Fraction 1.0 (400 examples): full is best (0.85 ± 0.0707); none (0.80) is within one std and 42/11 = 3.8x cheaper.

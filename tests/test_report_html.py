@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_report import make_runs
 
-from tunelab.report import collect, write_report
+from tunelab.compare.results import collect, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -19,11 +19,11 @@ from safetensors import safe_open
 from test_bad_inputs import run_until_interrupted
 from train_fixtures import write_image_folder, write_text_tsv
 
-from tunelab.backbones.tiny import tiny_bert
+from tunelab.models.families.tiny import tiny_bert
 from tunelab.cli import main
-from tunelab.compare import CompareConfig, planned_runs, slug
+from tunelab.compare.grid import CompareConfig, planned_runs, slug
 from tunelab.errors import TunelabError
-from tunelab.zoo import load_pth
+from tunelab.models.zoo import load_pth
 
 
 class Payload:

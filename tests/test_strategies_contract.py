@@ -11,7 +11,7 @@ from torch import nn
 
 from tunelab import REGISTRY, merge_lora, prepare, set_train_mode
 from tunelab.errors import TunelabError
-from tunelab.plan import format_plan
+from tunelab.runs.prepare import format_plan
 from tunelab.strategies.base import BATCHNORM
 
 SPECS = {"none": "none", "full": "full", "retrain": "retrain:1", "adapter": "adapter:4", "lora": "lora:2", "scratch": "scratch"}

@@ -9,11 +9,11 @@ import torch
 from task_fixtures import write_conll, write_semeval
 from train_fixtures import write_text_tsv
 
-from tunelab.checkpoint_io import load_tensors
+from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.cli import main
-from tunelab.config import TrainConfig
-from tunelab.plan import prepare
-from tunelab.train import seed_everything, train
+from tunelab.settings.fields import TrainConfig
+from tunelab.runs.prepare import prepare
+from tunelab.runs.loop import seed_everything, train
 
 SPECS = ["none", "full", "retrain:1", "adapter", "lora:2", "scratch"]
 

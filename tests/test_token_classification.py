@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from task_fixtures import write_conll
 
-from tunelab.backbones.tiny import tiny_tokenizer
+from tunelab.models.families.tiny import tiny_tokenizer
 from tunelab.data.conll import read_conll, to_bio
 from tunelab.errors import DataError
 from tunelab.tasks.base import IGNORE

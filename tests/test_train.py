@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-import tunelab.train as train_module
-from tunelab.checkpoint_io import load_tensors
+import tunelab.runs.loop as train_module
+from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.cli import main
-from tunelab.config import TrainConfig
-from tunelab.evaluate import evaluate, predict
-from tunelab.train import train
+from tunelab.settings.fields import TrainConfig
+from tunelab.runs.evaluate import evaluate, predict
+from tunelab.runs.loop import train
 
 
 def config(data, out, **kw) -> TrainConfig:

@@ -8,11 +8,11 @@ from conftest import make_batch
 
 from tunelab import load_backbone, prepare
 from tunelab.cli import main
-from tunelab.config import TrainConfig
-from tunelab.evaluate import evaluate
-from tunelab.modules import Adapted
-from tunelab.rundir import load_run
-from tunelab.train import train
+from tunelab.settings.fields import TrainConfig
+from tunelab.runs.evaluate import evaluate
+from tunelab.strategies.layers import Adapted
+from tunelab.runs.rundir import load_run
+from tunelab.runs.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +132,9 @@ def test_a_run_of_a_task_tunelab_cannot_transfer_from_is_one_line_exit_2(source_
 
 
 def test_compare_and_advise_take_a_run_directory(source_runs, images, tmp_path):
-    from tunelab.advise import advise
-    from tunelab.compare import CompareConfig, compare
-    from tunelab.report import aggregate, collect
+    from tunelab.advise.decide import advise
+    from tunelab.compare.grid import CompareConfig, compare
+    from tunelab.compare.results import aggregate, collect
 
     source = str(source_runs["cnn-full"])
     report = compare(CompareConfig(model=source, data=str(images), out=str(tmp_path / "cmp"), strategies=("none", "scratch"),

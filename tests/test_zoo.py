@@ -9,7 +9,7 @@ import torch
 
 from tunelab import ZOO, load_backbone
 from tunelab.errors import TunelabError
-from tunelab.zoo import PackagedFile, load_in_key_order, load_pth
+from tunelab.models.zoo import PackagedFile, load_in_key_order, load_pth
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_zoo_lists_the_packaged_models():
 
 
 def test_a_saved_hugging_face_directory_loads(tmp_path):
-    from tunelab.backbones.tiny import tiny_bert
+    from tunelab.models.families.tiny import tiny_bert
 
     net, tokenizer = tiny_bert()
     net.save_pretrained(tmp_path)

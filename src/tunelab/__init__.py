@@ -12,13 +12,13 @@ Public API:
 Any `model` argument also takes a finished run directory: the model that run trained, as a new source.
 """
 
-from .backbones.contract import Backbone, TransferModel
-from .embed import Embeddings, embed
-from .errors import DataError, TunelabError
-from .modules import merge_lora
-from .plan import prepare
-from .strategies import REGISTRY, Plan, Strategy, parse_strategy, set_train_mode
-from .zoo import ZOO, list_models, load_backbone
+from tunelab.models.contract import Backbone, TransferModel
+from tunelab.embed import Embeddings, embed
+from tunelab.errors import DataError, TunelabError
+from tunelab.strategies.layers import merge_lora
+from tunelab.runs.prepare import prepare
+from tunelab.strategies import REGISTRY, Plan, Strategy, parse_strategy, set_train_mode
+from tunelab.models.zoo import ZOO, list_models, load_backbone
 
 __version__ = "0.1.0"
 

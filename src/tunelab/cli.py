@@ -10,8 +10,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from .errors import TunelabError
-from .strategies import REGISTRY
+from tunelab.errors import TunelabError
+from tunelab.strategies import REGISTRY
 
 STRATEGY_HELP = "transfer strategy: " + "; ".join(
     f"{key}{f':<{cls.positional}>' if cls.positional else ''} = {cls.summary}" for key, cls in REGISTRY.items()
@@ -21,7 +21,7 @@ TRUST_HELP = "let a Hugging Face model run the Python code it ships (off by defa
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from .zoo import list_models
+    from tunelab.models.zoo import list_models
 
     rows = list_models()
     if args.json:
@@ -38,15 +38,15 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from .plan import format_plan, plan_dict, prepare
+    from tunelab.runs.prepare import format_plan, plan_dict, prepare
 
     plan = prepare(args.model, args.strategy, args.num_classes, args.trust_remote_code)
     print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .config import TrainConfig, resolve
-    from .train import train
+    from tunelab.settings.fields import TrainConfig, resolve
+    from tunelab.runs.loop import train
 
     config = resolve(TrainConfig, args)
     try:
@@ -56,18 +56,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
+    from tunelab.runs.evaluate import evaluate
 
     report = evaluate(args.run, args.data, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .evaluate import predict
+    from tunelab.runs.evaluate import predict
 
     inputs = list(args.inputs)
     if args.file:
-        from .checkpoint_io import read_text
+        from tunelab.runs.checkpoint_io import read_text
 
         inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:
@@ -81,8 +81,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import CompareConfig, compare
-    from .config import resolve
+    from tunelab.compare.grid import CompareConfig, compare
+    from tunelab.settings.fields import resolve
 
     config = resolve(CompareConfig, args)
     try:
@@ -92,8 +92,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    from .advisor import AdviseConfig, run_advise
-    from .config import resolve
+    from tunelab.advise.command import AdviseConfig, run_advise
+    from tunelab.settings.fields import resolve
 
     result = run_advise(resolve(AdviseConfig, args))
     if args.json:
@@ -107,13 +107,13 @@ def cmd_advise(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .report import report_from_runs
+    from tunelab.compare.results import report_from_runs
 
     print(report_from_runs([Path(p) for p in args.runs], Path(args.out)))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from .embed import embed
+    from tunelab.embed import embed
 
     result = embed(args.model, args.data, block=args.block, batch_size=args.batch_size, max_length=args.max_length,
                    text_column=args.text_column, label_column=args.label_column)
@@ -123,7 +123,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
+    from tunelab.export import export
 
     print(export(args.run, args.out, args.format))
 
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_inspect)
 
-    from .config import TrainConfig, add_arguments
+    from tunelab.settings.fields import TrainConfig, add_arguments
 
     p = sub.add_parser(
         "train",
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_predict)
 
-    from .compare import CompareConfig
+    from tunelab.compare.grid import CompareConfig
 
     p = sub.add_parser(
         "compare",
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, CompareConfig)
     p.set_defaults(func=cmd_compare)
 
-    from .advisor import AdviseConfig
+    from tunelab.advise.command import AdviseConfig
 
     p = sub.add_parser(
         "advise",

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones.contract import Backbone
-from .checkpoint_io import atomic_write_bytes
-from .data import Examples, read_image_folder, read_image_folder_as, read_text_table
-from .data.idx import find_idx_pair, read_idx
-from .errors import TunelabError
-from .features import extract_features
-from .zoo import load_backbone
+from tunelab.models.contract import Backbone
+from tunelab.runs.checkpoint_io import atomic_write_bytes
+from tunelab.data import Examples, read_image_folder, read_image_folder_as, read_text_table
+from tunelab.data.idx import find_idx_pair, read_idx
+from tunelab.errors import TunelabError
+from tunelab.advise.features import extract_features
+from tunelab.models.zoo import load_backbone
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data.datasets import BATCH_KEYS
-from .errors import TunelabError
-from .inputs import ImageInput
-from .modules import merge_lora
-from .rundir import load_run
+from tunelab.data.datasets import BATCH_KEYS
+from tunelab.errors import TunelabError
+from tunelab.models.inputs import ImageInput
+from tunelab.strategies.layers import merge_lora
+from tunelab.runs.rundir import load_run
 
 FORMATS = ("onnx",)
 OPSET = 17

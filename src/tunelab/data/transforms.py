@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from tunelab.errors import TunelabError
-from tunelab.inputs import ImageInput
+from tunelab.models.inputs import ImageInput
 
 
 class ToRGB:

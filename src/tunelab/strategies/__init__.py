@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .adapter import Adapter
-from .base import ParamGroup, Plan, Strategy, set_train_mode
-from .full import FullTune
-from .lora import LoRA
-from .none import NoneTune
-from .parse import parse_spec
-from .retrain import ReTrain
-from .scratch import Scratch
+from tunelab.strategies.adapter import Adapter
+from tunelab.strategies.base import ParamGroup, Plan, Strategy, set_train_mode
+from tunelab.strategies.full import FullTune
+from tunelab.strategies.lora import LoRA
+from tunelab.strategies.none import NoneTune
+from tunelab.strategies.parse import parse_spec
+from tunelab.strategies.retrain import ReTrain
+from tunelab.strategies.scratch import Scratch
 
 REGISTRY: dict[str, type[Strategy]] = {cls.key: cls for cls in (NoneTune, FullTune, ReTrain, Adapter, LoRA, Scratch)}
 

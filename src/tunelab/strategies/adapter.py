@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backbones.contract import Backbone
-from ..errors import TunelabError
-from ..modules import insert_adapters
-from .base import Plan, Strategy, freeze, group, head_group
+from tunelab.models.contract import Backbone
+from tunelab.errors import TunelabError
+from tunelab.strategies.layers import insert_adapters
+from tunelab.strategies.base import Plan, Strategy, freeze, group, head_group
 
 
 @dataclass(frozen=True)

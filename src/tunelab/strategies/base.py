@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..backbones.contract import Backbone
-from ..modules import Inserted
+from tunelab.models.contract import Backbone
+from tunelab.strategies.layers import Inserted
 
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -124,7 +124,7 @@ class Strategy(ABC):
 
     def spec(self) -> str:
         """The string that parses back to this strategy, e.g. 'retrain:3' or 'full:decay=0.8'."""
-        from .parse import format_spec
+        from tunelab.strategies.parse import format_spec
 
         return format_spec(self)
 

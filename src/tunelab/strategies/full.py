@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backbones.contract import Backbone
-from .base import BATCHNORM, Plan, Strategy, block_groups, freeze, head_group, unfreeze
+from tunelab.models.contract import Backbone
+from tunelab.strategies.base import BATCHNORM, Plan, Strategy, block_groups, freeze, head_group, unfreeze
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backbones.contract import Backbone
-from .base import Plan, Strategy, freeze, head_group
+from tunelab.models.contract import Backbone
+from tunelab.strategies.base import Plan, Strategy, freeze, head_group
 
 
 @dataclass(frozen=True)

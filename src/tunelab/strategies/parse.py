@@ -10,8 +10,8 @@ import dataclasses
 import types
 import typing
 
-from ..errors import TunelabError
-from .base import Strategy
+from tunelab.errors import TunelabError
+from tunelab.strategies.base import Strategy
 
 
 def parse_spec(spec: str, registry: dict[str, type[Strategy]]) -> Strategy:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backbones.contract import Backbone
-from ..errors import TunelabError
-from .base import Plan, Strategy, group, head_group, unfreeze
+from tunelab.models.contract import Backbone
+from tunelab.errors import TunelabError
+from tunelab.strategies.base import Plan, Strategy, group, head_group, unfreeze
 
 
 @dataclass(frozen=True)

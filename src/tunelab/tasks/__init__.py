@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import TunelabError
-from .base import IGNORE, Task, labelled_positions, task_loss
-from .classification import ImageClassification, TextClassification
-from .relation_classification import RelationClassification
-from .token_classification import TokenClassification
+from tunelab.errors import TunelabError
+from tunelab.tasks.base import IGNORE, Task, labelled_positions, task_loss
+from tunelab.tasks.classification import ImageClassification, TextClassification
+from tunelab.tasks.relation_classification import RelationClassification
+from tunelab.tasks.token_classification import TokenClassification
 
 REGISTRY: dict[str, type[Task]] = {
     cls.name: cls for cls in (ImageClassification, TextClassification, TokenClassification, RelationClassification)
@@ -30,8 +30,8 @@ def infer_task(data: str, task: str = "auto") -> str:
     or JSONL with head/tail spans are relations, `-DOCSTART-` or `token ... tag` lines with a BIO tag
     are CoNLL; other .csv/.tsv/.txt/.jsonl files are text tables.
     """
-    from ..data.conll import looks_like_conll
-    from ..data.relations import looks_like_relations
+    from tunelab.data.conll import looks_like_conll
+    from tunelab.data.relations import looks_like_relations
 
     if task != "auto":
         get_task(task)

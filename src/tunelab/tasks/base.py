@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..backbones.contract import Backbone
-from ..data import Examples, Splits, split_examples
-from ..strategies import Plan
+from tunelab.models.contract import Backbone
+from tunelab.data import Examples, Splits, split_examples
+from tunelab.strategies import Plan
 
 IGNORE = -100
 """Label of positions that do not count (padding, non-first sub-tokens): cross_entropy's ignore_index."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import (
+from tunelab.data import (
     Examples,
     ImageDataset,
     Splits,
@@ -20,10 +20,10 @@ from ..data import (
     read_image_folder_as,
     read_text_table,
 )
-from ..data.datasets import text_collate
-from ..errors import TunelabError
-from .base import Task, task_loss, token_limit
-from .metrics import accuracy, classification_report, macro_f1, top_k
+from tunelab.data.datasets import text_collate
+from tunelab.errors import TunelabError
+from tunelab.tasks.base import Task, task_loss, token_limit
+from tunelab.tasks.metrics import accuracy, classification_report, macro_f1, top_k
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..backbones.transformers_family import TokenState
-from ..data import Examples
-from ..data.relations import Relation, parse_marked, parse_record, read_relations
-from ..errors import TunelabError
-from ..strategies import ParamGroup, Plan
-from .base import Task, task_loss, token_limit
-from .classification import TopLabels
-from .metrics import ClassificationReport, accuracy, classification_report, top_k
+from tunelab.models.families.transformers import TokenState
+from tunelab.data import Examples
+from tunelab.data.relations import Relation, parse_marked, parse_record, read_relations
+from tunelab.errors import TunelabError
+from tunelab.strategies import ParamGroup, Plan
+from tunelab.tasks.base import Task, task_loss, token_limit
+from tunelab.tasks.classification import TopLabels
+from tunelab.tasks.metrics import ClassificationReport, accuracy, classification_report, top_k
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 NEGATIVE = "Other"

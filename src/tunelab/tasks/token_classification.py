@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..backbones.transformers_family import TokenState
-from ..data import Examples, Splits, stratified_split
-from ..data.conll import read_conll
-from .base import IGNORE, Task, task_loss, token_limit
-from .entities import entities, entity_report
+from tunelab.models.families.transformers import TokenState
+from tunelab.data import Examples, Splits, stratified_split
+from tunelab.data.conll import read_conll
+from tunelab.tasks.base import IGNORE, Task, task_loss, token_limit
+from tunelab.tasks.entities import entities, entity_report
 
 WORD = re.compile(r"\S+")
 

@@ -16,9 +16,9 @@ from torch import nn
 from transformers import BertModel, PreTrainedModel, RobertaModel, XLMRobertaModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from ..errors import TunelabError
-from ..inputs import TextInput
-from .contract import AdapterSite, Backbone, TransferModel
+from tunelab.errors import TunelabError
+from tunelab.models.inputs import TextInput
+from tunelab.models.contract import AdapterSite, Backbone, TransferModel
 
 SUPPORTED = (BertModel, RobertaModel, XLMRobertaModel)
 

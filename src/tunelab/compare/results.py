@@ -21,10 +21,10 @@ import statistics
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .checkpoint_io import atomic_write_bytes, atomic_write_text, load_json
-from .config import TrainConfig, from_yaml_file
-from .errors import TunelabError
-from .rundir import FORMAT_VERSION, RunDir
+from tunelab.runs.checkpoint_io import atomic_write_bytes, atomic_write_text, load_json
+from tunelab.settings.fields import TrainConfig, from_yaml_file
+from tunelab.errors import TunelabError
+from tunelab.runs.rundir import FORMAT_VERSION, RunDir
 
 SCRATCH = "scratch"
 """Strategy key of the no-transfer baseline that the three benefits are measured against."""
@@ -232,7 +232,7 @@ def _read_run(path: Path) -> RunRecord:
 
 def strategy_order(spec: str) -> tuple[int, str]:
     """Sort key: registry order (none, full, retrain, adapter, lora, scratch), then spec text; unknown keys last."""
-    from .strategies import REGISTRY
+    from tunelab.strategies import REGISTRY
 
     keys = list(REGISTRY)
     key = spec.split(":")[0]
@@ -359,8 +359,8 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
     Every file is written atomically, so an interrupted report leaves each file whole (old or new).
     Returns the path of report.html.
     """
-    from .report_html import render_html, render_markdown
-    from .report_plots import render_plots
+    from tunelab.compare.html import render_html, render_markdown
+    from tunelab.compare.plots import render_plots
 
     if not records:
         raise TunelabError("no finished runs to report on")

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .adversarial import make_adversary
-from .checkpoint_io import atomic_write_text, load_json, load_optimizer, read_text, save_json, save_optimizer
-from .config import TrainConfig, from_yaml_file, to_yaml
-from .data.examples import Splits
-from .errors import TunelabError, brief
-from .evaluate import predict_logits
-from .feature_cache import build_cache, collate_features
-from .loaders import (
+from tunelab.runs.adversary import make_adversary
+from tunelab.runs.checkpoint_io import atomic_write_text, load_json, load_optimizer, read_text, save_json, save_optimizer
+from tunelab.settings.fields import TrainConfig, from_yaml_file, to_yaml
+from tunelab.data.examples import Splits
+from tunelab.errors import TunelabError, brief
+from tunelab.runs.evaluate import predict_logits
+from tunelab.runs.feature_cache import build_cache, collate_features
+from tunelab.runs.loaders import (
     EpochShuffle,
     check_modality,
     collate_for,
@@ -41,11 +41,11 @@ from .loaders import (
     make_loader,
     select_splits,
 )
-from .memory import PeakMemory
-from .plan import prepare
-from .rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
-from .strategies import set_train_mode
-from .tasks import get_task, task_loss
+from tunelab.runs.memory import PeakMemory
+from tunelab.runs.prepare import prepare
+from tunelab.runs.rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
+from tunelab.strategies import set_train_mode
+from tunelab.tasks import get_task, task_loss
 
 RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers", "out"}  # out: the run directory may have moved
 

@@ -11,10 +11,10 @@ from torch import nn
 from torchvision.models import MobileNetV2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from ..errors import TunelabError
-from ..inputs import ImageInput
-from .cnn import cnn_backbone
-from .contract import Backbone
+from tunelab.errors import TunelabError
+from tunelab.models.inputs import ImageInput
+from tunelab.models.families.cnn import cnn_backbone
+from tunelab.models.contract import Backbone
 
 IMAGENET = ImageInput(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size=224, crop_pct=0.875)
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint_io import load_json, load_tensors, save_tensors
-from .config import TrainConfig, from_yaml_file
-from .errors import TunelabError
-from .strategies import Plan
+from tunelab.runs.checkpoint_io import load_json, load_tensors, save_tensors
+from tunelab.settings.fields import TrainConfig, from_yaml_file
+from tunelab.errors import TunelabError
+from tunelab.strategies import Plan
 
 FORMAT_VERSION = 1
 
@@ -132,7 +132,7 @@ def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
 
     The run's own config.yaml never turns on `trust_remote_code` (a shared run directory could), only the caller.
     """
-    from .plan import prepare
+    from tunelab.runs.prepare import prepare
 
     run = RunDir(Path(path))
     if not run.path.is_dir():

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .advise import Advice, Thresholds, advise
-from .compare import CompareConfig, compare, planned_runs
-from .report import aggregate, collect
+from tunelab.advise.decide import Advice, Thresholds, advise
+from tunelab.compare.grid import CompareConfig, compare, planned_runs
+from tunelab.compare.results import aggregate, collect
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .errors import TunelabError
-from .strategies import Plan, Strategy, parse_strategy
-from .zoo import load_backbone
+from tunelab.errors import TunelabError
+from tunelab.strategies import Plan, Strategy, parse_strategy
+from tunelab.models.zoo import load_backbone
 
 
 def prepare(model: str, strategy: str | Strategy, num_classes: int, trust_remote_code: bool = False,
@@ -25,7 +25,7 @@ def prepare(model: str, strategy: str | Strategy, num_classes: int, trust_remote
     if task is None:
         backbone.replace_head(num_classes)
         return strategy.apply(backbone)
-    from .tasks import get_task
+    from tunelab.tasks import get_task
 
     kind = get_task(task)
     if kind.modality != backbone.modality:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from .checkpoint_io import read_text
-from .errors import DataError, TunelabError
+from tunelab.runs.checkpoint_io import read_text
+from tunelab.errors import DataError, TunelabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "task": ("auto", "image-classification", "text-classification", "token-classification", "relation-classification"),

@@ -12,10 +12,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig
-from .errors import TunelabError
-from .rundir import RunDir
-from .strategies import parse_strategy
+from tunelab.settings.fields import TrainConfig
+from tunelab.errors import TunelabError
+from tunelab.runs.rundir import RunDir
+from tunelab.strategies import parse_strategy
 
 ALL_STRATEGIES = ("none", "full", "retrain", "adapter", "lora", "scratch")
 
@@ -126,8 +126,8 @@ def planned_runs(config: CompareConfig) -> list[TrainConfig]:
 
 def compare(config: CompareConfig) -> Path:
     """Run (or finish) every planned run, then write the report; returns the path of report.html."""
-    from .report import report_from_runs
-    from .train import train
+    from tunelab.compare.results import report_from_runs
+    from tunelab.runs.loop import train
 
     runs = planned_runs(config)
     for i, run in enumerate(runs, 1):

@@ -20,7 +20,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .errors import DataError, TunelabError
+from tunelab.errors import DataError, TunelabError
 
 OPTIMIZER_FORMAT = "tunelab-optimizer/1"
 """Metadata 'format' of optimizer files, so any other safetensors file is refused with a clear message."""

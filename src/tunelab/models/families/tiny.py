@@ -14,7 +14,7 @@ from tokenizers.models import WordPiece
 from torchvision.models import MobileNetV2
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from ..inputs import ImageInput
+from tunelab.models.inputs import ImageInput
 
 TINY_IMAGE_INPUT = ImageInput(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=32, crop_pct=1.0)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 
-from .errors import TunelabError
-from .report import StrategyResult, at_fraction, largest_fraction, strategy_order
+from tunelab.errors import TunelabError
+from tunelab.compare.results import StrategyResult, at_fraction, largest_fraction, strategy_order
 
 DPI = 110
 """Resolution of the PNGs: sharp enough on a laptop screen, small enough to embed in one HTML page."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.examples import Examples
+from tunelab.data.examples import Examples
 
 
 @dataclass(frozen=True)

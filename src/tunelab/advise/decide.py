@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .data.examples import Examples
-from .data_profile import DataProfile, profile, stratified_sample
-from .errors import TunelabError
-from .features import extract_many
-from .loaders import TASKS, check_modality, infer_task, load_splits
-from .plan import prepare
-from .transferability import feature_stat_distance, logme, nearest_centroid_accuracy
-from .zoo import load_backbone
+from tunelab.data.examples import Examples
+from tunelab.advise.profile import DataProfile, profile, stratified_sample
+from tunelab.errors import TunelabError
+from tunelab.advise.features import extract_many
+from tunelab.runs.loaders import TASKS, check_modality, infer_task, load_splits
+from tunelab.runs.prepare import prepare
+from tunelab.advise.transferability import feature_stat_distance, logme, nearest_centroid_accuracy
+from tunelab.models.zoo import load_backbone
 
 NOISE_FLOOR = 0.01
 """Smallest LogME difference (nats/example) treated as more than noise, however steady the halves agree."""

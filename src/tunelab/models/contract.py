@@ -16,7 +16,7 @@ from typing import Callable, Literal
 
 from torch import nn
 
-from ..inputs import ImageInput, TextInput
+from tunelab.models.inputs import ImageInput, TextInput
 
 
 class TransferModel(nn.Module):

@@ -21,11 +21,11 @@ import torch
 from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
-from .backbones.contract import Backbone
-from .backbones.transformers_family import TokenState, masked_mean
-from .data.examples import Examples
-from .errors import TunelabError
-from .loaders import collate_for, example_dataset, length_order, make_loader
+from tunelab.models.contract import Backbone
+from tunelab.models.families.transformers import TokenState, masked_mean
+from tunelab.data.examples import Examples
+from tunelab.errors import TunelabError
+from tunelab.runs.loaders import collate_for, example_dataset, length_order, make_loader
 
 
 def pooled(x) -> torch.Tensor:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import TunelabError
-from ..inputs import TextInput
-from ..modules import Adapted, merge_lora
-from .contract import Backbone
+from tunelab.errors import TunelabError
+from tunelab.models.inputs import TextInput
+from tunelab.strategies.layers import Adapted, merge_lora
+from tunelab.models.contract import Backbone
 
 RUN_MARKERS = ("config.yaml", "summary.json")
 """Files only a tunelab run directory holds (a save_pretrained folder has config.json instead)."""
@@ -46,9 +46,9 @@ def is_run_dir(path: Path) -> bool:
 
 def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = False) -> Backbone:
     """The backbone a finished run trained (LoRA merged, adapters kept, its preprocessing), named by its path."""
-    from ..loaders import TASKS
-    from ..rundir import load_run
-    from ..zoo import load_backbone
+    from tunelab.runs.loaders import TASKS
+    from tunelab.runs.rundir import load_run
+    from tunelab.models.zoo import load_backbone
 
     run = load_run(path, trust_remote_code)
     task = run.config.task

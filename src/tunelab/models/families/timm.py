@@ -9,10 +9,10 @@ from torch import nn
 from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import ResNet
 
-from ..errors import TunelabError
-from ..inputs import ImageInput
-from .cnn import cnn_backbone
-from .contract import Backbone
+from tunelab.errors import TunelabError
+from tunelab.models.inputs import ImageInput
+from tunelab.models.families.cnn import cnn_backbone
+from tunelab.models.contract import Backbone
 
 
 def timm_input(net: nn.Module) -> ImageInput:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .backbones.contract import Backbone
-from .data import Examples, Splits, stratified_kfold, stratified_subset
-from .errors import DataError, TunelabError, brief
+from tunelab.models.contract import Backbone
+from tunelab.data import Examples, Splits, stratified_kfold, stratified_subset
+from tunelab.errors import DataError, TunelabError, brief
 
 TASKS = ("image-classification", "text-classification")
 """The single-label tasks (what `advise` handles); every task is in `tasks.REGISTRY`."""
@@ -20,7 +20,7 @@ TASKS = ("image-classification", "text-classification")
 
 def infer_task(data: str, task: str) -> str:
     """'auto' -> the task the data implies (see `tasks.infer_task`); any other value is checked and kept."""
-    from .tasks import infer_task as infer
+    from tunelab.tasks import infer_task as infer
 
     return infer(data, task)
 
@@ -29,7 +29,7 @@ def load_splits(task: str, data: str, val_data: str | None, val_fraction: float,
     """Read the user's data as train/val splits for the task."""
     from types import SimpleNamespace
 
-    from .tasks import get_task
+    from tunelab.tasks import get_task
 
     if not data:
         raise TunelabError("no training data: give --data PATH (an image folder, a text table, a CoNLL or a relation file)")
@@ -117,7 +117,7 @@ def collate_for(backbone: Backbone, max_length: int | None, task: str | None = N
 
 
 def _task(backbone: Backbone, task: str | None):
-    from .tasks import get_task
+    from tunelab.tasks import get_task
 
     return get_task(task or f"{backbone.modality}-classification")
 

@@ -27,13 +27,13 @@ from typing import Callable
 
 import torch
 
-from .backbones.contract import Backbone
-from .backbones.run_family import from_run, is_run_dir
-from .backbones.tiny import TINY_IMAGE_INPUT, tiny_bert, tiny_cnn
-from .backbones.timm_family import from_timm
-from .backbones.torchvision_family import from_torchvision
-from .backbones.transformers_family import from_transformers
-from .errors import TunelabError
+from tunelab.models.contract import Backbone
+from tunelab.runs.as_model import from_run, is_run_dir
+from tunelab.models.families.tiny import TINY_IMAGE_INPUT, tiny_bert, tiny_cnn
+from tunelab.models.families.timm import from_timm
+from tunelab.models.families.torchvision import from_torchvision
+from tunelab.models.families.transformers import from_transformers
+from tunelab.errors import TunelabError
 
 
 @dataclass(frozen=True)

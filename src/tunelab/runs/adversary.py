@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import TunelabError
+from tunelab.errors import TunelabError
 
 METHODS = ("fgm", "pgd")
 

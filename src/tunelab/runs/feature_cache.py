@@ -19,9 +19,9 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .backbones.contract import TransferModel
-from .backbones.transformers_family import TokenState
-from .tasks.base import IGNORE
+from tunelab.models.contract import TransferModel
+from tunelab.models.families.transformers import TokenState
+from tunelab.tasks.base import IGNORE
 
 
 class FeatureStore:

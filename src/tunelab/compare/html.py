@@ -12,8 +12,8 @@ import base64
 import html
 import struct
 
-from .report import SCRATCH, StrategyResult, TransferBenefit, at_fraction, largest_fraction
-from .report_plots import MARKS, label
+from tunelab.compare.results import SCRATCH, StrategyResult, TransferBenefit, at_fraction, largest_fraction
+from tunelab.compare.plots import MARKS, label
 
 CAPTIONS = {
     "learning_curves.png": "Validation {metric} after each epoch, mean over runs (band: ±1 std); scratch is dashed.",

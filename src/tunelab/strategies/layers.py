@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .backbones.contract import AdapterSite
+from tunelab.models.contract import AdapterSite
 
 
 def adapter_width(width: int, reduction: int) -> int:

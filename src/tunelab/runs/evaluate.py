@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .data import Examples
-from .loaders import make_loader
-from .rundir import load_run
-from .tasks import IGNORE, get_task, labelled_positions
-from .tasks.base import Prediction, Report
+from tunelab.data import Examples
+from tunelab.runs.loaders import make_loader
+from tunelab.runs.rundir import load_run
+from tunelab.tasks import IGNORE, get_task, labelled_positions
+from tunelab.tasks.base import Prediction, Report
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..inputs import ImageInput
-from .contract import AdapterSite, Backbone, TransferModel, classifier_head
+from tunelab.models.inputs import ImageInput
+from tunelab.models.contract import AdapterSite, Backbone, TransferModel, classifier_head
 
 
 def cnn_backbone(
