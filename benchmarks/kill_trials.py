@@ -43,7 +43,8 @@ from tqdm.auto import tqdm as auto_tqdm  # noqa: E402
 from tqdm.std import TqdmDefaultWriteLock, tqdm  # noqa: E402
 
 import tunelab.cli  # noqa: E402, F401 - imported once here, so every forked run starts with it loaded
-from tunelab.runs.checkpoint_io import load_json, load_tensors  # noqa: E402
+from tunelab.fileio import load_json
+from tunelab.runs.checkpoint_io import load_tensors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SETUPS = [("tiny-cnn", "full", ()), ("tiny-cnn", "retrain:2", ("--cache-memory-mb", "0")), ("tiny-bert", "lora:2", ())]

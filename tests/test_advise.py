@@ -16,7 +16,7 @@ from tunelab.advise.decide import (
 )
 from tunelab.data import read_image_folder, read_text_table
 from tunelab.errors import TunelabError
-from tunelab.advise.features import extract_features, pooled
+from tunelab.runs.features import extract_features, pooled
 from tunelab.runs.loaders import collate_for, example_dataset, make_loader
 from tunelab.strategies import parse_strategy
 from tunelab.models.zoo import load_backbone

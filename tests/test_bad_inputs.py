@@ -33,8 +33,9 @@ from PIL import Image
 from train_fixtures import write_image_folder, write_text_tsv
 
 import tunelab.runs.loop as train_module
-from tunelab.runs import checkpoint_io
-from tunelab.runs.checkpoint_io import load_json, load_tensors, save_tensors
+from tunelab import fileio
+from tunelab.fileio import load_json
+from tunelab.runs.checkpoint_io import load_tensors, save_tensors
 from tunelab.cli import main
 
 MAX_MESSAGE = 600
@@ -395,7 +396,7 @@ def check_project_untouched(tmp, error):
 
 def full_disk_at_second_checkpoint(tmp, mp):
     """The disk fills up while epoch 2's optimizer state is written (the write raises ENOSPC)."""
-    real_fsync, real_open = checkpoint_io.os.fsync, checkpoint_io._open_temp
+    real_fsync, real_open = fileio.os.fsync, fileio._open_temp
     writing: list[Path] = []
 
     def open_temp(path):
@@ -407,8 +408,8 @@ def full_disk_at_second_checkpoint(tmp, mp):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
 
-    mp.setattr(checkpoint_io, "_open_temp", open_temp)
-    mp.setattr(checkpoint_io.os, "fsync", fsync)
+    mp.setattr(fileio, "_open_temp", open_temp)
+    mp.setattr(fileio.os, "fsync", fsync)
     data = write_image_folder(tmp / "img")
     return ["train", "--model", "tiny-cnn", "--strategy", "full", "--data", str(data), "--out", str(tmp / "run"),
             "--epochs", "3", "--batch-size", "8"]

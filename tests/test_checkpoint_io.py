@@ -11,17 +11,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from tunelab import fileio
 from tunelab.runs import checkpoint_io
-from tunelab.runs.checkpoint_io import (
-    atomic_write_bytes,
-    atomic_write_text,
-    load_json,
-    load_optimizer,
-    load_tensors,
-    save_json,
-    save_optimizer,
-    save_tensors,
-)
+from tunelab.fileio import atomic_write_bytes, atomic_write_text, load_json, save_json
+from tunelab.runs.checkpoint_io import load_optimizer, load_tensors, save_optimizer, save_tensors
 from tunelab.errors import DataError, TunelabError
 
 
@@ -36,7 +29,7 @@ def _enospc(*args, **kwargs):
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp_files(tmp_path, monkeypatch, failing):
     path = tmp_path / "summary.json"
     path.write_text("old content")
-    monkeypatch.setattr(checkpoint_io.os, failing, _enospc)
+    monkeypatch.setattr(fileio.os, failing, _enospc)
     with pytest.raises(TunelabError) as exc:
         atomic_write_text(path, "new content")
     assert str(exc.value) == f"cannot write {path}: No space left on device; nothing was overwritten"
@@ -52,7 +45,7 @@ def test_interrupted_write_reraises_as_is_and_cleans_up(tmp_path, monkeypatch):
 
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"old")
-    monkeypatch.setattr(checkpoint_io.os, "replace", interrupted)
+    monkeypatch.setattr(fileio.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(path, b"new")
     monkeypatch.undo()

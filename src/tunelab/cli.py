@@ -67,7 +67,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     inputs = list(args.inputs)
     if args.file:
-        from tunelab.runs.checkpoint_io import read_text
+        from tunelab.fileio import read_text
 
         inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from tunelab.models.contract import Backbone
-from tunelab.runs.checkpoint_io import atomic_write_bytes
+from tunelab.fileio import atomic_write_bytes
 from tunelab.data import Examples, read_image_folder, read_image_folder_as, read_text_table
 from tunelab.data.idx import find_idx_pair, read_idx
 from tunelab.errors import TunelabError
-from tunelab.advise.features import extract_features
+from tunelab.runs.features import extract_features
 from tunelab.models.zoo import load_backbone
 
 

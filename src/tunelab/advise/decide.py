@@ -27,7 +27,7 @@ import torch
 from tunelab.data.examples import Examples
 from tunelab.advise.profile import DataProfile, profile, stratified_sample
 from tunelab.errors import TunelabError
-from tunelab.advise.features import extract_many
+from tunelab.runs.features import extract_many
 from tunelab.runs.loaders import TASKS, check_modality, infer_task, load_splits
 from tunelab.runs.prepare import prepare
 from tunelab.advise.transferability import feature_stat_distance, logme, nearest_centroid_accuracy

@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from tunelab.runs.checkpoint_io import atomic_write_bytes, atomic_write_text, load_json
+from tunelab.fileio import atomic_write_bytes, atomic_write_text, load_json
 from tunelab.settings.fields import TrainConfig, from_yaml_file
 from tunelab.errors import TunelabError
 from tunelab.runs.rundir import FORMAT_VERSION, RunDir

@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tunelab.runs.adversary import make_adversary
-from tunelab.runs.checkpoint_io import atomic_write_text, load_json, load_optimizer, read_text, save_json, save_optimizer
+from tunelab.fileio import atomic_write_text, load_json, read_text, save_json
+from tunelab.runs.checkpoint_io import load_optimizer, save_optimizer
 from tunelab.settings.fields import TrainConfig, from_yaml_file, to_yaml
 from tunelab.data.examples import Splits
 from tunelab.errors import TunelabError, brief

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tunelab.runs.checkpoint_io import load_json, load_tensors, save_tensors
+from tunelab.fileio import load_json
+
+from tunelab.runs.checkpoint_io import load_tensors, save_tensors
 from tunelab.settings.fields import TrainConfig, from_yaml_file
 from tunelab.errors import TunelabError
 from tunelab.strategies import Plan

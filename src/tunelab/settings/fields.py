@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from tunelab.runs.checkpoint_io import read_text
+from tunelab.fileio import read_text
 from tunelab.errors import DataError, TunelabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
