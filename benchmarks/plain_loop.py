@@ -24,15 +24,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tunelab.settings.fields import TrainConfig
 from tunelab.runs.loaders import collate_for, example_dataset, load_splits
+from tunelab.runs.loop import train, warmup_cosine
 from tunelab.runs.memory import PeakMemory
 from tunelab.runs.prepare import prepare
-from tunelab.runs.loop import train, warmup_cosine
+from tunelab.settings import TrainConfig
 
 
-def plain_loop(model_name: str, strategy: str, data: Path, val_data: Path | None, epochs: int, batch_size: int, seed: int,
-               augment: bool) -> dict:
+def plain_loop(
+    model_name: str,
+    strategy: str,
+    data: Path,
+    val_data: Path | None,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+) -> dict:
     """Train by hand; `strategy` only decides which parameters train (retrain:K also fixes the frozen prefix K)."""
     with PeakMemory() as memory:
         started = time.perf_counter()
@@ -42,12 +50,19 @@ def plain_loop(model_name: str, strategy: str, data: Path, val_data: Path | None
         plan = prepare(model_name, strategy, len(splits.train.classes))
         model, k = plan.backbone.model, plan.frozen_prefix
         collate = collate_for(plan.backbone, None)
-        train_loader = DataLoader(example_dataset(splits.train, plan.backbone, train=True, augment=augment), batch_size,
-                                  shuffle=True, collate_fn=collate)
-        val_loader = DataLoader(example_dataset(splits.val, plan.backbone, train=False, augment=False), batch_size,
-                                collate_fn=collate)
+        train_loader = DataLoader(
+            example_dataset(splits.train, plan.backbone, train=True, augment=augment),
+            batch_size,
+            shuffle=True,
+            collate_fn=collate,
+        )
+        val_loader = DataLoader(
+            example_dataset(splits.val, plan.backbone, train=False, augment=False), batch_size, collate_fn=collate
+        )
         lr = plan.strategy.default_lr
-        optimizer = torch.optim.AdamW(plan.optimizer_groups(lr, 0.01), fused=True)  # the kernel tunelab uses on CPU/CUDA
+        optimizer = torch.optim.AdamW(
+            plan.optimizer_groups(lr, 0.01), fused=True
+        )  # the kernel tunelab uses on CPU/CUDA
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * len(train_loader), 0.1))
         trainable = [p for p in model.parameters() if p.requires_grad]
         epoch_seconds, best = [], 0.0
@@ -76,16 +91,42 @@ def plain_loop(model_name: str, strategy: str, data: Path, val_data: Path | None
     return {"epoch_s": sum(epoch_seconds) / epochs, "total_s": total, "accuracy": best, "peak_mb": memory.mb}
 
 
-def tunelab_run(model_name: str, strategy: str, data: Path, val_data: Path | None, epochs: int, batch_size: int, seed: int,
-                augment: bool, cache: bool = True) -> dict:
+def tunelab_run(
+    model_name: str,
+    strategy: str,
+    data: Path,
+    val_data: Path | None,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    cache: bool = True,
+) -> dict:
     """`tunelab.runs.loop` with the same settings; seconds per epoch from its metrics.jsonl."""
     with PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         started = time.perf_counter()
-        config = TrainConfig(model=model_name, strategy=strategy, data=str(data), val_data=None if val_data is None else str(val_data),
-                             out=str(Path(tmp) / "run"), epochs=epochs, batch_size=batch_size, seed=seed, augment=augment, cache=cache)
+        config = TrainConfig(
+            model=model_name,
+            strategy=strategy,
+            data=str(data),
+            val_data=None if val_data is None else str(val_data),
+            out=str(Path(tmp) / "run"),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            augment=augment,
+            cache=cache,
+        )
         summary = train(config)
         total = time.perf_counter() - started
         metrics = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    epoch_s = (summary["cache_seconds"] + sum(m["seconds"] for m in metrics)) / len(metrics)  # the cache pass, shared out
-    return {"epoch_s": epoch_s, "total_s": total, "accuracy": summary["score"],
-            "peak_mb": memory.mb, "cache_s": summary["cache_seconds"]}
+    epoch_s = (summary["cache_seconds"] + sum(m["seconds"] for m in metrics)) / len(
+        metrics
+    )  # the cache pass, shared out
+    return {
+        "epoch_s": epoch_s,
+        "total_s": total,
+        "accuracy": summary["score"],
+        "peak_mb": memory.mb,
+        "cache_s": summary["cache_seconds"],
+    }

@@ -50,8 +50,9 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = driver_parser(__doc__, SIDES, repetitions=2, batch_size=16,
-                           worker_fields=("--model", "--strategy", "--data", "--val-data"))
+    parser = driver_parser(
+        __doc__, SIDES, repetitions=2, batch_size=16, worker_fields=("--model", "--strategy", "--data", "--val-data")
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -68,8 +69,22 @@ def main() -> None:
 
     def measure(case: tuple) -> dict[str, list[dict]]:
         title, model, strategy, data, val, what = case
-        common = ["--model", model, "--strategy", strategy, "--data", str(data), "--epochs", str(args.epochs),
-                  "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
+        common = [
+            "--model",
+            model,
+            "--strategy",
+            strategy,
+            "--data",
+            str(data),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+        ]
         common += ["--val-data", str(val)] if val else []
         return interleaved(SIDES, reps, lambda side, rep: run_worker(__file__, side, common, f"{title} "), f"{title} ")
 

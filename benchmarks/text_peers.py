@@ -51,7 +51,9 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = driver_parser(__doc__, SIDES, repetitions=3, batch_size=16, worker_fields=("--strategy", "--data", "--val-data"))
+    parser = driver_parser(
+        __doc__, SIDES, repetitions=3, batch_size=16, worker_fields=("--strategy", "--data", "--val-data")
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -65,10 +67,25 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     def measure(strategy: str) -> dict[str, list[dict]]:
-        common = ["--strategy", strategy, "--data", str(train), "--val-data", str(dev), "--epochs", str(args.epochs),
-                  "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        common = [
+            "--strategy",
+            strategy,
+            "--data",
+            str(train),
+            "--val-data",
+            str(dev),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--threads",
+            str(args.threads),
+        ]
         return interleaved(
-            SIDES, reps, lambda side, rep: run_worker(__file__, side, [*common, "--seed", str(rep)], f"{strategy} "), f"{strategy} "
+            SIDES,
+            reps,
+            lambda side, rep: run_worker(__file__, side, [*common, "--seed", str(rep)], f"{strategy} "),
+            f"{strategy} ",
         )
 
     def row(strategy: str, results: dict[str, list[dict]]) -> str:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.compare.grid import CompareConfig, compare
-from tunelab.settings.fields import TrainConfig
+from tunelab.comparison.grid import CompareConfig, compare
+from tunelab.comparison.results import aggregate, collect
 from tunelab.data.idx import find_idx_pair, read_idx, write_idx
-from tunelab.compare.results import aggregate, collect
-from tunelab.runs.rundir import RunDir
 from tunelab.runs.loop import train
+from tunelab.runs.rundir import RunDir
+from tunelab.settings import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -53,22 +53,38 @@ def main() -> None:
     parser.add_argument("--source-epochs", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=8, help="epochs of every run on the target")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per strategy (runs already done are skipped)")
-    parser.add_argument("--strategies", default="none", help="transfer strategies for both sources (scratch is always run)")
+    parser.add_argument(
+        "--strategies", default="none", help="transfer strategies for both sources (scratch is always run)"
+    )
     args = parser.parse_args()
 
     source = OUT / "source"
     if not RunDir(source).complete:
         data = fashion_subset(OUT / "fashion-mnist-subset", args.source_per_class, 100)
-        train(TrainConfig(model="tiny-cnn", strategy="scratch", data=str(data), out=str(source), epochs=args.source_epochs,
-                          batch_size=64, augment=False, resume=(source / "checkpoint" / "latest").is_file()))
+        train(
+            TrainConfig(
+                model="tiny-cnn",
+                strategy="scratch",
+                data=str(data),
+                out=str(source),
+                epochs=args.source_epochs,
+                batch_size=64,
+                augment=False,
+                resume=(source / "checkpoint" / "latest").is_file(),
+            )
+        )
 
     strategies = tuple(args.strategies.split(","))
     common = dict(data=str(TARGET), epochs=args.epochs, seeds=args.seeds, batch_size=16, augment=False)
     arms = {
-        "self-made source (Fashion-MNIST)": compare(CompareConfig(model=str(source), out=str(OUT / "from-source"),
-                                                                  strategies=("scratch", *strategies), **common)),
-        "ImageNet MobileNetV2": compare(CompareConfig(model="mobilenet_v2", out=str(OUT / "from-imagenet"),
-                                                      strategies=strategies, **common)),
+        "self-made source (Fashion-MNIST)": compare(
+            CompareConfig(
+                model=str(source), out=str(OUT / "from-source"), strategies=("scratch", *strategies), **common
+            )
+        ),
+        "ImageNet MobileNetV2": compare(
+            CompareConfig(model="mobilenet_v2", out=str(OUT / "from-imagenet"), strategies=strategies, **common)
+        ),
     }
     rows = []
     for label, report in arms.items():
@@ -81,11 +97,15 @@ def main() -> None:
 
 
 def markdown_table(rows) -> str:
-    lines = ["| pretrained on | strategy | val accuracy (mean ± std) | trainable params | train time per run |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| pretrained on | strategy | val accuracy (mean ± std) | trainable params | train time per run |",
+        "|---|---|---|---|---|",
+    ]
     for origin, r in rows:
-        lines.append(f"| {origin} | `{r.strategy}` | {r.score_mean:.3f} ± {r.score_std:.3f} | {r.trainable_params:,} | "
-                     f"{r.train_seconds_mean:.0f} s |")
+        lines.append(
+            f"| {origin} | `{r.strategy}` | {r.score_mean:.3f} ± {r.score_std:.3f} | {r.trainable_params:,} | "
+            f"{r.train_seconds_mean:.0f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -99,7 +119,7 @@ def plot(rows, path: Path) -> None:
     for origin, r in rows:
         epochs = np.arange(1, len(r.curve_mean) + 1)
         mean, std = np.array(r.curve_mean), np.array(r.curve_std)
-        line, = ax.plot(epochs, mean, marker="o", ms=3, label=f"{r.strategy} ({origin})")
+        (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{r.strategy} ({origin})")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     ax.set(xlabel="epoch", ylabel="validation accuracy", title="digits_small (200 train / 300 val images)")
     ax.grid(alpha=0.3)

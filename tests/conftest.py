@@ -9,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 from train_fixtures import write_image_folder, write_text_tsv  # noqa: E402
 
 TINY_MODELS = ["tiny-cnn", "tiny-bert"]

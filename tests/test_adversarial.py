@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
 
-from tunelab.runs.adversary import Adversary
+from conftest import make_batch
 from tunelab.errors import TunelabError
+from tunelab.runs.adversary import Adversary
 from tunelab.runs.prepare import prepare
-from tunelab.tasks import task_loss
+from tunelab.tasks.base import task_loss
 
 SPECS = ["none", "full", "retrain:1", "adapter", "lora:2", "scratch"]
 

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from train_fixtures import write_image_folder, write_text_tsv
 
-import tunelab.advise.decide as advise_module
-from tunelab.advise.decide import (
-    Budget, DataProfile, Evidence, Thresholds, advise, decide, profile, stratified_sample, transfer_depth,
-)
+import tunelab.advice.measure as measure_module
+from train_fixtures import write_image_folder, write_text_tsv
+from tunelab.advice.api import advise
+from tunelab.advice.decide import Budget, Evidence, Measurements, Thresholds, decide, transfer_depth
+from tunelab.advice.measure import candidate_specs, candidates
+from tunelab.advice.profile import DataProfile, profile, stratified_sample
 from tunelab.data import read_image_folder, read_text_table
 from tunelab.errors import TunelabError
+from tunelab.models.zoo import load_backbone
 from tunelab.runs.features import extract_features, pooled
 from tunelab.runs.loaders import collate_for, example_dataset, make_loader
-from tunelab.strategies import parse_strategy
-from tunelab.models.zoo import load_backbone
+from tunelab.strategies import REGISTRY, Plan, Strategy, parse_strategy, registered_strategy
+from tunelab.strategies.base import block_groups, freeze, head_group, unfreeze
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +79,7 @@ def test_extract_features_equals_a_manual_pooled_forward(model, kind, blocks, im
 def test_pooled_averages_maps_and_ignores_padding():
     maps = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     assert torch.equal(pooled(maps), maps.mean(dim=(2, 3)))
-    from tunelab.models.families.transformers import TokenState
+    from tunelab.models.contract import TokenState
 
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     state = TokenState(hidden, torch.tensor([[1, 1, 0]]))
@@ -117,27 +122,73 @@ def test_stratified_sample_keeps_proportions_and_two_per_class():
     assert stratified_sample(labels[:50], 100) == list(range(50))
 
 
-# ---------------------------------------------------------------- the rule
+# ---------------------------------------------------------------- the rule (a pure function of hand-made measurements)
 
 
-def data(per_class: float, classes: int = 4) -> DataProfile:
+def data(per_class: float, classes: int = 4, smallest: int | None = None) -> DataProfile:
     n = int(per_class * classes)
-    return DataProfile("image", n, classes, {str(c): int(per_class) for c in range(classes)}, int(per_class), per_class,
-                       int(per_class), 1.0)
+    smallest = int(per_class) if smallest is None else smallest
+    return DataProfile(
+        "image",
+        n,
+        classes,
+        {str(c): int(per_class) for c in range(classes)},
+        smallest,
+        per_class,
+        int(per_class),
+        per_class / smallest,
+    )
 
 
 PARAMS = {
-    "none": 5_000, "full": 2_000_000, "retrain:3": 900_000, "adapter": 40_000, "lora": 150_000, "scratch": 2_000_000,
+    "none": 5_000,
+    "full": 2_000_000,
+    "retrain:3": 900_000,
+    "adapter": 40_000,
+    "lora": 150_000,
+    "scratch": 2_000_000,
 }
 
 
-def measured(gain: float, noise: float = 0.01, per_block=(0.1, 0.3, 0.5, 0.4, 0.2)) -> Evidence:
-    return Evidence(
-        sample_size=400, control_size=300, block_names=["stem", "s1", "s2", "s3", "neck"], logme_pretrained=-0.2 + gain,
-        logme_control=-0.2, logme_gain_noise=noise, logme_per_block=list(per_block), nearest_centroid_pretrained=0.9,
-        nearest_centroid_control=0.6, chance_accuracy=0.25, trainable_params=dict(PARAMS),
+def evidence(gain: float, noise: float = 0.01, per_block=(0.1, 0.3, 0.5, 0.4, 0.2), **changes) -> Evidence:
+    values = dict(
+        sample_size=400,
+        control_size=300,
+        block_names=["stem", "s1", "s2", "s3", "neck"],
+        logme_pretrained=-0.2 + gain,
+        logme_control=-0.2,
+        logme_gain_noise=noise,
+        logme_per_block=list(per_block),
+        nearest_centroid_pretrained=0.9,
+        nearest_centroid_control=0.6,
+        chance_accuracy=0.25,
+        trainable_params=dict(PARAMS),
         memory_mb={k: 4 * (2_000_000 + 3 * v) / 2**20 for k, v in PARAMS.items()},
     )
+    return Evidence(**{**values, **changes})
+
+
+def measured(
+    per_class: float, gain: float, noise: float = 0.01, efficient=("adapter", "lora"), profile=None, **changes
+) -> Measurements:
+    """Measurements as `measure` would return them, written by hand: no model, no data."""
+    return Measurements(
+        model="some-model",
+        data="some/data",
+        task="image-classification",
+        profile=profile or data(per_class),
+        evidence=evidence(gain, noise, **changes),
+        parameter_efficient=tuple(efficient),
+        seconds_features=1.5,
+        seconds=2.25,
+    )
+
+
+def test_the_rule_loads_no_model_code():
+    """decide is the pure half: importing it must not pull in torch (measure, its other half, does)."""
+    code = "import sys, tunelab.advice.decide; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_transfer_depth_finds_where_features_stop_transferring():
@@ -156,33 +207,108 @@ def test_transfer_depth_finds_where_features_stop_transferring():
         (500, 0.5, 0.01, ("full", "none")),  # large + similar
         (500, 0.04, 0.01, ("full", "retrain:3")),  # large + dissimilar, pretraining still helps a little
         (500, 0.01, 0.01, ("full", "scratch")),  # large + dissimilar, control within noise
+        (500, 0.04, 0.03, ("full", "scratch")),  # the same gain, but within twice the halves' disagreement
     ],
 )
 def test_decide_covers_the_four_quadrants(per_class, gain, noise, expected):
-    recommendation, runner_up, reasons = decide(data(per_class), measured(gain, noise), Thresholds(), Budget())
-    assert (recommendation, runner_up) == expected
-    parse_strategy(recommendation), parse_strategy(runner_up)
+    advice = decide(measured(per_class, gain, noise), Thresholds(), Budget())
+    assert (advice.recommendation, advice.runner_up) == expected
+    parse_strategy(advice.recommendation), parse_strategy(advice.runner_up)
+    reasons = advice.reasons
     assert reasons[0].startswith("Small" if per_class < 100 else "Large") and f"{per_class:g}" in reasons[0]
     similar = gain >= Thresholds().similar_logme_gain
     assert reasons[1].startswith("Similar" if similar else "Dissimilar") and f"{gain:+.3f}" in reasons[1]
 
 
+def test_decide_reports_the_measurements_and_its_inputs_in_the_record():
+    m = measured(20, 0.5)
+    advice = decide(m, Thresholds(transfer_drop=0.1), Budget(params=10**9))
+    record = advice.to_dict()["evidence"]
+    assert (record["model"], record["data"], record["task"]) == ("some-model", "some/data", "image-classification")
+    assert record["thresholds"] == {"small_per_class": 100, "similar_logme_gain": 0.05, "transfer_drop": 0.1}
+    assert record["budget"] == {"params": 10**9, "memory_mb": None}
+    assert record["logme_per_block"] == m.evidence.logme_per_block and record["per_class_median"] == 20
+    assert (record["seconds_features"], record["seconds"]) == (1.5, 2.25)
+    assert "parameter_efficient" not in record  # the JSON keeps the keys it always had
+    text = advice.format().splitlines()
+    assert text[0] == "recommendation: none    runner-up: adapter"
+    assert text[-1] == "measured some-model on 400 of 80 examples in 2.2 s"
+    assert decide(m, Thresholds(transfer_drop=0.1), Budget(params=10**9)) == advice  # pure: same input, same advice
+
+
+def test_decide_adds_caveats_for_imbalance_and_a_validation_shift():
+    skewed = measured(500, 0.5, profile=data(500, smallest=20))
+    assert "imbalanced (500:20" in decide(skewed).reasons[-1]
+    shifted = measured(500, 0.5, train_val_shift=2.0, train_halves_shift=0.5)
+    assert "4.0x more than two halves" in decide(shifted).reasons[-1]
+    steady = measured(500, 0.5, train_val_shift=1.0, train_halves_shift=0.5)
+    assert not any("halves" in r for r in decide(steady).reasons)
+
+
+def test_a_model_with_one_block_gets_full_instead_of_retrain():
+    advice = decide(measured(20, 0.02, per_block=(0.3,), block_names=["only"]))
+    assert advice.recommendation == "full"
+
+
 def test_thresholds_move_the_boundaries():
-    assert decide(data(20), measured(0.5), Thresholds(small_per_class=10), Budget())[0] == "full"
-    assert decide(data(20), measured(0.5), Thresholds(similar_logme_gain=1.0), Budget())[0] == "retrain:3"
-    assert decide(data(20), measured(0.02), Thresholds(transfer_drop=0.5), Budget())[0] == "retrain:4"
+    assert decide(measured(20, 0.5), Thresholds(small_per_class=10), Budget()).recommendation == "full"
+    assert decide(measured(20, 0.5), Thresholds(similar_logme_gain=1.0), Budget()).recommendation == "retrain:3"
+    assert decide(measured(20, 0.02), Thresholds(transfer_drop=0.5), Budget()).recommendation == "retrain:4"
     with pytest.raises(TunelabError, match="transfer_drop"):
         Thresholds(transfer_drop=-1)
+    with pytest.raises(TunelabError, match="small_per_class"):
+        Thresholds(small_per_class=0)
 
 
 def test_a_budget_swaps_full_for_a_strategy_that_fits():
-    recommendation, runner_up, reasons = decide(data(500), measured(0.5), Thresholds(), Budget(params=100_000))
-    assert (recommendation, runner_up) == ("adapter", "none")
-    assert "full trains 2,000,000 parameters" in reasons[-1] and "100,000" in reasons[-1]
-    assert decide(data(500), measured(0.5), Thresholds(), Budget(params=200_000))[:2] == ("adapter", "lora")
-    full_mb = measured(0.5).memory_mb["full"]
-    assert decide(data(500), measured(0.5), Thresholds(), Budget(memory_mb=full_mb - 1))[0] == "adapter"
-    assert decide(data(500), measured(0.5), Thresholds(), Budget(params=10))[0] == "none"  # nothing fits: the least
+    advice = decide(measured(500, 0.5), Thresholds(), Budget(params=100_000))
+    assert (advice.recommendation, advice.runner_up) == ("adapter", "none")
+    assert "full trains 2,000,000 parameters" in advice.reasons[-1] and "100,000" in advice.reasons[-1]
+    assert decide(measured(500, 0.5), Thresholds(), Budget(params=200_000)).runner_up == "lora"
+    full_mb = measured(500, 0.5).evidence.memory_mb["full"]
+    assert decide(measured(500, 0.5), Thresholds(), Budget(memory_mb=full_mb - 1)).recommendation == "adapter"
+    nothing_fits = decide(measured(500, 0.5), Thresholds(), Budget(params=10))
+    assert nothing_fits.recommendation == "none" and "nothing fits" in nothing_fits.reasons[-1]  # the least of all
+    with pytest.raises(TunelabError, match="budget_params"):
+        Budget(params=0)
+    with pytest.raises(TunelabError, match="budget_memory_mb"):
+        Budget(memory_mb=-1.0)
+
+
+def test_budget_fallbacks_are_the_measured_parameter_efficient_strategies_in_order():
+    only_lora = decide(measured(500, 0.5, efficient=("lora",)), Thresholds(), Budget(params=200_000))
+    assert (only_lora.recommendation, only_lora.runner_up) == ("lora", "none")
+    reordered = decide(measured(500, 0.5, efficient=("lora", "adapter")), Thresholds(), Budget(params=200_000))
+    assert (reordered.recommendation, reordered.runner_up) == ("lora", "adapter")
+    without = decide(measured(500, 0.5, efficient=()), Thresholds(), Budget(params=100_000))
+    assert (without.recommendation, without.runner_up) == ("none", "full")
+
+
+# ---------------------------------------------------------------- candidates come from the strategy registry
+
+
+@dataclass(frozen=True)
+class LastBlock(Strategy):
+    """A throwaway strategy: only the last block and the head train (no inserted modules)."""
+
+    key = "lastblock"
+    summary = "last block + head (test only)"
+
+    def apply(self, backbone) -> Plan:
+        freeze(backbone.model)
+        n = len(backbone.blocks)
+        unfreeze(backbone.blocks[n - 1])
+        return Plan(self, backbone, [*block_groups(backbone, n - 1, 0.1, None), head_group(backbone)])
+
+
+def test_candidates_are_every_registered_strategy_and_peft_is_read_off_the_plans():
+    assert candidate_specs(3) == [f"{k}:3" if k == "retrain" else k for k in REGISTRY]
+    with registered_strategy(LastBlock):
+        assert candidate_specs(2)[-1] == "lastblock"
+        params, memory, efficient = candidates("tiny-cnn", 2, num_classes=2)
+    assert set(params) == set(memory) == {*REGISTRY, "retrain:2", "lastblock"} - {"retrain"}
+    assert params["none"] < params["lastblock"] < params["full"] == params["scratch"]
+    assert efficient == ("adapter", "lora")  # they train only what they insert; lastblock trains pretrained weights
 
 
 # ---------------------------------------------------------------- end to end
@@ -228,6 +354,6 @@ def test_bad_input_is_a_one_line_error(tmp_path, text, monkeypatch):
         backbone.model.blocks[1] = Broken()
         return backbone
 
-    monkeypatch.setattr(advise_module, "load_backbone", broken)
+    monkeypatch.setattr(measure_module, "load_backbone", broken)
     with pytest.raises(TunelabError, match="cannot extract features from tiny-bert"):
         advise("tiny-bert", str(text), progress=False)

@@ -5,20 +5,33 @@ from __future__ import annotations
 import json
 
 from train_fixtures import write_image_folder
-
 from tunelab.cli import main
 from tunelab.strategies import parse_strategy
 
 
 def test_advise_json_and_verify(tmp_path, capsys):
     data = write_image_folder(tmp_path / "img")
-    code = main(["advise", "--model", "tiny-cnn", "--data", str(data), "--json", "--verify", "--verify-epochs", "1",
-                 "--out", str(tmp_path / "verify")])
+    code = main(
+        [
+            "advise",
+            "--model",
+            "tiny-cnn",
+            "--data",
+            str(data),
+            "--json",
+            "--verify",
+            "--verify-epochs",
+            "1",
+            "--out",
+            str(tmp_path / "verify"),
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     advice = result["advice"]
     parse_strategy(advice["recommendation"]), parse_strategy(advice["runner_up"])
-    assert advice["reasons"] and set(result["verification"]["scores"]) == {advice["recommendation"], advice["runner_up"]}
+    assert advice["reasons"]
+    assert set(result["verification"]["scores"]) == {advice["recommendation"], advice["runner_up"]}
     assert (tmp_path / "verify" / "report.html").is_file()
 
 

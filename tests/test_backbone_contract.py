@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_MODELS, make_batch
 
+from conftest import TINY_MODELS, make_batch
 from tunelab import load_backbone
 from tunelab.models.families.tiny import tiny_bert, tiny_cnn
 
@@ -34,7 +34,9 @@ def test_cnn_family_matches_torchvision_forward():
 def test_bert_family_matches_transformers_forward():
     net, tokenizer = tiny_bert()
     backbone = load_backbone("tiny-bert")
-    batch = dict(tokenizer(["the film was fun", "a very long and boring story , really"], padding=True, return_tensors="pt"))
+    batch = dict(
+        tokenizer(["the film was fun", "a very long and boring story , really"], padding=True, return_tensors="pt")
+    )
     with torch.no_grad():
         hidden = net.eval()(**batch).last_hidden_state
         state = backbone.model.eval()(batch, stop=len(backbone.blocks))

@@ -30,13 +30,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import write_image_folder, write_text_tsv
 
 import tunelab.runs.loop as train_module
+from train_fixtures import write_image_folder, write_text_tsv
 from tunelab import fileio
+from tunelab.cli import main
 from tunelab.fileio import load_json
 from tunelab.runs.checkpoint_io import load_tensors, save_tensors
-from tunelab.cli import main
 
 MAX_MESSAGE = 600
 """An error line longer than this is quoting user data it should have shortened."""
@@ -46,11 +46,37 @@ MAX_MESSAGE = 600
 
 
 def image_train(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(data), "--out", str(out), "--epochs", "1", *extra]
+    return [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "none",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *extra,
+    ]
 
 
 def text_train(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "tiny-bert", "--strategy", "none", "--data", str(data), "--out", str(out), "--epochs", "1", *extra]
+    return [
+        "train",
+        "--model",
+        "tiny-bert",
+        "--strategy",
+        "none",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *extra,
+    ]
 
 
 def huge_jpeg(path: Path, side: int = 20000) -> Path:
@@ -77,6 +103,7 @@ def huge_jpeg(path: Path, side: int = 20000) -> Path:
 
 def huge_png(path: Path, side: int = 20000) -> Path:
     """A valid side x side 1-bit PNG, compressed row by row (a few kB)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
@@ -93,7 +120,9 @@ def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     (folder / "train-images-idx3-ubyte").write_bytes(
         (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, rows, cols)) + images.tobytes()
     )
-    (folder / "train-labels-idx1-ubyte").write_bytes((0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
+    (folder / "train-labels-idx1-ubyte").write_bytes(
+        (0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes()
+    )
     return folder
 
 
@@ -124,8 +153,21 @@ def unfinished_image_run(tmp: Path, data: Path | None = None) -> tuple[Path, lis
     """An image run interrupted in its second of three epochs; returns (run directory, the argv to resume it)."""
     data = data or write_image_folder(tmp / "img")
     out = tmp / "run"
-    argv = ["train", "--model", "tiny-cnn", "--strategy", "full", "--data", str(data), "--out", str(out), "--epochs", "3",
-            "--batch-size", "8"]
+    argv = [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "full",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+    ]
     run_until_interrupted(argv, stop_at_epoch=1)
     assert (out / "checkpoint" / "latest").read_text() == "epoch-0001"
     return out, [*argv, "--resume"]
@@ -270,7 +312,9 @@ def megabyte_line_without_tab(tmp, mp):
 
 
 def megabyte_label(tmp, mp):
-    return text_train(table(tmp / "t.tsv", "sentence\tlabel\n" + TSV_ROWS + "fine film\t" + "x" * 1_000_000 + "\n"), tmp / "run")
+    return text_train(
+        table(tmp / "t.tsv", "sentence\tlabel\n" + TSV_ROWS + "fine film\t" + "x" * 1_000_000 + "\n"), tmp / "run"
+    )
 
 
 def missing_csv_column(tmp, mp):
@@ -300,8 +344,28 @@ def unknown_file_type(tmp, mp):
 
 def diverging_loss(tmp, mp):
     data = write_image_folder(tmp / "img")
-    return ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(data), "--out", str(tmp / "run"),
-            "--epochs", "8", "--batch-size", "6", "--lr", "1e5", "--grad-clip", "none", "--warmup", "0", "--no-cache"]
+    return [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "none",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp / "run"),
+        "--epochs",
+        "8",
+        "--batch-size",
+        "6",
+        "--lr",
+        "1e5",
+        "--grad-clip",
+        "none",
+        "--warmup",
+        "0",
+        "--no-cache",
+    ]
 
 
 def check_diverged(tmp, error):
@@ -411,14 +475,41 @@ def full_disk_at_second_checkpoint(tmp, mp):
     mp.setattr(fileio, "_open_temp", open_temp)
     mp.setattr(fileio.os, "fsync", fsync)
     data = write_image_folder(tmp / "img")
-    return ["train", "--model", "tiny-cnn", "--strategy", "full", "--data", str(data), "--out", str(tmp / "run"),
-            "--epochs", "3", "--batch-size", "8"]
+    return [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "full",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp / "run"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+    ]
 
 
 def check_resumes_after_disk_is_freed(tmp, error):
     assert (tmp / "run" / "checkpoint" / "latest").read_text() == "epoch-0001"
-    argv = ["train", "--model", "tiny-cnn", "--strategy", "full", "--data", str(tmp / "img"), "--out", str(tmp / "run"),
-            "--epochs", "3", "--batch-size", "8", "--resume"]
+    argv = [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "full",
+        "--data",
+        str(tmp / "img"),
+        "--out",
+        str(tmp / "run"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--resume",
+    ]
     assert main(argv) == 0  # the disk has room again: the case's patches are undone by now
     assert load_json(tmp / "run" / "summary.json")["epochs"] == 3
 
@@ -433,7 +524,11 @@ CASES = [
     Case("20000x20000-png", huge_png_image, r"huge\.png: image is too large to decode safely \(20000x20000 pixels\)"),
     Case("empty-folder", empty_folder, r"img: no class folders found"),
     Case("empty-class-folder", empty_class_folder, r"img/green: class folder 'green' holds no images"),
-    Case("single-class-images", single_class_images, r"img: found 1 class folder \('blue'\); a classifier needs at least 2"),
+    Case(
+        "single-class-images",
+        single_class_images,
+        r"img: found 1 class folder \('blue'\); a classifier needs at least 2",
+    ),
     Case("symlink-loop-in-a-class", symlink_loop_inside, None),
     Case("symlink-loop-as-data", symlink_loop_data_path, r"/a: a symbolic link that leads nowhere \(a loop"),
     Case("missing-data-folder", missing_data, r"nowhere: folder not found"),
@@ -444,42 +539,89 @@ CASES = [
     Case("blank-text", blank_text, r"t\.tsv: file is empty"),
     Case("header-only", header_only, r"t\.tsv: no examples after the header row$"),
     Case("1mb-csv-field", megabyte_csv_field, None),
-    Case("1mb-line-without-tab", megabyte_line_without_tab, r"t\.tsv:14: expected 2 tab-separated fields \(sentence, label\), found 1"),
+    Case(
+        "1mb-line-without-tab",
+        megabyte_line_without_tab,
+        r"t\.tsv:14: expected 2 tab-separated fields \(sentence, label\), found 1",
+    ),
     Case("1mb-label", megabyte_label, r"t\.tsv: class 'x{50,60}\.\.\.' has 1 example\(s\)"),
     Case("missing-csv-column", missing_csv_column, r"t\.csv:1: no label column 'label'; columns are: text, sentiment$"),
     Case("extra-csv-field", extra_csv_field, r"t\.csv:14: expected 2 comma-separated fields \(text, label\), found 3"),
-    Case("missing-csv-field", missing_csv_field, r"t\.csv:3: expected 2 comma-separated fields \(text, label\), found 1"),
-    Case("single-class-text", single_class_text, r"t\.tsv: every training example has the label '1'; a classifier needs at least 2"),
+    Case(
+        "missing-csv-field", missing_csv_field, r"t\.csv:3: expected 2 comma-separated fields \(text, label\), found 1"
+    ),
+    Case(
+        "single-class-text",
+        single_class_text,
+        r"t\.tsv: every training example has the label '1'; a classifier needs at least 2",
+    ),
     Case("jsonl-line-not-an-object", jsonl_not_an_object, r"t\.jsonl:2: expected a JSON object, found list$"),
     Case("unknown-file-type", unknown_file_type, r"data\.xlsx: cannot tell the task from this file"),
     # training
-    Case("nan-loss", diverging_loss, r"loss became (nan|inf|-inf) at epoch \d+, step \d+; lower --lr .*last good checkpoint",
-         check_diverged),
-    Case("full-disk-writing-a-checkpoint", full_disk_at_second_checkpoint,
-         r"cannot write .*epoch-0002/optimizer\.safetensors: No space left on device; nothing was overwritten$",
-         check_resumes_after_disk_is_freed),
-    Case("out-holds-other-files", out_holds_other_files, r"--out .*project already holds other files \(cache/precious\.txt\)",
-         check_project_untouched),
+    Case(
+        "nan-loss",
+        diverging_loss,
+        r"loss became (nan|inf|-inf) at epoch \d+, step \d+; lower --lr .*last good checkpoint",
+        check_diverged,
+    ),
+    Case(
+        "full-disk-writing-a-checkpoint",
+        full_disk_at_second_checkpoint,
+        r"cannot write .*epoch-0002/optimizer\.safetensors: No space left on device; nothing was overwritten$",
+        check_resumes_after_disk_is_freed,
+    ),
+    Case(
+        "out-holds-other-files",
+        out_holds_other_files,
+        r"--out .*project already holds other files \(cache/precious\.txt\)",
+        check_project_untouched,
+    ),
     # checkpoints and run directories
-    Case("checkpoint-of-another-backbone", checkpoint_of_another_backbone,
-         r"model\.safetensors does not fit this model \(another backbone, strategy or number of classes\?\)"),
-    Case("checkpoint-with-other-classes", checkpoint_with_another_number_of_classes,
-         r"trained\.safetensors does not fit this model .*: head\.3\.bias has shape \(2,\), model needs \(3,\)$"),
-    Case("predict-file-not-utf8", predict_from_non_utf8_file, r"inputs\.txt: not UTF-8 text \(invalid continuation byte at byte 12\)$"),
+    Case(
+        "checkpoint-of-another-backbone",
+        checkpoint_of_another_backbone,
+        r"model\.safetensors does not fit this model \(another backbone, strategy or number of classes\?\)",
+    ),
+    Case(
+        "checkpoint-with-other-classes",
+        checkpoint_with_another_number_of_classes,
+        r"trained\.safetensors does not fit this model .*: head\.3\.bias has shape \(2,\), model needs \(3,\)$",
+    ),
+    Case(
+        "predict-file-not-utf8",
+        predict_from_non_utf8_file,
+        r"inputs\.txt: not UTF-8 text \(invalid continuation byte at byte 12\)$",
+    ),
     Case("truncated-model-file", truncated_model_file, r"model\.safetensors is not a valid safetensors checkpoint"),
     Case("truncated-checkpoint", truncated_checkpoint, r"trained\.safetensors is not a valid safetensors checkpoint"),
-    Case("newer-run-directory", newer_run_directory, r"run was written by a newer tunelab \(format 99\); upgrade tunelab$"),
+    Case(
+        "newer-run-directory",
+        newer_run_directory,
+        r"run was written by a newer tunelab \(format 99\); upgrade tunelab$",
+    ),
     Case("newer-checkpoint", newer_checkpoint, r"trained\.safetensors was written by a newer tunelab \(format 99"),
-    Case("checkpoint-pointer-leaving-the-run", damaged_checkpoint_pointer,
-         r"checkpoint/latest is damaged: it names '\.\./\.\./elsewhere', not a checkpoint folder"),
+    Case(
+        "checkpoint-pointer-leaving-the-run",
+        damaged_checkpoint_pointer,
+        r"checkpoint/latest is damaged: it names '\.\./\.\./elsewhere', not a checkpoint folder",
+    ),
     # config files
-    Case("yaml-unknown-key", yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\nepochz: 2\n"),
-         r"exp\.yaml: unknown key 'epochz'; did you mean 'epochs'\?"),
-    Case("yaml-wrong-type", yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\nepochs: '3'\n"),
-         r"exp\.yaml: epochs must be an integer, got '3' \(a string\) \(write the number without quotes\)$"),
+    Case(
+        "yaml-unknown-key",
+        yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\nepochz: 2\n"),
+        r"exp\.yaml: unknown key 'epochz'; did you mean 'epochs'\?",
+    ),
+    Case(
+        "yaml-wrong-type",
+        yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\nepochs: '3'\n"),
+        r"exp\.yaml: epochs must be an integer, got '3' \(a string\) \(write the number without quotes\)$",
+    ),
     Case("yaml-not-a-mapping", yaml_config("- model: tiny-cnn\n"), r"exp\.yaml: the file must be a mapping"),
-    Case("yaml-turns-on-remote-code", yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\ntrust_remote_code: true\n"),
-         r"exp\.yaml: trust_remote_code can only be turned on on the command line \(--trust-remote-code\)$"),
+    Case(
+        "yaml-turns-on-remote-code",
+        yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\ntrust_remote_code: true\n"),
+        r"exp\.yaml: trust_remote_code can only be turned on on the command line \(--trust-remote-code\)$",
+    ),
 ]
 
 
@@ -503,7 +645,9 @@ def snapshot(folder: Path) -> dict[str, str]:
     for dirpath, _, filenames in os.walk(folder):
         for name in filenames:
             path = Path(dirpath) / name
-            out[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "link"
+            out[path.relative_to(folder).as_posix()] = (
+                hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "link"
+            )
     return out
 
 
@@ -528,6 +672,11 @@ def assert_nothing_half_written(tmp: Path, before: dict[str, str], run: Path) ->
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case, tmp_path, capsys, monkeypatch):
+    check_case(case, tmp_path, capsys, monkeypatch)
+
+
+def check_case(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Run one row of a bad-input table through the CLI and check the contract (other tables import this)."""
     argv = case.make(tmp_path, monkeypatch)
     capsys.readouterr()
     before = snapshot(tmp_path)
@@ -545,7 +694,12 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
     if case.error is None:
         assert code == 0, err[-2000:]
         assert load_json(run / "summary.json")["epochs"] >= 1
-        assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model.safetensors", "summary.json"]
+        assert sorted(p.name for p in run.iterdir()) == [
+            "config.yaml",
+            "metrics.jsonl",
+            "model.safetensors",
+            "summary.json",
+        ]
         if track_peak:  # the full 20000x20000 image would be 400 MB as gray, 1.2 GB as RGB
             assert (_memory_kib("VmHWM") - rss_before) / 1024 < 300
         return
@@ -573,13 +727,32 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path, capsys):
     out = tmp_path / "cmp"
     # 12 epochs of batch 2: seconds of training left after the first checkpoint, so the signal lands mid-run
     # however fast or loaded the machine (6 epochs of batch 4 could finish before it arrived).
-    argv = ["compare", "--model", "tiny-cnn", "--data", str(data), "--strategies", "none,full", "--epochs", "12",
-            "--batch-size", "2", "--out", str(out)]
+    argv = [
+        "compare",
+        "--model",
+        "tiny-cnn",
+        "--data",
+        str(data),
+        "--strategies",
+        "none,full",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "HF_HUB_OFFLINE": "1"}
     # SIGINT back to its default in the child: a test run started in the background by a non-interactive
     # shell (as CI may be) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelab", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     full = out / "runs" / "fraction-1" / "full" / "s0"
     deadline = time.monotonic() + 240
     while not (full / "checkpoint" / "latest").is_file():

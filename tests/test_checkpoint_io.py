@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from tunelab import fileio
-from tunelab.runs import checkpoint_io
-from tunelab.fileio import atomic_write_bytes, atomic_write_text, load_json, save_json
-from tunelab.runs.checkpoint_io import load_optimizer, load_tensors, save_optimizer, save_tensors
 from tunelab.errors import DataError, TunelabError
+from tunelab.fileio import atomic_write_bytes, atomic_write_text, load_json, save_json
+from tunelab.runs import checkpoint_io
+from tunelab.runs.checkpoint_io import load_optimizer, load_tensors, save_optimizer, save_tensors
 
 
 def _enospc(*args, **kwargs):
@@ -160,7 +160,9 @@ def _optimizer(model: nn.Sequential) -> torch.optim.AdamW:
             {"params": list(model[0].parameters()), "lr": 1e-2, "name": "backbone"},
             {"params": list(model[2].parameters()), "name": "head"},
         ],
-        lr=3e-2, betas=(0.8, 0.95), weight_decay=0.05,
+        lr=3e-2,
+        betas=(0.8, 0.95),
+        weight_decay=0.05,
     )
 
 

@@ -6,24 +6,42 @@ import json
 from pathlib import Path
 
 import pytest
-from train_fixtures import write_image_folder, write_text_tsv
 
 import tunelab.runs.loop as train_module
-from tunelab.compare.grid import CompareConfig, compare, planned_runs
+from train_fixtures import write_image_folder, write_text_tsv
+from tunelab.comparison.grid import CompareConfig, compare, planned_runs
 from tunelab.data import load_text
 from tunelab.errors import TunelabError
 from tunelab.runs.loaders import select_splits
+from tunelab.strategies import REGISTRY
 
 
 def test_the_plan_covers_fractions_strategies_seeds_and_folds(tmp_path):
-    config = CompareConfig(model="tiny-cnn", data="d", out=str(tmp_path), strategies=("none", "retrain:2"), seeds=2,
-                           folds=3, data_fractions=(0.5, 1.0), lrs=("retrain:2=0.01",))
+    config = CompareConfig(
+        model="tiny-cnn",
+        data="d",
+        out=str(tmp_path),
+        strategies=("none", "retrain:2"),
+        seeds=2,
+        folds=3,
+        data_fractions=(0.5, 1.0),
+        lrs=("retrain:2=0.01",),
+    )
     runs = planned_runs(config)
     assert len(runs) == 2 * 2 * 2 * 3
     assert len({r.out for r in runs}) == len(runs)
-    assert {r.lr for r in runs if r.strategy == "retrain:2"} == {0.01} and {r.lr for r in runs if r.strategy == "none"} == {None}
+    assert {r.lr for r in runs if r.strategy == "retrain:2"} == {0.01}
+    assert {r.lr for r in runs if r.strategy == "none"} == {None}
     assert Path(runs[0].out).relative_to(tmp_path).parts == ("runs", "fraction-0.5", "none", "s0-fold0")
-    assert {(r.seed, r.fold) for r in runs if r.strategy == "none" and r.train_fraction == 1.0} == {(s, f) for s in range(2) for f in range(3)}
+    seeds_and_folds = {(r.seed, r.fold) for r in runs if r.strategy == "none" and r.train_fraction == 1.0}
+    assert seeds_and_folds == {(s, f) for s in range(2) for f in range(3)}
+
+
+def test_the_default_strategies_are_every_registered_strategy(tmp_path):
+    runs = planned_runs(CompareConfig(model="tiny-cnn", data="d", out=str(tmp_path)))
+    assert [r.strategy for r in runs] == list(REGISTRY)
+    with pytest.raises(TunelabError, match="--strategies is empty"):
+        planned_runs(CompareConfig(model="tiny-cnn", data="d", out=str(tmp_path), strategies=()))
 
 
 @pytest.mark.parametrize(
@@ -37,7 +55,8 @@ def test_the_plan_covers_fractions_strategies_seeds_and_folds(tmp_path):
 )
 def test_bad_plans_fail_before_training(tmp_path, changes, message):
     with pytest.raises(TunelabError, match=message):
-        planned_runs(CompareConfig(model="tiny-cnn", data="d", out=str(tmp_path), **{"strategies": ("none",), **changes}))
+        config = {"model": "tiny-cnn", "data": "d", "out": str(tmp_path), "strategies": ("none",)}
+        planned_runs(CompareConfig(**config | changes))
 
 
 def test_folds_are_stratified_disjoint_and_cover_the_pool(tmp_path):
@@ -62,8 +81,15 @@ def test_fractions_shrink_training_only(tmp_path):
 
 def test_compare_end_to_end_and_resume_skips_finished_runs(tmp_path, monkeypatch):
     data = write_image_folder(tmp_path / "img")
-    config = CompareConfig(model="tiny-cnn", data=str(data), out=str(tmp_path / "cmp"), strategies=("none", "retrain:3", "scratch"),
-                           epochs=2, seeds=2, batch_size=8)
+    config = CompareConfig(
+        model="tiny-cnn",
+        data=str(data),
+        out=str(tmp_path / "cmp"),
+        strategies=("none", "retrain:3", "scratch"),
+        epochs=2,
+        seeds=2,
+        batch_size=8,
+    )
     trained = []
     real_train = train_module.train
 

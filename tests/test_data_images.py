@@ -202,12 +202,18 @@ def test_read_idx(tmp_path, compress):
     ex = read_idx(folder / f"train-images-idx3-ubyte{ext}", folder / f"train-labels-idx1-ubyte{ext}")
     assert len(ex) == 6 and ex.labels == [0, 1, 2, 0, 1, 2] and ex.classes == ("0", "1", "2")
     assert ex.inputs[0].shape == (5, 4) and ex.inputs[0].dtype == np.uint8
-    named = read_idx(folder / f"train-images-idx3-ubyte{ext}", folder / f"train-labels-idx1-ubyte{ext}",
-                     classes=("top", "trouser", "dress"))
+    named = read_idx(
+        folder / f"train-images-idx3-ubyte{ext}",
+        folder / f"train-labels-idx1-ubyte{ext}",
+        classes=("top", "trouser", "dress"),
+    )
     assert named.classes == ("top", "trouser", "dress")
     with pytest.raises(DataError, match="label 2 \\(item 2\\) has no class name"):
-        read_idx(folder / f"train-images-idx3-ubyte{ext}", folder / f"train-labels-idx1-ubyte{ext}",
-                 classes=("top", "trouser"))
+        read_idx(
+            folder / f"train-images-idx3-ubyte{ext}",
+            folder / f"train-labels-idx1-ubyte{ext}",
+            classes=("top", "trouser"),
+        )
 
 
 def test_read_idx_errors(tmp_path):

@@ -82,10 +82,20 @@ def test_classes_given_and_unseen_label(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "kwargs", "line", "message"),
     [
-        ("a.tsv", "sentence\tlabel\nx\t0\n", {"text_column": "review"}, 1,
-         "no column 'review'; columns are: sentence, label"),
-        ("a.tsv", "sentence\tlabel\nx\t0\n", {"label_column": "y"}, 1,
-         "no label column 'y'; columns are: sentence, label"),
+        (
+            "a.tsv",
+            "sentence\tlabel\nx\t0\n",
+            {"text_column": "review"},
+            1,
+            "no column 'review'; columns are: sentence, label",
+        ),
+        (
+            "a.tsv",
+            "sentence\tlabel\nx\t0\n",
+            {"label_column": "y"},
+            1,
+            "no label column 'y'; columns are: sentence, label",
+        ),
         ("a.tsv", "review\tlabel\nx\t0\n", {}, 1, "no text column: expected one named 'sentence' or 'text'"),
         ("a.tsv", "this is a sentence \t1\nanother \t0\n", {}, 1, "no text column"),
         ("a.tsv", "sentence\tlabel\nx\t0\ny\t\n", {}, 3, "missing or empty label in column 'label'"),
@@ -144,9 +154,11 @@ def test_text_dataset_and_collate():
         def __call__(self, texts, **kwargs):
             self.calls.append(kwargs)
             longest = min(max(len(t.split()) for t in texts), kwargs["max_length"])
-            out = {"input_ids": torch.ones(len(texts), longest, dtype=torch.long),
-                   "attention_mask": torch.ones(len(texts), longest, dtype=torch.long),
-                   "special_tokens_mask": torch.zeros(len(texts), longest, dtype=torch.long)}
+            out = {
+                "input_ids": torch.ones(len(texts), longest, dtype=torch.long),
+                "attention_mask": torch.ones(len(texts), longest, dtype=torch.long),
+                "special_tokens_mask": torch.zeros(len(texts), longest, dtype=torch.long),
+            }
             if self.with_types:
                 out["token_type_ids"] = torch.zeros(len(texts), longest, dtype=torch.long)
             return out
@@ -175,8 +187,12 @@ def fuzz_dir(tmp_path_factory):
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(head=_HEADS, body=_BODY, suffix=st.sampled_from([".tsv", ".csv", ".jsonl", ".txt"]),
-       text_column=st.sampled_from([None, "text", "label"]))
+@given(
+    head=_HEADS,
+    body=_BODY,
+    suffix=st.sampled_from([".tsv", ".csv", ".jsonl", ".txt"]),
+    text_column=st.sampled_from([None, "text", "label"]),
+)
 def test_arbitrary_bytes_load_or_raise_data_error(fuzz_dir, head, body, suffix, text_column):
     path = fuzz_dir / f"fuzz{suffix}"
     path.write_bytes(head + body)

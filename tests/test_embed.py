@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_fixtures import write_image_folder, write_text_tsv
 
+from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.cli import main
-from tunelab.settings.fields import TrainConfig
 from tunelab.data import load_image
 from tunelab.data.idx import write_idx
 from tunelab.data.transforms import image_transform
-from tunelab.embed import embed
-from tunelab.runs.loop import train
+from tunelab.embedding import embed
 from tunelab.models.zoo import load_backbone
+from tunelab.runs.loop import train
+from tunelab.settings import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,18 @@ def test_text_table_rows(tmp_path):
 
 def test_a_run_directory_embeds_with_its_trained_backbone(images, tmp_path):
     run = tmp_path / "run"
-    train(TrainConfig(model="tiny-cnn", strategy="lora:2", data=str(images), out=str(run), epochs=2, batch_size=4,
-                      lr=5e-2, val_fraction=0.25))
+    train(
+        TrainConfig(
+            model="tiny-cnn",
+            strategy="lora:2",
+            data=str(images),
+            out=str(run),
+            epochs=2,
+            batch_size=4,
+            lr=5e-2,
+            val_fraction=0.25,
+        )
+    )
     trained = embed(str(run), images, progress=False)
     base = embed("tiny-cnn", images, progress=False)
     assert trained.model == str(run) and trained.ids.tolist() == base.ids.tolist()
@@ -78,11 +88,14 @@ def test_cli_writes_an_npz_that_loads_without_pickle(images, tmp_path, capsys):
         assert f["classes"].tolist() == ["blue", "red"] and str(f["model"]) == "tiny-cnn"
 
 
-@pytest.mark.parametrize("model, data, fragment", [
-    ("tiny-cnn", "reviews.tsv", "the model reads images"),
-    ("tiny-bert", "images", "the model reads text"),
-    ("tiny-cnn", "missing", "no such file or folder"),
-])
+@pytest.mark.parametrize(
+    "model, data, fragment",
+    [
+        ("tiny-cnn", "reviews.tsv", "the model reads images"),
+        ("tiny-bert", "images", "the model reads text"),
+        ("tiny-cnn", "missing", "no such file or folder"),
+    ],
+)
 def test_data_of_the_wrong_kind_is_one_line_exit_2(images, tmp_path, capsys, model, data, fragment):
     paths = {"reviews.tsv": write_text_tsv(tmp_path / "reviews.tsv"), "images": images, "missing": tmp_path / "nope"}
     code = main(["embed", "--model", model, "--data", str(paths[data]), "--out", str(tmp_path / "f.npz")])
@@ -92,5 +105,7 @@ def test_data_of_the_wrong_kind_is_one_line_exit_2(images, tmp_path, capsys, mod
 
 
 def test_a_block_out_of_range_is_an_error(images, capsys, tmp_path):
-    code = main(["embed", "--model", "tiny-cnn", "--data", str(images), "--out", str(tmp_path / "f.npz"), "--block", "9"])
+    code = main(
+        ["embed", "--model", "tiny-cnn", "--data", str(images), "--out", str(tmp_path / "f.npz"), "--block", "9"]
+    )
     assert code == 2 and "block 9 does not exist" in capsys.readouterr().err

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from conftest import SENTENCES
 from train_fixtures import write_image_folder, write_text_tsv
-
 from tunelab.cli import main
-from tunelab.settings.fields import TrainConfig
-from tunelab.export import export
-from tunelab.runs.rundir import load_run
+from tunelab.onnx_export import export
 from tunelab.runs.loop import train
+from tunelab.runs.trained import load_run
+from tunelab.settings import TrainConfig
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the [export] extra")
 ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the [export] extra")
@@ -28,13 +28,25 @@ def runs(tmp_path_factory):
     text = write_text_tsv(root / "reviews.tsv", repeats=1)
     out = {}
     for name, model, strategy, data in [
-        ("cnn-lora", "tiny-cnn", "lora:2", images), ("cnn-adapter", "tiny-cnn", "adapter", images),
-        ("bert-lora", "tiny-bert", "lora:2", text), ("bert-adapter", "tiny-bert", "adapter", text),
+        ("cnn-lora", "tiny-cnn", "lora:2", images),
+        ("cnn-adapter", "tiny-cnn", "adapter", images),
+        ("bert-lora", "tiny-bert", "lora:2", text),
+        ("bert-adapter", "tiny-bert", "adapter", text),
     ]:
         out[name] = root / name
         # a high lr so LoRA and adapters move away from their zero init and the parity test sees them
-        train(TrainConfig(model=model, strategy=strategy, data=str(data), out=str(out[name]), epochs=2, batch_size=4,
-                          lr=5e-2, val_fraction=0.3))
+        train(
+            TrainConfig(
+                model=model,
+                strategy=strategy,
+                data=str(data),
+                out=str(out[name]),
+                epochs=2,
+                batch_size=4,
+                lr=5e-2,
+                val_fraction=0.3,
+            )
+        )
     return out
 
 
@@ -69,8 +81,13 @@ def test_lora_is_merged_and_the_metadata_says_how_to_use_the_file(runs, tmp_path
     assert not any("lora" in init.name for init in graph.graph.initializer)
     meta = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(meta["classes"]) == ["blue", "red"] and meta["strategy"] == "lora:2"
-    assert json.loads(meta["preprocessing"]) == {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "size": 32,
-                                                 "crop_pct": 1.0, "interpolation": "bilinear"}
+    assert json.loads(meta["preprocessing"]) == {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "size": 32,
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+    }
 
 
 def test_text_export_saves_its_tokenizer(runs, tmp_path):
@@ -78,14 +95,20 @@ def test_text_export_saves_its_tokenizer(runs, tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sst.tokenizer")
-    assert tokenizer("good movie")["input_ids"] == load_run(runs["bert-lora"]).plan.backbone.input.tokenizer("good movie")["input_ids"]
+    assert (
+        tokenizer("good movie")["input_ids"]
+        == load_run(runs["bert-lora"]).plan.backbone.input.tokenizer("good movie")["input_ids"]
+    )
 
 
-@pytest.mark.parametrize("case, fragment", [
-    ("format", "cannot export to 'torchscript'; supported formats: onnx"),
-    ("zoo name", "no such run directory"),
-    ("incomplete", "incomplete run"),
-])
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("format", "cannot export to 'torchscript'; supported formats: onnx"),
+        ("zoo name", "no such run directory"),
+        ("incomplete", "incomplete run"),
+    ],
+)
 def test_what_cannot_be_exported_is_one_line_exit_2(runs, tmp_path, capsys, case, fragment):
     run = {"format": runs["cnn-lora"], "zoo name": "tiny-cnn", "incomplete": tmp_path / "half"}[case]
     if case == "incomplete":

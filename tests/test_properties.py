@@ -22,12 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tunelab.compare.grid import CompareConfig
-from tunelab.settings.fields import TrainConfig, from_yaml_file
+from tunelab.comparison.grid import CompareConfig
 from tunelab.data import load_image, load_images, load_text
 from tunelab.errors import TunelabError
+from tunelab.settings import TrainConfig, from_yaml_file
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 _counter = itertools.count()
 
 
@@ -117,9 +119,18 @@ def _idx(magic: int, dims: list[int], payload: bytes) -> bytes:
 
 
 _IDX_IMAGES = st.one_of(
-    st.builds(lambda n, r, c, extra: _idx(0x803, [n, r, c], bytes(n * r * c + extra)), st.integers(0, 6), st.integers(0, 4),
-              st.integers(0, 4), st.integers(-3, 3).filter(lambda e: e >= 0) | st.just(0)),
-    st.builds(lambda dims, payload: _idx(0x803, dims, payload), st.lists(st.integers(0, 2**32 - 1), max_size=3), st.binary(max_size=40)),
+    st.builds(
+        lambda n, r, c, extra: _idx(0x803, [n, r, c], bytes(n * r * c + extra)),
+        st.integers(0, 6),
+        st.integers(0, 4),
+        st.integers(0, 4),
+        st.integers(-3, 3).filter(lambda e: e >= 0) | st.just(0),
+    ),
+    st.builds(
+        lambda dims, payload: _idx(0x803, dims, payload),
+        st.lists(st.integers(0, 2**32 - 1), max_size=3),
+        st.binary(max_size=40),
+    ),
     st.binary(max_size=40),
 )
 _IDX_LABELS = st.one_of(
@@ -130,8 +141,13 @@ _IDX_LABELS = st.one_of(
 
 
 @SETTINGS
-@given(images=_IDX_IMAGES, labels=_IDX_LABELS, gz=st.tuples(st.booleans(), st.booleans()), with_test=st.booleans(),
-       damage=st.integers(0, 30))
+@given(
+    images=_IDX_IMAGES,
+    labels=_IDX_LABELS,
+    gz=st.tuples(st.booleans(), st.booleans()),
+    with_test=st.booleans(),
+    damage=st.integers(0, 30),
+)
 def test_idx_files_load_or_raise_tunelab_error(scratch, images, labels, gz, with_test, damage):
     root = scratch()
     for prefix in ("train", "t10k") if with_test else ("train",):
@@ -190,13 +206,21 @@ def test_text_tables_load_or_raise_tunelab_error(scratch, kind, header, rows, va
 
 _KEYS = st.sampled_from([*TrainConfig.__dataclass_fields__, "epochz", "", "model ", "1", "strategies"])
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(["none", "no", "yes", "1e-3", "0x10", "~", "auto", "bf16", "tiny-cnn"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["none", "no", "yes", "1e-3", "0x10", "~", "auto", "bf16", "tiny-cnn"]),
 )
-_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-                       max_leaves=6)
-_YAML_TEXT = st.text(alphabet=st.sampled_from(list(string.ascii_lowercase[:6] + "_:-[]{}&*!|>'\"%@`#,? \n\t.0123456789")),
-                     max_size=80)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+_YAML_TEXT = st.text(
+    alphabet=st.sampled_from(list(string.ascii_lowercase[:6] + "_:-[]{}&*!|>'\"%@`#,? \n\t.0123456789")), max_size=80
+)
 
 
 @SETTINGS

@@ -1,18 +1,19 @@
-"""Relation pieces: the SemEval and JSONL readers, marker insertion and positions, the official score, markers' training."""
+"""Relation pieces: SemEval and JSONL readers, marker insertion and positions, the official score, markers' training."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from task_fixtures import write_relation_jsonl, write_semeval
 
+from task_fixtures import write_relation_jsonl, write_semeval
 from tunelab.data.relations import Relation, parse_marked, read_relations
 from tunelab.errors import DataError, TunelabError
 from tunelab.runs.prepare import prepare
 from tunelab.strategies import REGISTRY
 from tunelab.tasks.relation_classification import MARKERS, RelationDataset, mark, official_f1
 
-SPECS = ["none", "full", "retrain:1", "adapter", "lora:2", "scratch"]
+SPECS = list(REGISTRY)
+"""Every registered strategy at its default settings."""
 
 
 def test_semeval_and_jsonl_files_read_to_the_same_examples(tmp_path):
@@ -43,11 +44,14 @@ def test_markers_wrap_the_entities_and_their_positions_point_at_the_marker_token
         assert tokenizer.convert_tokens_to_string(tokens[starts[0] + 1 : tokens.index("[/E1]")]).strip() == text
 
 
-@pytest.mark.parametrize("content, line, problem", [
-    ('1\t"<e1>john</e1> visited paris"\nOther\nComment:\n', 1, "missing an entity"),
-    ('1\t"<e1>a</e1> <e2>b</e2>"\nOther\nComment:\n\n2\tno quotes\nOther\n', 5, "expected ID"),
-    ('1\t"<e1>a</e1> <e2>b</e2>"\n\nOther\n', 2, "relation label"),
-])
+@pytest.mark.parametrize(
+    "content, line, problem",
+    [
+        ('1\t"<e1>john</e1> visited paris"\nOther\nComment:\n', 1, "missing an entity"),
+        ('1\t"<e1>a</e1> <e2>b</e2>"\nOther\nComment:\n\n2\tno quotes\nOther\n', 5, "expected ID"),
+        ('1\t"<e1>a</e1> <e2>b</e2>"\n\nOther\n', 2, "relation label"),
+    ],
+)
 def test_bad_semeval_records_are_reported_with_file_and_line(tmp_path, content, line, problem):
     path = tmp_path / "bad.txt"
     path.write_text(content)
@@ -56,17 +60,21 @@ def test_bad_semeval_records_are_reported_with_file_and_line(tmp_path, content, 
     assert error.value.path == path and error.value.line == line
 
 
-@pytest.mark.parametrize("record, problem", [
-    ({"text": "john paris", "head": [0, 4], "label": "x"}, "missing tail"),
-    ({"text": "john paris", "head": [0, 4], "tail": [3, 8], "label": "x"}, "overlap"),
-    ({"text": "john paris", "head": [0, 4], "tail": [5, 99], "label": "x"}, "not a non-empty span"),
-    ({"text": "john paris", "head": "0-4", "tail": [5, 10], "label": "x"}, "pair of integers"),
-])
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ({"text": "john paris", "head": [0, 4], "label": "x"}, "missing tail"),
+        ({"text": "john paris", "head": [0, 4], "tail": [3, 8], "label": "x"}, "overlap"),
+        ({"text": "john paris", "head": [0, 4], "tail": [5, 99], "label": "x"}, "not a non-empty span"),
+        ({"text": "john paris", "head": "0-4", "tail": [5, 10], "label": "x"}, "pair of integers"),
+    ],
+)
 def test_bad_jsonl_records_are_reported_with_file_and_line(tmp_path, record, problem):
     import json
 
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"text": "a b", "head": [0, 1], "tail": [2, 3], "label": "x"}) + "\n" + json.dumps(record) + "\n")
+    good = {"text": "a b", "head": [0, 1], "tail": [2, 3], "label": "x"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(DataError, match=problem) as error:
         read_relations(path)
     assert error.value.line == 2
@@ -75,7 +83,9 @@ def test_bad_jsonl_records_are_reported_with_file_and_line(tmp_path, record, pro
 def test_a_relation_unseen_in_training_is_an_error_at_its_line(tmp_path):
     train = read_relations(write_semeval(tmp_path / "train.txt"))
     val = tmp_path / "val.txt"
-    val.write_text('1\t"<e1>a</e1> <e2>b</e2>"\nOther\nComment:\n\n2\t"<e1>a</e1> <e2>b</e2>"\nCause-Effect(e1,e2)\nComment:\n')
+    val.write_text(
+        '1\t"<e1>a</e1> <e2>b</e2>"\nOther\nComment:\n\n2\t"<e1>a</e1> <e2>b</e2>"\nCause-Effect(e1,e2)\nComment:\n'
+    )
     with pytest.raises(DataError, match="'Cause-Effect\\(e1,e2\\)' was not seen in training") as error:
         read_relations(val, train.classes)
     assert error.value.line == 6
@@ -95,7 +105,6 @@ def test_official_score_is_direction_aware_macro_f1_without_other():
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_marker_embeddings_train_under_every_strategy_in_a_group_of_their_own(spec):
-    assert {s.split(":")[0] for s in SPECS} == set(REGISTRY)
     plan = prepare("tiny-bert", spec, 3, task="relation-classification")
     tokenizer = plan.backbone.input.tokenizer
     assert all(tokenizer.convert_tokens_to_ids(m) >= plan.backbone.word_embeddings.num_embeddings for m in MARKERS)

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tunelab.settings.fields import TrainConfig, to_yaml
+from tunelab.comparison.report import report_from_runs, write_report
+from tunelab.comparison.results import aggregate, benefit_table, benefits, collect
 from tunelab.errors import TunelabError
-from tunelab.compare.results import aggregate, benefit_table, benefits, collect, report_from_runs, write_report
+from tunelab.settings import TrainConfig, to_yaml
 
 # (fraction, strategy, seed) -> (validation curve, train seconds); score = best of the curve.
 # Fraction 1.0 (400 examples): full is best (0.85 ± 0.0707); none (0.80) is within one std and 42/11 = 3.8x cheaper.
@@ -42,23 +43,63 @@ TRAINABLE = {"none": 1_000, "full": 100_000, "scratch": 100_000}
 TOTAL = 100_000
 
 
-def make_run(path: Path, strategy: str, seed: int, fraction: float, curve: list[float], seconds: float, *,
-             model: str = "tiny-cnn", complete: bool = True, folds: int | None = None, fold: int = 0) -> Path:
+def make_run(
+    path: Path,
+    strategy: str,
+    seed: int,
+    fraction: float,
+    curve: list[float],
+    seconds: float,
+    *,
+    model: str = "tiny-cnn",
+    complete: bool = True,
+    folds: int | None = None,
+    fold: int = 0,
+) -> Path:
     """A finished (or, with complete=False, interrupted) run directory, as `tunelab train` leaves it."""
     path.mkdir(parents=True)
-    config = TrainConfig(model=model, strategy=strategy, data="data/flowers", out=str(path), seed=seed,
-                         train_fraction=fraction, epochs=3, folds=folds, fold=fold)
+    config = TrainConfig(
+        model=model,
+        strategy=strategy,
+        data="data/flowers",
+        out=str(path),
+        seed=seed,
+        train_fraction=fraction,
+        epochs=3,
+        folds=folds,
+        fold=fold,
+    )
     (path / "config.yaml").write_text(to_yaml(config))
-    lines = [{"epoch": i + 1, "train_loss": 1 - c, "val_loss": 1 - c, "val_accuracy": c, "val_macro_f1": c, "lr": 1e-3,
-              "seconds": seconds / len(curve) - 0.5 + i * 0.5} for i, c in enumerate(curve)]
+    lines = [
+        {
+            "epoch": i + 1,
+            "train_loss": 1 - c,
+            "val_loss": 1 - c,
+            "val_accuracy": c,
+            "val_macro_f1": c,
+            "lr": 1e-3,
+            "seconds": seconds / len(curve) - 0.5 + i * 0.5,
+        }
+        for i, c in enumerate(curve)
+    ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if complete:
         summary = {
-            "format_version": 1, "model": model, "strategy": strategy, "task": "image-classification",
-            "metric": "accuracy", "score": max(curve), "best_epoch": curve.index(max(curve)) + 1, "epochs": len(curve),
-            "trainable_params": TRAINABLE[strategy.split(":")[0]], "total_params": TOTAL,
-            "train_examples": int(400 * fraction), "val_examples": 100, "classes": ["a", "b"],
-            "train_seconds": seconds, "peak_memory_mb": 500.0 + seed * 10 + fraction * 100,
+            "format_version": 1,
+            "model": model,
+            "strategy": strategy,
+            "task": "image-classification",
+            "metric": "accuracy",
+            "score": max(curve),
+            "best_epoch": curve.index(max(curve)) + 1,
+            "epochs": len(curve),
+            "trainable_params": TRAINABLE[strategy.split(":")[0]],
+            "total_params": TOTAL,
+            "train_examples": int(400 * fraction),
+            "val_examples": 100,
+            "classes": ["a", "b"],
+            "train_seconds": seconds,
+            "peak_memory_mb": 500.0 + seed * 10 + fraction * 100,
             "checkpoint_bytes": TRAINABLE[strategy.split(":")[0]] * 4 + seed * 100,
         }
         (path / "summary.json").write_text(json.dumps(summary))
@@ -139,7 +180,13 @@ def test_runs_of_different_models_or_repeated_runs_are_refused(tmp_path):
 def test_aggregation_matches_hand_computed_means_and_stds(runs_root):
     results = aggregate(collect([runs_root]))
     assert [(r.train_fraction, r.strategy) for r in results] == [
-        (0.25, "none"), (0.25, "full"), (0.25, "scratch"), (1.0, "none"), (1.0, "full"), (1.0, "scratch")]
+        (0.25, "none"),
+        (0.25, "full"),
+        (0.25, "scratch"),
+        (1.0, "none"),
+        (1.0, "full"),
+        (1.0, "scratch"),
+    ]
     full = by_key(results)[1.0, "full"]
     assert full.n_runs == 2 and full.score_mean == pytest.approx(0.85)
     assert full.score_std == pytest.approx(math.sqrt(((0.80 - 0.85) ** 2 + (0.90 - 0.85) ** 2) / 1))
@@ -155,7 +202,9 @@ def test_aggregation_matches_hand_computed_means_and_stds(runs_root):
 
 def test_early_stopped_runs_are_padded_with_their_last_value(runs_root):
     scratch = by_key(aggregate(collect([runs_root])))[1.0, "scratch"]
-    assert scratch.curve_mean == pytest.approx((0.325, 0.45, 0.50))  # seed 1's [0.35, 0.50] counts as [0.35, 0.50, 0.50]
+    assert scratch.curve_mean == pytest.approx(
+        (0.325, 0.45, 0.50)
+    )  # seed 1's [0.35, 0.50] counts as [0.35, 0.50, 0.50]
     assert scratch.curve_std[2] == pytest.approx(0.0) and scratch.score_std == 0.0
 
 
@@ -241,7 +290,9 @@ def test_write_report_writes_every_file(runs_root, tmp_path):
     assert "| none ◆ | 100% (400 examples) |" in md and "| none ★◆ | 25% (100 examples) |" in md
     assert "| full | 0.625 | +0.113 | 0.850 | +0.300 | +0.025 | +0.350 |" in md  # three benefits vs scratch
 
-    pngs = {name: (out / name).read_bytes() for name in ("learning_curves.png", "cost_vs_metric.png", "data_fractions.png")}
+    pngs = {
+        name: (out / name).read_bytes() for name in ("learning_curves.png", "cost_vs_metric.png", "data_fractions.png")
+    }
     for name, png in pngs.items():
         with Image.open(io.BytesIO(png)) as image:
             image.verify()

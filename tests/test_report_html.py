@@ -16,9 +16,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import make_runs
 
-from tunelab.compare.results import collect, write_report
+from test_report import make_runs
+from tunelab.comparison.report import write_report
+from tunelab.comparison.results import collect
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -65,9 +66,19 @@ def render(page: Path, tmp_path: Path) -> dict:
     checked.write_text(text.replace("</body>", CHECKER + "</body>", 1), encoding="utf-8")
     profile = tmp_path / "chromium-profile"
     command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000", "--dump-dom", checked.as_uri(),
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        checked.as_uri(),
     ]
     try:
         done = subprocess.run(command, capture_output=True, timeout=90, check=False, stdin=subprocess.DEVNULL)
@@ -75,7 +86,9 @@ def render(page: Path, tmp_path: Path) -> dict:
         pytest.fail("headless Chromium did not finish within 90 s")
     dom = done.stdout.decode("utf-8", errors="replace")
     found = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.DOTALL)
-    assert found, f"no checker output (exit code {done.returncode}); stderr:\n{done.stderr.decode(errors='replace')[-2000:]}"
+    assert found, (
+        f"no checker output (exit code {done.returncode}); stderr:\n{done.stderr.decode(errors='replace')[-2000:]}"
+    )
     return json.loads(html.unescape(found.group(1)))
 
 

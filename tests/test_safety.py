@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
+
 from test_bad_inputs import run_until_interrupted
 from train_fixtures import write_image_folder, write_text_tsv
-
-from tunelab.models.families.tiny import tiny_bert
 from tunelab.cli import main
-from tunelab.compare.grid import CompareConfig, planned_runs, slug
+from tunelab.comparison.grid import CompareConfig, planned_runs, slug
 from tunelab.errors import TunelabError
-from tunelab.models.zoo import load_pth
+from tunelab.models.families.tiny import tiny_bert
+from tunelab.models.weights import load_pth
 
 
 class Payload:
@@ -55,12 +55,32 @@ def error_line(capsys) -> str:
 def test_every_file_a_run_writes_is_safetensors_or_text(tmp_path):
     data = write_image_folder(tmp_path / "img")
     out = tmp_path / "run"
-    argv = ["train", "--model", "tiny-cnn", "--strategy", "full", "--data", str(data), "--out", str(out), "--epochs", "2",
-            "--batch-size", "8"]
+    argv = [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "full",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    ]
     run_until_interrupted(argv, stop_at_epoch=1)  # so the resume checkpoint is on disk too
     written = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.name for p in written} == {"config.yaml", "metrics.jsonl", "model.safetensors", "latest", "trained.safetensors",
-                                         "optimizer.safetensors", "state.json"}
+    assert {p.name for p in written} == {
+        "config.yaml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "latest",
+        "trained.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    }
     for path in written:
         head = path.read_bytes()[:2]
         assert head[:1] != b"\x80" and head != b"PK", f"{path.name} looks like a pickle or a torch.save zip"
@@ -74,8 +94,24 @@ def test_every_file_a_run_writes_is_safetensors_or_text(tmp_path):
 
 def test_a_pickle_named_model_safetensors_is_refused_without_running(tmp_path, capsys):
     data = write_image_folder(tmp_path / "img")
-    assert main(["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(data), "--out", str(tmp_path / "run"),
-                 "--epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny-cnn",
+                "--strategy",
+                "none",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "run" / "model.safetensors").write_bytes(hostile_pickle(tmp_path / "ran"))
     capsys.readouterr()
     assert main(["eval", "--run", str(tmp_path / "run"), "--data", str(data)]) == 2
@@ -113,7 +149,9 @@ def model_with_code(folder: Path, marker: Path) -> Path:
     net.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="tunelab-custom", auto_map={"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"})
+    config.update(
+        model_type="tunelab-custom", auto_map={"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"}
+    )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "custom.py").write_text(
         "from pathlib import Path\n"
@@ -129,7 +167,8 @@ def test_model_code_runs_only_with_trust_remote_code(tmp_path, capsys):
     folder = model_with_code(tmp_path / "model", tmp_path / "ran")
     assert main(["inspect", "--model", str(folder), "--num-classes", "2"]) == 2
     assert error_line(capsys).endswith(
-        "ships its own Python code, which tunelab does not run by default; read it, and if you trust it, add --trust-remote-code"
+        "ships its own Python code, which tunelab does not run by default; "
+        "read it, and if you trust it, add --trust-remote-code"
     )
     assert not (tmp_path / "ran").exists()
     assert main(["inspect", "--model", str(folder), "--num-classes", "2", "--trust-remote-code"]) == 0
@@ -141,8 +180,25 @@ def test_a_run_directory_cannot_turn_on_remote_code(tmp_path, capsys):
     folder = model_with_code(tmp_path / "model", tmp_path / "ran")
     data = write_text_tsv(tmp_path / "t.tsv")
     out = tmp_path / "run"
-    assert main(["train", "--model", str(folder), "--strategy", "none", "--data", str(data), "--out", str(out),
-                 "--epochs", "1", "--trust-remote-code"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(folder),
+                "--strategy",
+                "none",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--trust-remote-code",
+            ]
+        )
+        == 0
+    )
     assert "trust_remote_code: true" in (out / "config.yaml").read_text()
     (tmp_path / "ran").unlink()
     capsys.readouterr()
@@ -154,7 +210,9 @@ def test_a_run_directory_cannot_turn_on_remote_code(tmp_path, capsys):
 
 def test_a_config_file_cannot_turn_on_remote_code_for_compare(tmp_path, capsys):
     (tmp_path / "cmp.yaml").write_text("model: tiny-bert\ntrust_remote_code: true\n")
-    assert main(["compare", "--config", str(tmp_path / "cmp.yaml"), "--data", "x.tsv", "--out", str(tmp_path / "c")]) == 2
+    assert (
+        main(["compare", "--config", str(tmp_path / "cmp.yaml"), "--data", "x.tsv", "--out", str(tmp_path / "c")]) == 2
+    )
     assert "trust_remote_code can only be turned on on the command line" in error_line(capsys)
     assert not (tmp_path / "c").exists()
 
@@ -172,9 +230,14 @@ def test_no_strategy_spec_names_a_folder_outside_the_comparison(spec):
 
 
 def test_compare_run_directories_stay_under_out(tmp_path):
-    config = CompareConfig(model="tiny-cnn", data="d", out=str(tmp_path / "cmp"),
-                           strategies=("none", "full:lr_mult=0.05", "retrain:2", "adapter:4", "lora:2", "scratch"),
-                           data_fractions=(0.25, 1.0), folds=2)
+    config = CompareConfig(
+        model="tiny-cnn",
+        data="d",
+        out=str(tmp_path / "cmp"),
+        strategies=("none", "full:lr_mult=0.05", "retrain:2", "adapter:4", "lora:2", "scratch"),
+        data_fractions=(0.25, 1.0),
+        folds=2,
+    )
     runs = planned_runs(config)
     root = (tmp_path / "cmp" / "runs").resolve()
     assert all(Path(r.out).resolve().is_relative_to(root) for r in runs)
@@ -185,7 +248,19 @@ def test_a_checkpoint_pointer_cannot_lead_out_of_the_run(tmp_path, capsys):
     """checkpoint/latest is data read from disk: a shared run directory could aim it anywhere."""
     data = write_image_folder(tmp_path / "img")
     out = tmp_path / "run"
-    argv = ["train", "--model", "tiny-cnn", "--strategy", "full", "--data", str(data), "--out", str(out), "--epochs", "3"]
+    argv = [
+        "train",
+        "--model",
+        "tiny-cnn",
+        "--strategy",
+        "full",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+    ]
     run_until_interrupted(argv, stop_at_epoch=1)
     shutil.copytree(out / "checkpoint" / "epoch-0001", tmp_path / "outside")
     for pointer in (str(tmp_path / "outside"), "../../outside", "epoch-0001/../../../outside"):
@@ -193,4 +268,8 @@ def test_a_checkpoint_pointer_cannot_lead_out_of_the_run(tmp_path, capsys):
         capsys.readouterr()
         assert main([*argv, "--resume"]) == 2
         assert "checkpoint/latest is damaged" in error_line(capsys)
-    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["optimizer.safetensors", "state.json", "trained.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == [
+        "optimizer.safetensors",
+        "state.json",
+        "trained.safetensors",
+    ]

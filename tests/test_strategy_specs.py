@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab import parse_strategy
-from tunelab.strategies import Adapter, FullTune, LoRA, ReTrain
+from tunelab.strategies import parse_strategy
+from tunelab.strategies.adapter import Adapter
+from tunelab.strategies.full import FullTune
+from tunelab.strategies.lora import LoRA
+from tunelab.strategies.retrain import ReTrain
 
 
 @pytest.mark.parametrize(

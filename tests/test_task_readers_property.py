@@ -18,22 +18,37 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 token = st.text(alphabet="ab-XO\u00e9 ", min_size=1, max_size=4).map(str.strip).filter(bool)
 tag = st.sampled_from(["O", "B-PER", "I-PER", "I-LOC", "B-", "PER", "I-X-Y", "S-LOC", "o"])
 conll_line = st.one_of(
-    st.just(""), st.just("\t"), st.just("-DOCSTART- -X- -X- O"),
+    st.just(""),
+    st.just("\t"),
+    st.just("-DOCSTART- -X- -X- O"),
     st.builds(lambda words, t: " ".join([*words, t]), st.lists(token, max_size=3), tag),
     st.text(max_size=12),
 )
-marked = st.lists(st.sampled_from(["a ", "b", "<e1>", "</e1>", "<e2>", "</e2>", '"', "\t", " "]), max_size=10).map("".join)
+marked = st.lists(st.sampled_from(["a ", "b", "<e1>", "</e1>", "<e2>", "</e2>", '"', "\t", " "]), max_size=10).map(
+    "".join
+)
 semeval_line = st.one_of(
     st.builds(lambda i, s: f'{i}\t"{s}"', st.integers(0, 99), marked),
     st.sampled_from(["Other", "Cause-Effect(e1,e2)", "Comment:", "Comment: x", ""]),
     st.text(max_size=12),
 )
-span = st.one_of(st.lists(st.integers(-2, 12), min_size=0, max_size=3), st.fixed_dictionaries({"start": st.integers(-1, 9), "end": st.integers(-1, 9)}),
-                 st.text(max_size=3), st.none(), st.floats(allow_nan=True))
+span = st.one_of(
+    st.lists(st.integers(-2, 12), min_size=0, max_size=3),
+    st.fixed_dictionaries({"start": st.integers(-1, 9), "end": st.integers(-1, 9)}),
+    st.text(max_size=3),
+    st.none(),
+    st.floats(allow_nan=True),
+)
 record = st.one_of(
-    st.fixed_dictionaries({"text": st.one_of(st.text(max_size=10), st.integers()), "head": span, "tail": span},
-                          optional={"label": st.one_of(st.sampled_from(["Other", "R(e1,e2)", ""]), st.integers(), st.none())}),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=4), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6),
+    st.fixed_dictionaries(
+        {"text": st.one_of(st.text(max_size=10), st.integers()), "head": span, "tail": span},
+        optional={"label": st.one_of(st.sampled_from(["Other", "R(e1,e2)", ""]), st.integers(), st.none())},
+    ),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=6,
+    ),
 )
 jsonl_line = st.one_of(record.map(json.dumps), st.text(max_size=12), st.just(""))
 
@@ -59,7 +74,10 @@ def test_any_conll_file_loads_or_raises_a_tunelab_error(lines):
             assert len(words) == len(labels) > 0
             tags = [examples.classes[i] for i in labels]
             assert all(t == "O" or (t[:2] in ("B-", "I-")) for t in tags)
-            assert all(not t.startswith("I-") or (i > 0 and tags[i - 1][2:] == t[2:] and tags[i - 1] != "O") for i, t in enumerate(tags))
+            assert all(
+                not t.startswith("I-") or (i > 0 and tags[i - 1][2:] == t[2:] and tags[i - 1] != "O")
+                for i, t in enumerate(tags)
+            )
 
 
 @SETTINGS

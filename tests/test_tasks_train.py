@@ -6,16 +6,21 @@ import json
 
 import pytest
 import torch
+
 from task_fixtures import write_conll, write_semeval
 from train_fixtures import write_text_tsv
-
-from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.cli import main
-from tunelab.settings.fields import TrainConfig
-from tunelab.runs.prepare import prepare
+from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.runs.loop import seed_everything, train
+from tunelab.runs.prepare import prepare
+from tunelab.settings import TrainConfig
+from tunelab.strategies import REGISTRY
+from tunelab.tasks import REGISTRY as TASKS
 
-SPECS = ["none", "full", "retrain:1", "adapter", "lora:2", "scratch"]
+SPECS = list(REGISTRY)
+"""Every registered strategy at its default settings."""
+TEXT_TASKS = [name for name, entry in TASKS.items() if entry.modality == "text"]
+"""Every registered text task (the `data` fixture writes a file for each)."""
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +33,21 @@ def data(tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("task", ["token-classification", "relation-classification", "text-classification"])
+@pytest.mark.parametrize("task", TEXT_TASKS)
 @pytest.mark.parametrize("spec", SPECS)
 def test_every_strategy_trains_on_every_task(data, tmp_path, task, spec):
     adversarial = "fgm" if task == "text-classification" else None  # sentence classification is the adversarial task
-    config = TrainConfig(model="tiny-bert", strategy=spec, data=str(data[task]), out=str(tmp_path / "run"), epochs=1,
-                         batch_size=4, lr=1e-2, val_fraction=0.25, adversarial=adversarial)
+    config = TrainConfig(
+        model="tiny-bert",
+        strategy=spec,
+        data=str(data[task]),
+        out=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=4,
+        lr=1e-2,
+        val_fraction=0.25,
+        adversarial=adversarial,
+    )
     summary = train(config)
     metric = {"token-classification": "entity_f1", "relation-classification": "official_f1"}.get(task, "accuracy")
     assert summary["task"] == task and summary["metric"] == metric and 0.0 <= summary["score"] <= 1.0
@@ -44,7 +58,8 @@ def test_every_strategy_trains_on_every_task(data, tmp_path, task, spec):
     initial = prepare("tiny-bert", spec, len(summary["classes"]), task=task)
     trainable = {n: p for n, p in initial.backbone.model.named_parameters() if p.requires_grad}
     saved, _ = load_tensors(tmp_path / "run" / "model.safetensors")
-    assert {n for n in saved if n in trainable} == set(trainable)  # exactly what the strategy (and task) trains is stored
+    # exactly what the strategy (and task) trains is stored
+    assert {n for n in saved if n in trainable} == set(trainable)
     moved = [n for n in trainable if not torch.equal(saved[n], trainable[n].detach())]
     assert any(n.startswith("head.") for n in moved)
     if task == "relation-classification":
@@ -53,8 +68,30 @@ def test_every_strategy_trains_on_every_task(data, tmp_path, task, spec):
 
 def test_ner_eval_and_predict_show_entities_with_character_spans(data, tmp_path, capsys):
     run = tmp_path / "ner"
-    assert main(["train", "--model", "tiny-bert", "--strategy", "full", "--data", str(data["token-classification"]),
-                 "--out", str(run), "--epochs", "2", "--batch-size", "4", "--lr", "1e-2", "--val-fraction", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny-bert",
+                "--strategy",
+                "full",
+                "--data",
+                str(data["token-classification"]),
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--lr",
+                "1e-2",
+                "--val-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "--run", str(run), "--data", str(data["token-classification"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"entity_f1", "precision", "recall", "per_type"} <= set(report) and report["sentences"] == 12
@@ -69,8 +106,28 @@ def test_ner_eval_and_predict_show_entities_with_character_spans(data, tmp_path,
 
 def test_relation_eval_and_predict(data, tmp_path, capsys):
     run = tmp_path / "rel"
-    assert main(["train", "--model", "tiny-bert", "--strategy", "none", "--data", str(data["relation-classification"]),
-                 "--val-data", str(data["relation-classification"]), "--out", str(run), "--epochs", "1", "--batch-size", "4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "tiny-bert",
+                "--strategy",
+                "none",
+                "--data",
+                str(data["relation-classification"]),
+                "--val-data",
+                str(data["relation-classification"]),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "--run", str(run), "--data", str(data["relation-classification"])]) == 0
     out = capsys.readouterr().out
     assert out.startswith("official macro-F1") and "2 relation types, directed, without Other" in out
@@ -92,7 +149,8 @@ def test_bad_task_files_exit_2_with_file_and_line(tmp_path, capsys, case):
     path = tmp_path / name
     path.write_text(content)
     task = "token-classification" if name == "ner.txt" else "relation-classification"
-    assert main(["train", "--model", "tiny-bert", "--task", task, "--data", str(path), "--out", str(tmp_path / "run")]) == 2
+    argv = ["train", "--model", "tiny-bert", "--task", task, "--data", str(path), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{path}:{line}:" in err and problem in err and err.count("\n") == 1
 
@@ -106,7 +164,8 @@ def test_a_validation_label_unseen_in_training_exits_2_at_its_line(data, tmp_pat
     else:
         val.write_text('1\t"<e1>a</e1> <e2>b</e2>"\nCause-Effect(e1,e2)\nComment:\n')
         line = 2
-    assert main(["train", "--model", "tiny-bert", "--data", str(data[task]), "--val-data", str(val), "--out", str(tmp_path / "run")]) == 2
+    argv = ["train", "--model", "tiny-bert", "--data", str(data[task]), "--val-data", str(val)]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"{val}:{line}:" in err and "not seen in training" in err
 

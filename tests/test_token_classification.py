@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from task_fixtures import write_conll
 
-from tunelab.models.families.tiny import tiny_tokenizer
+from task_fixtures import write_conll
 from tunelab.data.conll import read_conll, to_bio
 from tunelab.errors import DataError
+from tunelab.models.families.tiny import tiny_tokenizer
 from tunelab.tasks.base import IGNORE
 from tunelab.tasks.entities import entities, entity_report
 from tunelab.tasks.token_classification import align, tags_of_words
@@ -22,19 +22,24 @@ def test_iob1_becomes_bio_and_bio_stays_as_it_is():
 
 def test_the_reader_skips_docstart_splits_on_blank_lines_and_normalises_iob1(tmp_path):
     path = tmp_path / "iob1.txt"
-    path.write_text("-DOCSTART- -X- O O\n\nJohn NNP I-NP I-PER\nSmith NNP I-NP I-PER\nleft VBD I-VP O\n\t\n"
-                    "Paris NNP I-NP I-LOC\nLondon NNP I-NP B-LOC\n")
+    path.write_text(
+        "-DOCSTART- -X- O O\n\nJohn NNP I-NP I-PER\nSmith NNP I-NP I-PER\nleft VBD I-VP O\n\t\n"
+        "Paris NNP I-NP I-LOC\nLondon NNP I-NP B-LOC\n"
+    )
     ex = read_conll(path)
     assert ex.inputs == [["John", "Smith", "left"], ["Paris", "London"]]
     assert ex.classes == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
     assert [[ex.classes[t] for t in tags] for tags in ex.labels] == [["B-PER", "I-PER", "O"], ["B-LOC", "B-LOC"]]
 
 
-@pytest.mark.parametrize("line, problem", [
-    ("john X B-PER", "expected 4 columns"),
-    ("john X X PER", "not in the IOB/BIO scheme"),
-    ("john X X S-PER", "not in the IOB/BIO scheme"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("john X B-PER", "expected 4 columns"),
+        ("john X X PER", "not in the IOB/BIO scheme"),
+        ("john X X S-PER", "not in the IOB/BIO scheme"),
+    ],
+)
 def test_bad_lines_are_reported_with_file_and_line(tmp_path, line, problem):
     path = tmp_path / "bad.txt"
     path.write_text(f"paris X X B-LOC\n\n{line}\n")
@@ -54,7 +59,8 @@ def test_an_entity_type_unseen_in_training_is_an_error_at_its_line(tmp_path):
 
 def test_subword_alignment_labels_first_subtokens_and_round_trips():
     tokenizer = tiny_tokenizer()
-    sentences = [["john", "visitedx", "parisyz"], ["acme", "corp"]]  # 'visitedx' -> visited ##x, 'parisyz' -> paris ##y ##z
+    # 'visitedx' -> visited ##x, 'parisyz' -> paris ##y ##z
+    sentences = [["john", "visitedx", "parisyz"], ["acme", "corp"]]
     tags = [[3, 0, 1], [5, 6]]
     aligned = align(tokenizer, sentences, tags, max_length=32)
     first = aligned[0]

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import tunelab.runs.loop as train_module
-from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.cli import main
-from tunelab.settings.fields import TrainConfig
+from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.runs.evaluate import evaluate, predict
 from tunelab.runs.loop import train
+from tunelab.settings import TrainConfig
 
 
 def config(data, out, **kw) -> TrainConfig:
@@ -28,8 +28,20 @@ def test_loss_falls_and_the_run_directory_is_complete(images, tmp_path):
     assert [m["epoch"] for m in metrics] == list(range(1, 11))
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert set(metrics[0]) >= {"train_loss", "val_loss", "val_accuracy", "lr", "seconds"}
-    for key in ("model", "strategy", "task", "metric", "score", "trainable_params", "total_params", "epochs", "best_epoch",
-                "train_seconds", "peak_memory_mb", "checkpoint_bytes"):
+    for key in (
+        "model",
+        "strategy",
+        "task",
+        "metric",
+        "score",
+        "trainable_params",
+        "total_params",
+        "epochs",
+        "best_epoch",
+        "train_seconds",
+        "peak_memory_mb",
+        "checkpoint_bytes",
+    ):
         assert key in summary, key
     assert summary["task"] == "image-classification" and summary["score"] >= 0.8
     assert json.loads((run / "summary.json").read_text())["score"] == summary["score"]
@@ -44,7 +56,9 @@ def test_checkpoints_hold_only_what_the_strategy_trained(images, tmp_path):
     assert none["checkpoint_bytes"] < full["checkpoint_bytes"] / 5
 
 
-@pytest.mark.parametrize("kind, strategy", [("image", "none"), ("image", "retrain:2"), ("text", "retrain:2"), ("text", "none")])
+@pytest.mark.parametrize(
+    "kind, strategy", [("image", "none"), ("image", "retrain:2"), ("text", "retrain:2"), ("text", "none")]
+)
 def test_cached_and_uncached_runs_give_the_same_metrics(images, text, tmp_path, kind, strategy):
     data, model = (images, "tiny-cnn") if kind == "image" else (text, "tiny-bert")
     cached = train(config(data, tmp_path / "cached", model=model, strategy=strategy, augment=False))

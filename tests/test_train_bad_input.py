@@ -6,13 +6,28 @@ import subprocess
 import sys
 
 import pytest
-from train_fixtures import write_image_folder, write_text_tsv
 
+from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.cli import main
 
 
 def train_cli(capsys, data, out, *extra, model="tiny-cnn"):
-    code = main(["train", "--model", model, "--strategy", "none", "--data", str(data), "--out", str(out), "--epochs", "1", *extra])
+    code = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--strategy",
+            "none",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     return code, err[-1] if err else ""
 
@@ -83,12 +98,42 @@ def test_two_process_ddp_writes_one_run_directory(tmp_path):
     """Two CPU processes (gloo) via accelerate's launcher train one model and write one run directory."""
     data = write_image_folder(tmp_path / "img")
     out = tmp_path / "run"
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    accelerate = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     proc = subprocess.run(
-        [*accelerate, "-m", "tunelab", "train", "--model", "tiny-cnn", "--strategy", "retrain:2", "--data", str(data),
-         "--out", str(out), "--epochs", "2", "--batch-size", "4"],
-        capture_output=True, text=True, timeout=300,
+        [
+            *accelerate,
+            "-m",
+            "tunelab",
+            "train",
+            "--model",
+            "tiny-cnn",
+            "--strategy",
+            "retrain:2",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
@@ -96,4 +141,5 @@ def test_two_process_ddp_writes_one_run_directory(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs"] == 2 and summary["cached_blocks"] == 2
     assert proc.stderr.count("run saved in") == 1  # only the main process writes and reports
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.jsonl", "model.safetensors", "summary.json"]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["config.yaml", "metrics.jsonl", "model.safetensors", "summary.json"]

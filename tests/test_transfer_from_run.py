@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
 
+from conftest import make_batch
 from tunelab import load_backbone, prepare
 from tunelab.cli import main
-from tunelab.settings.fields import TrainConfig
 from tunelab.runs.evaluate import evaluate
-from tunelab.strategies.layers import Adapted
-from tunelab.runs.rundir import load_run
 from tunelab.runs.loop import train
+from tunelab.runs.trained import load_run
+from tunelab.settings import TrainConfig
+from tunelab.strategies.layers import Adapted
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,19 @@ def source_runs(images, text, tmp_path_factory):
         ("bert-lora", "tiny-bert", "lora:2", text, {"max_length": 16, "lr": 3e-2}),
     ]:
         out = root / name
-        train(TrainConfig(model=model, strategy=strategy, data=str(data), out=str(out), epochs=2, batch_size=8,
-                          seed=0, val_fraction=0.25, **extra))
+        train(
+            TrainConfig(
+                model=model,
+                strategy=strategy,
+                data=str(data),
+                out=str(out),
+                epochs=2,
+                batch_size=8,
+                seed=0,
+                val_fraction=0.25,
+                **extra,
+            )
+        )
         runs[name] = out
     return runs
 
@@ -93,8 +104,25 @@ def test_text_source_keeps_its_tokenizer_and_max_length(source_runs):
 def test_train_eval_and_inspect_take_a_run_directory(source_runs, images, tmp_path, capsys):
     source = str(source_runs["cnn-lora"])
     out = tmp_path / "target"
-    code = main(["train", "--model", source, "--strategy", "retrain:2", "--data", str(images), "--out", str(out),
-                 "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25"])
+    code = main(
+        [
+            "train",
+            "--model",
+            source,
+            "--strategy",
+            "retrain:2",
+            "--data",
+            str(images),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--val-fraction",
+            "0.25",
+        ]
+    )
     assert code == 0
     report = evaluate(out, images)
     assert report.to_dict()["accuracy"] >= 0.0 and load_run(out).config.model == source
@@ -113,7 +141,9 @@ def test_an_incomplete_run_directory_is_one_line_exit_2(source_runs, images, tmp
 
 
 def test_a_text_run_cannot_be_the_source_for_images(source_runs, images, tmp_path, capsys):
-    code = main(["train", "--model", str(source_runs["bert-lora"]), "--data", str(images), "--out", str(tmp_path / "t")])
+    code = main(
+        ["train", "--model", str(source_runs["bert-lora"]), "--data", str(images), "--out", str(tmp_path / "t")]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "model for texts but the task is image-classification" in err[-1]
     assert not (tmp_path / "t" / "summary.json").exists()
@@ -132,13 +162,22 @@ def test_a_run_of_a_task_tunelab_cannot_transfer_from_is_one_line_exit_2(source_
 
 
 def test_compare_and_advise_take_a_run_directory(source_runs, images, tmp_path):
-    from tunelab.advise.decide import advise
-    from tunelab.compare.grid import CompareConfig, compare
-    from tunelab.compare.results import aggregate, collect
+    from tunelab.advice.api import advise
+    from tunelab.comparison.grid import CompareConfig, compare
+    from tunelab.comparison.results import aggregate, collect
 
     source = str(source_runs["cnn-full"])
-    report = compare(CompareConfig(model=source, data=str(images), out=str(tmp_path / "cmp"), strategies=("none", "scratch"),
-                                   epochs=1, batch_size=8, val_fraction=0.25))
+    report = compare(
+        CompareConfig(
+            model=source,
+            data=str(images),
+            out=str(tmp_path / "cmp"),
+            strategies=("none", "scratch"),
+            epochs=1,
+            batch_size=8,
+            val_fraction=0.25,
+        )
+    )
     results = aggregate(collect([report.parent / "runs"]))
     assert report.is_file() and [r.strategy for r in results] == ["none", "scratch"]
     advice = advise(source, str(images), max_examples=24)

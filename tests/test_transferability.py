@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tunelab.advise.transferability import feature_stat_distance, logme, nearest_centroid_accuracy
+from tunelab.advice.transferability import feature_stat_distance, logme, nearest_centroid_accuracy
 
 
 def clusters(n_per_class: int, dim: int, classes: int, spread: float = 4.0, seed: int = 0):

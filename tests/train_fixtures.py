@@ -8,7 +8,15 @@ import numpy as np
 from PIL import Image
 
 POSITIVE = ["good movie", "great film", "fun story", "best acting", "great fun", "good plot", "fine film , really good"]
-NEGATIVE = ["bad movie", "awful film", "boring story", "worst acting", "awful plot", "bad and boring", "really bad film"]
+NEGATIVE = [
+    "bad movie",
+    "awful film",
+    "boring story",
+    "worst acting",
+    "awful plot",
+    "bad and boring",
+    "really bad film",
+]
 
 
 def write_image_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:

@@ -120,9 +120,14 @@ def main() -> None:
                 digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
                 rows.append(f"| `{split}/{cls}/{dst.name}` | `{split}/{cls}/{name}` | `{digest}` |")
     head = PROVENANCE_HEAD.format(
-        train=COUNTS["train"], val=COUNTS["val"], short=SHORT_SIDE, quality=QUALITY,
-        total=len(rows), size=total_size,
-        enlarged=", ".join(enlarged) or "none", renamed=", ".join(renamed) or "none",
+        train=COUNTS["train"],
+        val=COUNTS["val"],
+        short=SHORT_SIDE,
+        quality=QUALITY,
+        total=len(rows),
+        size=total_size,
+        enlarged=", ".join(enlarged) or "none",
+        renamed=", ".join(renamed) or "none",
     )
     (HERE / "PROVENANCE.md").write_text(head + "\n".join(rows) + "\n", encoding="utf-8")
     print(f"wrote {len(rows)} images ({total_size} bytes) and PROVENANCE.md to {HERE}")

@@ -1,6 +1,13 @@
 """The `tunelab` command: each subcommand parses its flags and calls one library function.
 
 User mistakes (TunelabError) print as one line and exit with code 2; `--debug` shows the traceback.
+
+Start-up: `tunelab --help`, `tunelab <command> --help`, `tunelab --version` and flag errors answer in well under
+a second, because building the parser reads only torch-free registries and settings (the strategy registry,
+the task registry, the settings dataclasses). Each command function imports its implementation when it runs,
+so --help never loads torch; `benchmarks/cli_startup.py` measures it and `tests/test_cli.py` checks it.
+
+May import: every tunelab subsystem (the top layer); at module level only the torch-free ones.
 """
 
 from __future__ import annotations
@@ -8,16 +15,56 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
+from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.fileio import read_text
+from tunelab.settings import AdviseConfig, CompareConfig, TrainConfig, add_arguments, resolve
 from tunelab.strategies import REGISTRY
-
-STRATEGY_HELP = "transfer strategy: " + "; ".join(
-    f"{key}{f':<{cls.positional}>' if cls.positional else ''} = {cls.summary}" for key, cls in REGISTRY.items()
-) + ". Extra fields as :name=value, e.g. full:decay=0.8"
+from tunelab.tasks import task_names
 
 TRUST_HELP = "let a Hugging Face model run the Python code it ships (off by default; read that code first)"
+
+
+def strategy_help(default: str) -> str:
+    """--strategy's help, from the registry: every registered strategy with its positional value and summary.
+
+    Built when the parser is, so a strategy registered by a plugin or a test shows up too.
+    """
+    listed = "; ".join(
+        f"{key}{f':<{cls.positional}>' if cls.positional else ''} = {cls.summary}" for key, cls in REGISTRY.items()
+    )
+    text = f"transfer strategy: {listed}. Extra fields as :name=value, e.g. full:decay=0.8 (default: {default})"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def add_strategy_argument(parser: argparse.ArgumentParser, cls: type) -> None:
+    """--strategy for a settings class whose `strategy` field add_arguments() skipped.
+
+    The settings layer sits below the strategies and cannot list them, so the CLI writes this flag's help.
+    Like every settings flag it defaults to "not given", so a --config file's strategy still applies.
+    """
+    default = next(f.default for f in fields(cls) if f.name == "strategy")
+    parser.add_argument("--strategy", default=argparse.SUPPRESS, metavar="STRATEGY", help=strategy_help(default))
+
+
+def setting_choices() -> dict[str, tuple[str, ...]]:
+    """Allowed values of settings whose choices live in registries above the settings layer: the task names."""
+    return {"task": ("auto", *task_names())}
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version, looked up only when asked for (the lookup costs ~30 ms)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        print(f"tunelab {version('tunelab')}")
+        parser.exit()
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -38,21 +85,23 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from tunelab.runs.prepare import format_plan, plan_dict, prepare
+    from tunelab.runs.prepare import prepare
+    from tunelab.strategies.describe import format_plan, plan_dict
 
     plan = prepare(args.model, args.strategy, args.num_classes, args.trust_remote_code)
     print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from tunelab.settings.fields import TrainConfig, resolve
     from tunelab.runs.loop import train
 
-    config = resolve(TrainConfig, args)
+    config = resolve(TrainConfig, args, choices=setting_choices())
     try:
         train(config)
     except KeyboardInterrupt:
-        raise TunelabError(f"interrupted; the last completed epoch is saved in {config.out}: add --resume to continue") from None
+        raise TunelabError(
+            f"interrupted; the last completed epoch is saved in {config.out}: add --resume to continue"
+        ) from None
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -67,8 +116,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     inputs = list(args.inputs)
     if args.file:
-        from tunelab.fileio import read_text
-
         inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:
         raise TunelabError("nothing to predict: give image paths or text lines, or --file")
@@ -81,21 +128,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from tunelab.compare.grid import CompareConfig, compare
-    from tunelab.settings.fields import resolve
+    from tunelab.comparison.grid import compare
 
-    config = resolve(CompareConfig, args)
+    config = resolve(CompareConfig, args, choices=setting_choices())
     try:
         compare(config)
     except KeyboardInterrupt:
-        raise TunelabError(f"interrupted; run the same command again to skip finished runs and resume the rest in {config.out}") from None
+        raise TunelabError(
+            f"interrupted; run the same command again to skip finished runs and resume the rest in {config.out}"
+        ) from None
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    from tunelab.advise.command import AdviseConfig, run_advise
-    from tunelab.settings.fields import resolve
+    from tunelab.advice.command import run_advise
 
-    result = run_advise(resolve(AdviseConfig, args))
+    result = run_advise(resolve(AdviseConfig, args, choices=setting_choices()))
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2))
         return
@@ -105,25 +152,30 @@ def cmd_advise(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from tunelab.compare.results import report_from_runs
+    from tunelab.comparison.report import report_from_runs
 
     print(report_from_runs([Path(p) for p in args.runs], Path(args.out)))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from tunelab.embed import embed
+    from tunelab.embedding import embed
 
-    result = embed(args.model, args.data, block=args.block, batch_size=args.batch_size, max_length=args.max_length,
-                   text_column=args.text_column, label_column=args.label_column)
+    result = embed(
+        args.model,
+        args.data,
+        block=args.block,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
     path = result.save(args.out)
     n, d = result.features.shape
     print(f"{n} examples x {d} features from {result.model} block {result.block} ({result.block_name}) -> {path}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from tunelab.export import export
+    from tunelab.onnx_export import export
 
     print(export(args.run, args.out, args.format))
 
@@ -134,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transfer learning: put a pretrained network on your task with a chosen strategy.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--version", action=_Version, help="print the installed tunelab version and exit")
+    choices = setting_choices()
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the models you can use by name", description="List the model zoo.")
@@ -146,14 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the transfer plan: per block whether it trains, its lr scale, parameter counts and "
         "inserted modules, then the trainable-parameter summary.",
     )
-    p.add_argument("--model", required=True, help="zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory")
-    p.add_argument("--strategy", default="full", help=STRATEGY_HELP + " (default: full)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory",
+    )
+    p.add_argument("--strategy", default="full", help=strategy_help("full"))
     p.add_argument("--num-classes", type=int, required=True, help="number of target classes (at least 2)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_inspect)
-
-    from tunelab.settings.fields import TrainConfig, add_arguments
 
     p = sub.add_parser(
         "train",
@@ -162,11 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
         "model.safetensors, summary.json). Every setting can also come from --config FILE.yaml; flags override it. "
         "Interrupted runs continue with --resume. Runs unchanged under `accelerate launch -m tunelab train ...`.",
     )
-    add_arguments(p, TrainConfig)
+    add_strategy_argument(p, TrainConfig)
+    add_arguments(p, TrainConfig, skip=("strategy",), choices=choices)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="score a finished run on labelled data", description="Accuracy, macro-F1, per-class "
-                       "precision/recall/F1 and the confusion matrix of a run's best model on labelled data.")
+    p = sub.add_parser(
+        "eval",
+        help="score a finished run on labelled data",
+        description="Accuracy, macro-F1, per-class "
+        "precision/recall/F1 and the confusion matrix of a run's best model on labelled data.",
+    )
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
     p.add_argument("--data", required=True, help="labelled data in the run's format (image folder or text file)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
@@ -174,10 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="label new images or sentences with a finished run",
-                       description="Top-k labels with probabilities for image files or text lines; for NER runs the "
-                       "entities of each line with character spans; for relation runs, lines with <e1>..</e1> and "
-                       "<e2>..</e2> around the entities (or JSON objects with text, head and tail spans).")
+    p = sub.add_parser(
+        "predict",
+        help="label new images or sentences with a finished run",
+        description="Top-k labels with probabilities for image files or text lines; for NER runs the "
+        "entities of each line with character spans; for relation runs, lines with <e1>..</e1> and "
+        "<e2>..</e2> around the entities (or JSON objects with text, head and tail spans).",
+    )
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
     p.add_argument("inputs", nargs="*", help="image paths (image runs) or sentences (text runs)")
     p.add_argument("--file", help="a text file with one input per line")
@@ -186,8 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_predict)
 
-    from tunelab.compare.grid import CompareConfig
-
     p = sub.add_parser(
         "compare",
         help="run several strategies on the same data and budget and report",
@@ -195,10 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds, optionally at several --data-fractions), then write results.csv, results.md, plots and a "
         "self-contained report.html into --out. Running the same command again skips finished runs.",
     )
-    add_arguments(p, CompareConfig)
+    add_arguments(p, CompareConfig, choices=choices)
     p.set_defaults(func=cmd_compare)
-
-    from tunelab.advise.command import AdviseConfig
 
     p = sub.add_parser(
         "advise",
@@ -207,33 +267,48 @@ def build_parser() -> argparse.ArgumentParser:
         "features against a random-init control, per block, nearest-centroid accuracy), and recommend a strategy "
         "with a runner-up and the reasons. --verify trains the top two briefly to check the advice.",
     )
-    add_arguments(p, AdviseConfig)
+    add_arguments(p, AdviseConfig, choices=choices)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_advise)
 
-    p = sub.add_parser("report", help="rebuild a comparison report from existing runs",
-                       description="Collect finished run directories (or folders holding them) and write results.csv, "
-                       "results.md, the plots and report.html into --out.")
+    p = sub.add_parser(
+        "report",
+        help="rebuild a comparison report from existing runs",
+        description="Collect finished run directories (or folders holding them) and write results.csv, "
+        "results.md, the plots and report.html into --out.",
+    )
     p.add_argument("runs", nargs="+", help="run directories, or folders containing run directories")
     p.add_argument("--out", required=True, help="folder for the report files")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("embed", help="features of a data set under any model or run, saved as .npz",
-                       description="Run a frozen model over every example of labelled data (all splits) and save the "
-                       "pooled features of one block with labels, example ids and class names as an .npz file.")
-    p.add_argument("--model", required=True, help="zoo name, timm:<name>, hf:<id>, a model directory or a run directory")
-    p.add_argument("--data", required=True, help="labelled data: an image folder, a folder of idx files, or a text table")
+    p = sub.add_parser(
+        "embed",
+        help="features of a data set under any model or run, saved as .npz",
+        description="Run a frozen model over every example of labelled data (all splits) and save the "
+        "pooled features of one block with labels, example ids and class names as an .npz file.",
+    )
+    p.add_argument(
+        "--model", required=True, help="zoo name, timm:<name>, hf:<id>, a model directory or a run directory"
+    )
+    p.add_argument(
+        "--data", required=True, help="labelled data: an image folder, a folder of idx files, or a text table"
+    )
     p.add_argument("--out", required=True, help="the .npz file to write")
-    p.add_argument("--block", type=int, default=-1, help="block whose pooled output to save; -1 = the last (default: -1)")
+    p.add_argument(
+        "--block", type=int, default=-1, help="block whose pooled output to save; -1 = the last (default: -1)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text example (default: the model's)")
     p.add_argument("--text-column", default=None, help="text column of a table (default: detected from the header)")
     p.add_argument("--label-column", default="label", help="label column of a table (default: label)")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("export", help="write a finished run as a self-contained model file for serving",
-                       description="Export a run's best model (LoRA merged, adapters included) with its class names and "
-                       "preprocessing in the file's metadata; needs `pip install 'tunelab[export]'`.")
+    p = sub.add_parser(
+        "export",
+        help="write a finished run as a self-contained model file for serving",
+        description="Export a run's best model (LoRA merged, adapters included) with its class names and "
+        "preprocessing in the file's metadata; needs `pip install 'tunelab[export]'`.",
+    )
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
     p.add_argument("--format", default="onnx", help="file format: onnx (default: onnx)")
     p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")

@@ -62,12 +62,18 @@ def read_conll_sentences(path: Path) -> list[tuple[list[str], list[str], list[in
             continue
         if columns is None:
             if len(fields) < 2:
-                raise DataError(f"expected a token and its tag (at least 2 columns), found {len(fields)}: {line.strip()[:60]!r}", path, number)
+                raise DataError(
+                    f"expected a token and its tag (at least 2 columns), found {len(fields)}: {line.strip()[:60]!r}",
+                    path,
+                    number,
+                )
             columns = len(fields)
         if len(fields) != columns:
             raise DataError(
-                f"expected {columns} columns like the first token line (token ... tag), found {len(fields)}: {line.strip()[:60]!r}",
-                path, number,
+                f"expected {columns} columns like the first token line (token ... tag), found {len(fields)}: "
+                f"{line.strip()[:60]!r}",
+                path,
+                number,
             )
         tag = fields[-1]
         if not TAG.fullmatch(tag):
@@ -77,7 +83,9 @@ def read_conll_sentences(path: Path) -> list[tuple[list[str], list[str], list[in
         lines.append(number)
     flush()
     if not sentences:
-        raise DataError("no sentences: expected one 'token ... tag' line per token, blank lines between sentences", path)
+        raise DataError(
+            "no sentences: expected one 'token ... tag' line per token, blank lines between sentences", path
+        )
     return sentences
 
 
@@ -95,7 +103,11 @@ def read_conll(path: Path, classes: Sequence[str] | None = None) -> Examples:
     for _, tags, lines in sentences:
         for tag, number in zip(tags, lines):
             if tag not in index:
-                raise DataError(f"entity type of tag {tag!r} was not seen in training; known tags: {', '.join(classes)}", path, number)
+                raise DataError(
+                    f"entity type of tag {tag!r} was not seen in training; known tags: {', '.join(classes)}",
+                    path,
+                    number,
+                )
         labels.append([index[t] for t in tags])
     return Examples([words for words, _, _ in sentences], labels, tuple(classes), str(path))
 

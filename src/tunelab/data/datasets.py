@@ -83,9 +83,7 @@ class TextCollate:
     def __call__(self, batch: Sequence[tuple[str, int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         texts = [text for text, _ in batch]
         labels = torch.tensor([label for _, label in batch], dtype=torch.long)
-        encoded = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         return {key: encoded[key] for key in BATCH_KEYS if key in encoded}, labels
 
 

@@ -121,7 +121,7 @@ def find_idx_pair(folder: Path, prefix: str) -> tuple[Path, Path] | None:
     if not found:
         return None
     if len(found) == 1:
-        (kind, present), = found.items()
+        ((kind, present),) = found.items()
         missing = "labels-idx1-ubyte" if kind == "images-idx3-ubyte" else "images-idx3-ubyte"
         raise DataError(f"found {present.name} but no {prefix}-{missing}[.gz] beside it; add the missing file", folder)
     return found["images-idx3-ubyte"], found["labels-idx1-ubyte"]

@@ -40,7 +40,9 @@ def check_spans(text: str, head: tuple[int, int], tail: tuple[int, int]) -> None
     """Raise TunelabError unless both spans are non-empty slices of `text` that do not overlap."""
     for name, (start, end) in (("head", head), ("tail", tail)):
         if not 0 <= start < end <= len(text):
-            raise TunelabError(f"{name} span [{start}, {end}) is not a non-empty span of the {len(text)}-character text")
+            raise TunelabError(
+                f"{name} span [{start}, {end}) is not a non-empty span of the {len(text)}-character text"
+            )
     if head[0] < tail[1] and tail[0] < head[1]:
         raise TunelabError(f"head span {list(head)} and tail span {list(tail)} overlap")
 
@@ -74,9 +76,16 @@ def parse_marked(marked: str) -> Relation:
 def _span(value: object, name: str) -> tuple[int, int]:
     if isinstance(value, dict) and set(value) >= {"start", "end"}:
         value = [value["start"], value["end"]]
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         return value[0], value[1]
-    raise TunelabError(f"'{name}' must be a [start, end] pair of integers (or {{\"start\": s, \"end\": e}}), found {json.dumps(value)[:40]}")
+    raise TunelabError(
+        f'\'{name}\' must be a [start, end] pair of integers (or {{"start": s, "end": e}}), '
+        f"found {json.dumps(value)[:40]}"
+    )
 
 
 def parse_record(record: object) -> tuple[Relation, str | None]:
@@ -104,7 +113,9 @@ def _semeval_records(path: Path, text: str) -> list[tuple[Relation, str, int]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             if pending is not None:
-                raise DataError("expected the relation label on the line after the sentence, found a blank line", path, number)
+                raise DataError(
+                    "expected the relation label on the line after the sentence, found a blank line", path, number
+                )
             after_label = False
             continue
         if pending is not None:
@@ -116,7 +127,9 @@ def _semeval_records(path: Path, text: str) -> list[tuple[Relation, str, int]]:
             continue
         match = SEMEVAL_LINE.fullmatch(line)
         if match is None:
-            raise DataError(f'expected ID<TAB>"sentence with <e1>..</e1> and <e2>..</e2>", found {line[:60]!r}', path, number)
+            raise DataError(
+                f'expected ID<TAB>"sentence with <e1>..</e1> and <e2>..</e2>", found {line[:60]!r}', path, number
+            )
         try:
             pending = (parse_marked(match.group(2)), number)
         except TunelabError as e:

@@ -45,7 +45,9 @@ def read_utf8(path: Path, expected: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"bytes {data[exc.start:exc.end]!r} are not UTF-8; save the file as UTF-8", path, line) from None
+        raise DataError(
+            f"bytes {data[exc.start : exc.end]!r} are not UTF-8; save the file as UTF-8", path, line
+        ) from None
 
 
 def _decode(path: Path) -> str:
@@ -84,7 +86,8 @@ def _tsv_rows(path: Path, text: str) -> Iterator[Row]:
         fields = line.split("\t")
         if len(fields) != len(columns):
             raise DataError(
-                f"expected {len(columns)} tab-separated fields ({brief(', '.join(columns), 200)}), found {len(fields)}; "
+                f"expected {len(columns)} tab-separated fields ({brief(', '.join(columns), 200)}), "
+                f"found {len(fields)}; "
                 "a text containing a tab must be written as CSV or JSON Lines instead",
                 path,
                 number,
@@ -199,21 +202,25 @@ def read_text_table(
     columns = [str(c) for c in header[""]]  # type: ignore[union-attr]
     text_key = _pick_text_column(path, header_line, columns, text_column)
     if label_column not in columns:
-        raise DataError(f"no label column '{brief(label_column)}'; columns are: {brief(', '.join(columns), 200)}", path, header_line)
+        raise DataError(
+            f"no label column '{brief(label_column)}'; columns are: {brief(', '.join(columns), 200)}", path, header_line
+        )
     texts: list[str] = []
     names: list[str] = []
     lines: list[int] = []
     for number, record in rows:
         if text_key not in record:
-            raise DataError(f"no field '{text_key}' in this record; fields are: {brief(', '.join(map(str, record)), 200)}", path, number)
+            raise DataError(
+                f"no field '{text_key}' in this record; fields are: {brief(', '.join(map(str, record)), 200)}",
+                path,
+                number,
+            )
         value = record[text_key]
         if not isinstance(value, str):
             raise DataError(f"'{text_key}' must be a string, found {json.dumps(value)[:40]}", path, number)
         label = _label_text(record.get(label_column))
         if not label:
-            raise DataError(
-                f"missing or empty label in column '{label_column}'; every row needs one", path, number
-            )
+            raise DataError(f"missing or empty label in column '{label_column}'; every row needs one", path, number)
         texts.append(value)
         names.append(label)
         lines.append(number)
@@ -223,7 +230,9 @@ def read_text_table(
     index = {name: i for i, name in enumerate(order)}
     for name, number in zip(names, lines):
         if name not in index:
-            raise DataError(f"label '{brief(name)}' not seen in training; known: {brief(', '.join(order), 200)}", path, number)
+            raise DataError(
+                f"label '{brief(name)}' not seen in training; known: {brief(', '.join(order), 200)}", path, number
+            )
     return Examples(texts, [index[name] for name in names], order, str(path))
 
 

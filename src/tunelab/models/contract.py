@@ -7,16 +7,40 @@ just "run the blocks in order, then the head". That one shape is what makes the 
 any block. The family adapters only decide where the block boundaries are, where adapters go and which
 layers LoRA targets; they share parameters with the library's own modules, so pretrained weights load
 the usual way.
+
+Text blocks pass a `TokenState` (hidden states plus the padding mask) from one to the next; it lives here,
+not in the transformers family, because tasks, the feature cache and the feature extractor read it too.
+
+May import: models.inputs (and torch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal, NamedTuple
 
+import torch
 from torch import nn
 
 from tunelab.models.inputs import ImageInput, TextInput
+
+
+class TokenState(NamedTuple):
+    """What flows between text blocks."""
+
+    hidden: torch.Tensor
+    """(batch, tokens, hidden) activations."""
+    mask: torch.Tensor
+    """(batch, tokens) 1 for real tokens, 0 for padding."""
+    entity_starts: torch.Tensor | None = None
+    """(batch, 2) positions of the head and tail entity markers (relation classification), else None."""
+
+
+def masked_mean(state: TokenState) -> torch.Tensor:
+    """Average of the token vectors, ignoring padding (the pooling sentence-transformers trains with)."""
+    mask = state.mask.unsqueeze(-1).to(state.hidden.dtype)
+    return (state.hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 class TransferModel(nn.Module):
@@ -57,8 +81,8 @@ class Backbone:
 
     name: str
     """Zoo name or source it was loaded from, e.g. 'mobilenet_v2', 'timm:resnet18', 'hf:bert-base-uncased'."""
-    family: Literal["torchvision", "timm", "transformers"]
-    """Library the architecture comes from."""
+    family: str
+    """Library the architecture comes from, as the family adapter names itself ('torchvision', 'timm', ...)."""
     model: TransferModel
     """The network: ordered blocks (input first) and the head."""
     block_names: list[str]

@@ -2,6 +2,8 @@
 
 These travel with the backbone so that data loading never guesses: the same model always gets the
 preprocessing it was trained with (timm's `pretrained_cfg`, torchvision's weights meta, the HF tokenizer).
+
+May import: nothing of tunelab, and no torch (it stays cheap to import).
 """
 
 from __future__ import annotations

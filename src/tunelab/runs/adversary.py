@@ -10,11 +10,15 @@ what they were when the optimizer steps; the perturbation never leaks into the m
 Strategy-agnostic: the table needs a gradient for the attack even when the strategy freezes it (none,
 adapter, lora), so `requires_grad` is switched on for the attack only and the table's gradient is
 dropped afterwards; its frozen state, and the optimizer's view of it, are unchanged.
+
+The training loop calls `Adversary.backward` in place of the plain backward pass of each step.
+
+May import: errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +54,12 @@ class Adversary:
         steps = f", {self.steps} steps" if self.method == "pgd" else ""
         return f"{self.method.upper()} on the word embeddings, epsilon {self.epsilon:g}{steps}"
 
-    def backward(self, compute_loss: Callable[[], torch.Tensor], backward: Callable[[torch.Tensor], None],
-                 params: list[nn.Parameter]) -> torch.Tensor:
+    def backward(
+        self,
+        compute_loss: Callable[[], torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+        params: Sequence[nn.Parameter],
+    ) -> torch.Tensor:
         """Clean loss backward, then the adversarial loss backward; returns the clean loss.
 
         `params` are the parameters the optimizer updates: they end with clean + adversarial gradients
@@ -111,5 +119,7 @@ def make_adversary(config, backbone) -> Adversary | None:
     if config.adversarial is None:
         return None
     if backbone.word_embeddings is None:
-        raise TunelabError(f"--adversarial {config.adversarial} perturbs word embeddings; {backbone.name} is not a text model")
+        raise TunelabError(
+            f"--adversarial {config.adversarial} perturbs word embeddings; {backbone.name} is not a text model"
+        )
     return Adversary(backbone.word_embeddings, config.adversarial, config.adv_epsilon, config.adv_steps)

@@ -21,6 +21,13 @@ architecture with random weights: the network the source run started from, witho
 A run trained from another run needs that run to stay where it was: the checkpoint holds only what its
 strategy trained, and the rest is rebuilt from the source by the path recorded in its config.yaml
 (relative paths are read from the current directory). `tunelab export` makes a self-contained file.
+
+This file registers run directories as a model source (`models.registry`) when it is imported, which
+`tunelab.runs` does, so every command that loads models by name (prepare, embed, advise, compare, the CLI)
+accepts a run directory. It is asked before a plain model directory: a run directory holds config.yaml or
+summary.json, a `save_pretrained` folder config.json.
+
+May import: errors, models, strategies, tasks, runs.rundir, runs.trained.
 """
 
 from __future__ import annotations
@@ -31,29 +38,29 @@ from pathlib import Path
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.models.inputs import TextInput
-from tunelab.strategies.layers import Adapted, merge_lora
 from tunelab.models.contract import Backbone
-
-RUN_MARKERS = ("config.yaml", "summary.json")
-"""Files only a tunelab run directory holds (a save_pretrained folder has config.json instead)."""
+from tunelab.models.inputs import TextInput
+from tunelab.models.registry import ModelSource, register_source
+from tunelab.models.zoo import load_backbone
+from tunelab.runs.rundir import RunDir
+from tunelab.runs.trained import load_run
+from tunelab.strategies.layers import Adapted, merge_lora
+from tunelab.tasks import single_label_tasks
 
 
 def is_run_dir(path: Path) -> bool:
     """Whether `path` is (or was meant to be) a tunelab run directory: it holds config.yaml or summary.json."""
-    return path.is_dir() and any((path / name).is_file() for name in RUN_MARKERS)
+    run = RunDir(path)
+    return path.is_dir() and (run.config.is_file() or run.summary.is_file())
 
 
 def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = False) -> Backbone:
     """The backbone a finished run trained (LoRA merged, adapters kept, its preprocessing), named by its path."""
-    from tunelab.runs.loaders import TASKS
-    from tunelab.runs.rundir import load_run
-    from tunelab.models.zoo import load_backbone
-
     run = load_run(path, trust_remote_code)
     task = run.config.task
-    if task not in TASKS:
-        raise TunelabError(f"{path} is a {task} run; a source model must come from one of: {', '.join(TASKS)}")
+    sources = single_label_tasks()
+    if task not in sources:
+        raise TunelabError(f"{path} is a {task} run; a source model must come from one of: {', '.join(sources)}")
     source = run.plan.backbone
     if not pretrained:
         random = load_backbone(run.config.model, pretrained=False, trust_remote_code=trust_remote_code)
@@ -66,7 +73,9 @@ def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = Fals
         source,
         name=str(path),
         input=_input(source, run.config.max_length),
-        adapter_sites=[replace(site, path=_through_adapters(model, site.path, into=False)) for site in source.adapter_sites],
+        adapter_sites=[
+            replace(site, path=_through_adapters(model, site.path, into=False)) for site in source.adapter_sites
+        ],
         lora_targets=[_through_adapters(model, target, into=True) for target in source.lora_targets],
         pretrained=True,
     )
@@ -95,3 +104,9 @@ def _through_adapters(model: nn.Module, path: str, into: bool) -> str:
         module, parts = module.base, [*parts, "base"]
     return ".".join(parts)
 
+
+def _build(name: str, pretrained: bool, trust_remote_code: bool) -> Backbone:
+    return from_run(Path(name), pretrained, trust_remote_code)
+
+
+register_source(ModelSource("a tunelab run directory", 30, lambda name: is_run_dir(Path(name)), _build))

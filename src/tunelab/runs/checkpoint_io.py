@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 
-from tunelab.errors import DataError, TunelabError
+from tunelab.errors import TunelabError
 from tunelab.fileio import atomic_write
 
 OPTIMIZER_FORMAT = "tunelab-optimizer/1"

@@ -1,4 +1,10 @@
-"""Evaluate a finished run on labelled data, and predict labels for new inputs."""
+"""Evaluate a finished run on labelled data, and predict labels for new inputs.
+
+`predict_logits` is also how the training loop validates each epoch.
+
+May import: data, tasks, runs.loaders, runs.trained. accelerate is imported lazily, where an Accelerator is
+made (the heavy-library exception): modules that only call `predict_logits` bring their own.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from tunelab.data import Examples
 from tunelab.runs.loaders import make_loader
-from tunelab.runs.rundir import load_run
-from tunelab.tasks import IGNORE, get_task, labelled_positions
-from tunelab.tasks.base import Prediction, Report
+from tunelab.runs.trained import load_run
+from tunelab.tasks import get_task
+from tunelab.tasks.base import IGNORE, Prediction, Report, labelled_positions
 
 
 @torch.no_grad()
@@ -53,12 +59,14 @@ def evaluate(run_path: str | Path, data: str | Path, batch_size: int = 64, trust
     backbone = run.plan.backbone
     task = get_task(run.task)
     examples = task.read(str(data), run.classes, run.config)
-    logits, labels = predict_logits(Accelerator(mixed_precision="no"), backbone.model, _loader(task, examples, backbone, run.config, batch_size))
+    loader = _loader(task, examples, backbone, run.config, batch_size)
+    logits, labels = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
     return task.report(examples, backbone, run.config.max_length, logits, labels)
 
 
-def predict(run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int = 64,
-            trust_remote_code: bool = False) -> list[Prediction]:
+def predict(
+    run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int = 64, trust_remote_code: bool = False
+) -> list[Prediction]:
     """Per input: top-k labels with probabilities (classification, relations) or the entities found (NER).
 
     Inputs are image paths or text lines; for relations a line marks the entities as <e1>..</e1> and
@@ -70,5 +78,6 @@ def predict(run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int
     backbone = run.plan.backbone
     task = get_task(run.task)
     examples = task.inputs(list(inputs), run.classes)
-    logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, _loader(task, examples, backbone, run.config, batch_size))
+    loader = _loader(task, examples, backbone, run.config, batch_size)
+    logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
     return task.predictions(list(inputs), examples, backbone, run.config.max_length, logits, run.classes, k)

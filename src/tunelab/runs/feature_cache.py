@@ -7,6 +7,8 @@ output is a pure function of the input. `none` then costs a head per epoch rathe
 Features are stored row-wise in one float32 array: an image feature map is one row, a sentence is one
 row per token (unpadded). The array lives in memory, or in a memory-mapped file once it would exceed the
 memory budget, so the cache never takes more RAM than the user allows.
+
+May import: models, tasks.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from tunelab.models.contract import TransferModel
-from tunelab.models.families.transformers import TokenState
+from tunelab.models.contract import TokenState, TransferModel
 from tunelab.tasks.base import IGNORE
 
 

@@ -21,10 +21,9 @@ import torch
 from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
-from tunelab.models.contract import Backbone
-from tunelab.models.families.transformers import TokenState, masked_mean
 from tunelab.data.examples import Examples
 from tunelab.errors import TunelabError
+from tunelab.models.contract import Backbone, TokenState, masked_mean
 from tunelab.runs.loaders import collate_for, example_dataset, length_order, make_loader
 
 

@@ -2,43 +2,51 @@
 
 The training order is a pure function of (seed, epoch), not of a generator's history, so a resumed run
 visits the examples in exactly the order an uninterrupted run would have.
+
+May import: errors, models, data, tasks.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tunelab.models.contract import Backbone
 from tunelab.data import Examples, Splits, stratified_kfold, stratified_subset
 from tunelab.errors import DataError, TunelabError, brief
-
-TASKS = ("image-classification", "text-classification")
-"""The single-label tasks (what `advise` handles); every task is in `tasks.REGISTRY`."""
+from tunelab.models.contract import Backbone
+from tunelab.tasks import get_task
+from tunelab.tasks import infer_task as infer_task_of_data
 
 
 def infer_task(data: str, task: str) -> str:
     """'auto' -> the task the data implies (see `tasks.infer_task`); any other value is checked and kept."""
-    from tunelab.tasks import infer_task as infer
-
-    return infer(data, task)
+    return infer_task_of_data(data, task)
 
 
-def load_splits(task: str, data: str, val_data: str | None, val_fraction: float, seed: int, text_column, label_column) -> Splits:
+def load_splits(
+    task: str, data: str, val_data: str | None, val_fraction: float, seed: int, text_column, label_column
+) -> Splits:
     """Read the user's data as train/val splits for the task."""
-    from types import SimpleNamespace
-
-    from tunelab.tasks import get_task
-
     if not data:
-        raise TunelabError("no training data: give --data PATH (an image folder, a text table, a CoNLL or a relation file)")
-    config = SimpleNamespace(data=data, val_data=val_data, val_fraction=val_fraction, seed=seed, text_column=text_column,
-                             label_column=label_column)
+        raise TunelabError(
+            "no training data: give --data PATH (an image folder, a text table, a CoNLL or a relation file)"
+        )
+    config = SimpleNamespace(
+        data=data,
+        val_data=val_data,
+        val_fraction=val_fraction,
+        seed=seed,
+        text_column=text_column,
+        label_column=label_column,
+    )
     splits = get_task(task).load_splits(config)
     if len(splits.train.classes) < 2:
         raise DataError(
-            f"every training example has the label '{brief(splits.train.classes[0])}'; a classifier needs at least 2 classes",
+            f"every training example has the label '{brief(splits.train.classes[0])}'; "
+            "a classifier needs at least 2 classes",
             splits.train.source,
         )
     return splits
@@ -61,7 +69,8 @@ def select_splits(splits: Splits, folds: int | None, fold: int, train_fraction: 
     if train_fraction < 1.0:
         if train_fraction <= 0:
             raise TunelabError(f"train_fraction must be in (0, 1], got {train_fraction}")
-        splits = Splits(splits.train.subset(stratified_subset(_strata(splits.train.labels), train_fraction, seed)), splits.val)
+        kept = stratified_subset(_strata(splits.train.labels), train_fraction, seed)
+        splits = Splits(splits.train.subset(kept), splits.val)
     return splits
 
 
@@ -71,9 +80,13 @@ def _strata(labels: list) -> list[int]:
 
 
 def check_modality(task: str, backbone: Backbone) -> None:
+    """Refuse a text model for an image task and the other way round, before anything is trained."""
     want = "image" if task.startswith("image") else "text"
     if backbone.modality != want:
-        raise TunelabError(f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; pick a {want} model (see `tunelab models`)")
+        raise TunelabError(
+            f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; "
+            f"pick a {want} model (see `tunelab models`)"
+        )
 
 
 def length_order(examples: Examples) -> np.ndarray | None:
@@ -105,8 +118,14 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-def example_dataset(examples: Examples, backbone: Backbone, train: bool, augment: bool, task: str | None = None,
-                    max_length: int | None = None) -> Dataset:
+def example_dataset(
+    examples: Examples,
+    backbone: Backbone,
+    train: bool,
+    augment: bool,
+    task: str | None = None,
+    max_length: int | None = None,
+) -> Dataset:
     """The task's dataset (default: single-label classification in the backbone's modality)."""
     return _task(backbone, task).dataset(examples, backbone, train, augment, max_length)
 
@@ -117,14 +136,19 @@ def collate_for(backbone: Backbone, max_length: int | None, task: str | None = N
 
 
 def _task(backbone: Backbone, task: str | None):
-    from tunelab.tasks import get_task
-
     return get_task(task or f"{backbone.modality}-classification")
 
 
-def make_loader(dataset: Dataset, batch_size: int, collate, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, collate, num_workers: int, sampler: Sampler | None = None
+) -> DataLoader:
     """A loader in dataset order (sampler None) or in the sampler's order."""
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate, num_workers=num_workers,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )

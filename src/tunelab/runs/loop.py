@@ -1,54 +1,57 @@
 """The one training loop, on Hugging Face accelerate: the same code on one CPU and under `accelerate launch`.
 
-The loop receives parameter groups from a Plan and knows nothing about strategies. Each epoch ends with
-a checkpoint of the last epoch (for --resume) written as a new directory and committed by rewriting one
-small pointer file, so an interrupt at any moment leaves either the previous or the new checkpoint,
-never a mix. A run is complete when summary.json exists.
+`train(config)` reads top to bottom: check the run directory, load the data and prepare the model (and
+the feature cache), build what a step needs, restore a checkpoint when resuming, run the epochs, write the
+summary. The loop receives parameter groups from a Plan and knows nothing about strategies. Its
+collaborators: `runs.rundir` (may a run start here, what a failed run leaves), `runs.job` (the data, the
+model, the datasets), `runs.checkpoints.CheckpointSaver` (saving each epoch, restoring for --resume) and
+`runs.adversary` (adversarial gradients). A run is complete when summary.json exists.
+
+May import: errors, fileio, settings, strategies, tasks, and the other runs modules. accelerate is imported
+lazily when training starts (the heavy-library exception).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-import re
-import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tunelab.runs.adversary import make_adversary
-from tunelab.fileio import atomic_write_text, load_json, read_text, save_json
-from tunelab.runs.checkpoint_io import load_optimizer, save_optimizer
-from tunelab.settings.fields import TrainConfig, from_yaml_file, to_yaml
-from tunelab.data.examples import Splits
-from tunelab.errors import TunelabError, brief
+from tunelab.errors import TunelabError
+from tunelab.fileio import load_json, save_json
+from tunelab.runs.adversary import Adversary
+from tunelab.runs.checkpoints import CheckpointSaver, Progress
 from tunelab.runs.evaluate import predict_logits
-from tunelab.runs.feature_cache import build_cache, collate_features
-from tunelab.runs.loaders import (
-    EpochShuffle,
-    check_modality,
-    collate_for,
-    example_dataset,
-    infer_task,
-    length_order,
-    load_splits,
-    make_loader,
-    select_splits,
-)
+from tunelab.runs.job import Feed, Job, announce, build_feed, load_job, model_meta
+from tunelab.runs.loaders import EpochShuffle, make_loader
 from tunelab.runs.memory import PeakMemory
-from tunelab.runs.prepare import prepare
-from tunelab.runs.rundir import FORMAT_VERSION, RunDir, load_trained, save_trained
+from tunelab.runs.rundir import (
+    FORMAT_VERSION,
+    RunDir,
+    StartPoint,
+    check_start,
+    clean_up_after_failure,
+    remove_leftovers,
+    remove_stale_temp_files,
+)
+from tunelab.settings import TrainConfig
 from tunelab.strategies import set_train_mode
-from tunelab.tasks import get_task, task_loss
+from tunelab.tasks.base import task_loss
 
-RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers", "out"}  # out: the run directory may have moved
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 def train(config: TrainConfig) -> dict:
@@ -59,186 +62,209 @@ def train(config: TrainConfig) -> dict:
     epoch was committed, so bad input never leaves a half-written run behind.
     """
     run = RunDir(Path(config.out))
-    existed = run.path.exists()
-    resume_from = _check_run_dir(run, config)  # before anything in `out` is touched: it may not be ours
+    created = not run.path.exists()
+    start = check_start(run, config)  # before anything in `out` is touched: it may not be ours
     try:
         with PeakMemory() as memory:
-            return _train(config, run, resume_from, memory)
-    except BaseException:
+            return _train(config, run, start, memory)
+    except BaseException:  # KeyboardInterrupt too: Ctrl-C leaves the same state as an error
         if _is_main_process():
-            shutil.rmtree(run.cache, ignore_errors=True)
-            if not existed and not (run.checkpoint / "latest").is_file():
-                shutil.rmtree(run.path, ignore_errors=True)
+            clean_up_after_failure(run, created)
         raise
 
 
-def _is_main_process() -> bool:
-    """Rank 0 of a launch (or the only process): without relying on an Accelerator that may not exist yet."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _train(config: TrainConfig, run: RunDir, resume_from: Path | str | None, memory: PeakMemory) -> dict:
+def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemory) -> dict:
+    """The run, from `start`: every step in the order it happens."""
     from accelerate import Accelerator
 
     started = time.perf_counter()
     # cpu=True without a GPU: under a multi-process launcher that makes accelerate use gloo (MULTI_CPU)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision), cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config.mixed_precision), cpu=not torch.cuda.is_available()
+    )
     main = accelerator.is_main_process
-    if resume_from == "complete":  # killed after it finished: nothing to redo, only leftovers to tidy
+    if start.complete:  # killed after it finished: nothing to redo, only leftovers to tidy
         if main:
-            shutil.rmtree(run.checkpoint, ignore_errors=True)
-            shutil.rmtree(run.cache, ignore_errors=True)
+            remove_leftovers(run)
             print(f"{run.path} is already complete; nothing to resume", file=sys.stderr)
         return load_json(run.summary)
     if main:
-        _remove_stale_temp_files(run)
+        remove_stale_temp_files(run)
     seed_everything(config.seed)
 
-    task = infer_task(config.data, config.task)
-    kind = get_task(task)
-    splits = load_splits(task, config.data, config.val_data, config.val_fraction, config.seed, config.text_column, config.label_column)
-    splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
-    plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
-    backbone = plan.backbone
-    check_modality(task, backbone)
-    adversary = make_adversary(config, backbone)
-    config = replace(config, task=task, lr=config.lr or plan.strategy.default_lr)
+    job = load_job(config)  # the data, the model prepared for it, the settings that depend on both
     if main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, to_yaml(replace(config, resume=False)))  # the run's settings, not how it was started
-        print(f"{config.model} + {plan.strategy.spec()} on {task}: {len(splits.train)} train / {len(splits.val)} val examples, "
-              f"{len(splits.train.classes)} classes", file=sys.stderr)
-        print(plan.summary_line(), file=sys.stderr)
-        if adversary is not None:
-            print(f"adversarial training: {adversary.describe()}", file=sys.stderr)
-
-    order = length_order(splits.val)  # validation only measures: run it with the least padding
-    if order is not None:
-        splits = Splits(splits.train, splits.val.subset(order))
-    # Frozen prefix: computed once when it is a pure function of the input (no augmentation).
-    k = plan.cached_prefix
-    augment = config.augment if config.augment is not None else not (config.cache and k > 0)
-    # the adversary perturbs the embeddings every step, so they cannot be computed once
-    use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment) and adversary is None
-    collate = collate_for(backbone, config.max_length, task)
-    cache_started = time.perf_counter()
-    if use_cache:
-
-        def cached(name, examples):
-            dataset = example_dataset(examples, backbone, train=False, augment=False, task=task, max_length=config.max_length)
-            return build_cache(
-                backbone.model, k, make_loader(dataset, config.batch_size, collate, config.num_workers),
-                dataset.labels, config.cache_memory_mb / 2, run.cache / f"{name}-{accelerator.process_index}.npy",
-                accelerator.device, desc=f"caching {name} features (blocks 0-{k - 1})",
-            )
-
-        train_set, val_set = cached("train", splits.train), cached("val", splits.val)
-        collate, start = collate_features, k
-    else:
-        train_set = example_dataset(splits.train, backbone, train=True, augment=augment, task=task, max_length=config.max_length)
-        val_set = example_dataset(splits.val, backbone, train=False, augment=False, task=task, max_length=config.max_length)
-        start = 0
-    cache_seconds = time.perf_counter() - cache_started if use_cache else 0.0
-
-    sampler = EpochShuffle(len(train_set), config.seed)
-    train_loader = make_loader(train_set, config.batch_size, collate, config.num_workers, sampler)
-    val_loader = make_loader(val_set, config.batch_size, collate, config.num_workers)
-    optimizer = torch.optim.AdamW(plan.optimizer_groups(config.lr, config.weight_decay), fused=fused_adamw(accelerator.device))
-    model, optimizer, train_loader, val_loader = accelerator.prepare(backbone.model, optimizer, train_loader, val_loader)
-    total_steps = config.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup))
-
-    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "metrics": []}
-    if resume_from is not None:
-        state = _restore(resume_from, backbone.model, optimizer, scheduler)
+        announce(run, job)
+    feed = build_feed(job, run, accelerator)  # raw examples, or the frozen prefix's output computed once
+    step, validation = _build_step(job, feed, accelerator)
+    saver = CheckpointSaver(run, job.plan.backbone.model, step.optimizer, step.scheduler, model_meta(job))
+    progress = Progress()
+    if start.checkpoint is not None:
+        progress = saver.restore(start.checkpoint)
         if main:
-            print(f"resuming after epoch {state['epoch']} from {resume_from}", file=sys.stderr)
+            print(f"resuming after epoch {progress.epoch} from {start.checkpoint.path}", file=sys.stderr)
 
-    classes = splits.train.classes
-    score_val = kind.scorer(splits.val, backbone, config.max_length)
-    trained = [p for group in plan.groups for p in group.params]
-    meta = {"classes": list(classes), "model": config.model, "strategy": plan.strategy.spec(), "task": task}
-    for epoch in range(state["epoch"], config.epochs):
-        if config.patience is not None and state["bad_epochs"] >= config.patience:
-            break
-        epoch_started = time.perf_counter()
-        seed_everything(config.seed * 1_000_003 + epoch)
-        train_loader.set_epoch(epoch)  # accelerate would otherwise count epochs itself, from 0 on resume
-        set_train_mode(backbone.model)
-        train_loss = _train_epoch(accelerator, model, optimizer, scheduler, train_loader, start, config, epoch, main,
-                                  adversary=adversary, trained=trained)
-        logits, labels = predict_logits(accelerator, model, val_loader, start)
-        val_loss = float(task_loss(logits, torch.from_numpy(labels)))
-        scores = score_val(logits, labels)
-        score = scores[kind.metric]
-        record = {
-            "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **{f"val_{k}": v for k, v in scores.items()},
-            "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_started,
-        }
-        state["metrics"].append(record)
-        improved = score > state["best_score"]
-        state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
-        if improved:
-            state.update(best_score=score, best_epoch=epoch + 1)
-        if not math.isfinite(val_loss):
-            raise TunelabError(f"validation loss became {val_loss} after epoch {epoch + 1}; lower --lr or check the data"
-                               + _kept(epoch, config))
-        if main:
-            # Metrics and the best model first, the checkpoint that commits the epoch last: a kill in between
-            # resumes from the previous epoch and rewrites both exactly as they were.
-            atomic_write_text(run.metrics, "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in state["metrics"]))
-            if improved:
-                save_trained(run.model, backbone.model, meta)
-            _save_checkpoint(run, backbone.model, optimizer, scheduler, state, meta)
-            print(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                  f"val {kind.metric} {score:.4f}{' *' if improved else ''} ({record['seconds']:.1f}s)", file=sys.stderr)
-        accelerator.wait_for_everyone()
+    progress = _fit(job, step, validation, saver, progress)
 
-    summary = {
-        "format_version": FORMAT_VERSION, "model": config.model, "strategy": plan.strategy.spec(), "task": task,
-        "metric": kind.metric, "score": state["best_score"], "best_epoch": state["best_epoch"],
-        "epochs": state["epoch"], "trainable_params": plan.trainable_params, "total_params": plan.total_params,
-        "train_examples": len(splits.train), "val_examples": len(splits.val), "classes": list(classes),
-        "cached_blocks": k if use_cache else 0, "cache_seconds": cache_seconds, "augment": augment,
-        "train_seconds": time.perf_counter() - started, "peak_memory_mb": memory.mb,
-        "checkpoint_bytes": run.model.stat().st_size if main else 0, "processes": accelerator.num_processes,
-        "metrics_last": state["metrics"][-1] if state["metrics"] else None,
-    }
+    summary = _summary(
+        job,
+        feed,
+        progress,
+        {
+            "train_seconds": time.perf_counter() - started,
+            "peak_memory_mb": memory.mb,
+            "checkpoint_bytes": run.model.stat().st_size if main else 0,
+            "processes": accelerator.num_processes,
+        },
+    )
     if main:
         save_json(run.summary, summary)
-        shutil.rmtree(run.cache, ignore_errors=True)
-        shutil.rmtree(run.checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
-        print(f"best val {kind.metric} {summary['score']:.4f} at epoch {summary['best_epoch']}; run saved in {run.path}", file=sys.stderr)
+        remove_leftovers(run)  # the run is complete: nothing left to resume
+        print(
+            f"best val {job.task.metric} {summary['score']:.4f} at epoch {summary['best_epoch']}; "
+            f"run saved in {run.path}",
+            file=sys.stderr,
+        )
     accelerator.end_training()
     return summary
 
 
-def _train_epoch(accelerator, model, optimizer, scheduler, loader, start, config, epoch, main, adversary=None, trained=()) -> float:
+# ---------------------------------------------------------------- one step, one epoch, the epochs
+
+
+@dataclass(frozen=True)
+class Step:
+    """What an optimisation step works with, as accelerate prepared it."""
+
+    accelerator: Accelerator
+    """Devices, processes, mixed precision, gradient sync."""
+    model: nn.Module
+    """The prepared model (wrapped for DDP under a multi-process launch)."""
+    optimizer: torch.optim.Optimizer
+    """AdamW over the plan's parameter groups."""
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    """Warmup then cosine decay, stepped once per batch."""
+    loader: DataLoader
+    """The training batches, in the (seed, epoch) order."""
+    start: int
+    """The block the batches enter (see Feed.start)."""
+    trained: tuple[nn.Parameter, ...]
+    """The parameters the optimizer updates (the adversary adds its gradient to these)."""
+    adversary: Adversary | None
+    """Adds an adversarial gradient to each step, when asked for."""
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How each epoch is scored."""
+
+    loader: DataLoader
+    """The validation batches, in a fixed order."""
+    score: Callable
+    """The task's scorer: (logits, labels) -> {metric name: value}."""
+    metric: str
+    """The metric that picks the best epoch."""
+
+
+def _build_step(job: Job, feed: Feed, accelerator: Accelerator) -> tuple[Step, Validation]:
+    """Loaders, optimizer and schedule, handed to accelerate (which places them and shards the data)."""
+    config, plan = job.config, job.plan
+    sampler = EpochShuffle(len(feed.train), config.seed)
+    train_loader = make_loader(feed.train, config.batch_size, feed.collate, config.num_workers, sampler)
+    val_loader = make_loader(feed.val, config.batch_size, feed.collate, config.num_workers)
+    groups = plan.optimizer_groups(config.lr, config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, fused=fused_adamw(accelerator.device))
+    model, optimizer, train_loader, val_loader = accelerator.prepare(
+        plan.backbone.model, optimizer, train_loader, val_loader
+    )
+    # the schedule counts this process's batches: accelerate has sharded the loader by now
+    schedule = warmup_cosine(config.epochs * len(train_loader), config.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    trained = tuple(p for group in plan.groups for p in group.params)
+    step = Step(accelerator, model, optimizer, scheduler, train_loader, feed.start, trained, job.adversary)
+    score = job.task.scorer(job.splits.val, plan.backbone, config.max_length)
+    return step, Validation(val_loader, score, job.task.metric)
+
+
+def _fit(job: Job, step: Step, validation: Validation, saver: CheckpointSaver, progress: Progress) -> Progress:
+    """The epochs from where `progress` stands: train, validate, save; stop early when out of patience."""
+    config, main = job.config, step.accelerator.is_main_process
+    for epoch in range(progress.epoch, config.epochs):
+        if progress.out_of_patience(config.patience):
+            break
+        started = time.perf_counter()
+        seed_everything(config.seed * 1_000_003 + epoch)  # randomness from (seed, epoch): a resumed run repeats it
+        step.loader.set_epoch(epoch)  # accelerate would otherwise count epochs itself, from 0 on resume
+        set_train_mode(job.plan.backbone.model)
+        train_loss = _train_epoch(step, epoch, config)
+        val_loss, scores = _validate(step, validation)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"val_{k}": v for k, v in scores.items()},
+            "lr": step.scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+        }
+        progress, improved = progress.after(record, scores[validation.metric])
+        if not math.isfinite(val_loss):  # before saving: the last committed checkpoint stays the last good one
+            raise TunelabError(
+                f"validation loss became {val_loss} after epoch {epoch + 1}; "
+                f"lower --lr or check the data{_kept(epoch, config)}"
+            )
+        if main:
+            saver.save_epoch(progress, improved)
+            print(
+                f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                f"val {validation.metric} {scores[validation.metric]:.4f}{' *' if improved else ''} "
+                f"({record['seconds']:.1f}s)",
+                file=sys.stderr,
+            )
+        step.accelerator.wait_for_everyone()
+    return progress
+
+
+def _train_epoch(step: Step, epoch: int, config: TrainConfig) -> float:
+    """One pass over the training batches; returns the mean training loss."""
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main, leave=False, dynamic_ncols=True)
+    hidden = not step.accelerator.is_main_process
+    bar = tqdm(step.loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=hidden, leave=False, dynamic_ncols=True)
     for inputs, labels in bar:
-
-        def compute_loss(inputs=inputs, labels=labels):
-            with accelerator.autocast():
-                return task_loss(model(inputs, start=start), labels)
-
-        if adversary is None:
-            loss = compute_loss()
-            accelerator.backward(loss)
-        else:
-            loss = adversary.backward(compute_loss, accelerator.backward, trained)
+        loss = _backward(step, inputs, labels)
         if not torch.isfinite(loss):  # before the step, so the weights of the last good step are what is left
-            raise TunelabError(f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; lower --lr or check the data"
-                               + _kept(epoch, config))
+            raise TunelabError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; "
+                f"lower --lr or check the data{_kept(epoch, config)}"
+            )
         if config.grad_clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            step.accelerator.clip_grad_norm_(step.model.parameters(), config.grad_clip)
+        step.optimizer.step()
+        step.scheduler.step()
+        step.optimizer.zero_grad(set_to_none=True)
         total += loss.item()
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
+
+
+def _backward(step: Step, inputs, labels) -> torch.Tensor:
+    """The batch's loss, with its gradients accumulated (plus the adversarial gradient, when asked for)."""
+
+    def compute_loss() -> torch.Tensor:
+        with step.accelerator.autocast():
+            return task_loss(step.model(inputs, start=step.start), labels)
+
+    if step.adversary is not None:
+        return step.adversary.backward(compute_loss, step.accelerator.backward, step.trained)
+    loss = compute_loss()
+    step.accelerator.backward(loss)
+    return loss
+
+
+def _validate(step: Step, validation: Validation) -> tuple[float, dict]:
+    """Validation loss and the task's scores, over every process's share of the validation set."""
+    logits, labels = predict_logits(step.accelerator, step.model, validation.loader, step.start)
+    return float(task_loss(logits, torch.from_numpy(labels))), validation.score(logits, labels)
 
 
 def _kept(completed_epochs: int, config: TrainConfig) -> str:
@@ -246,6 +272,39 @@ def _kept(completed_epochs: int, config: TrainConfig) -> str:
     if completed_epochs == 0:
         return "; no epoch had completed, so nothing was saved"
     return f"; the last good checkpoint (epoch {completed_epochs}) is kept in {config.out}"
+
+
+def _summary(job: Job, feed: Feed, progress: Progress, measured: dict) -> dict:
+    """summary.json: what was trained, how well, and the cost (`measured`: time, memory, size, processes)."""
+    config, plan, splits = job.config, job.plan, job.splits
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": config.model,
+        "strategy": plan.strategy.spec(),
+        "task": config.task,
+        "metric": job.task.metric,
+        "score": progress.best_score,
+        "best_epoch": progress.best_epoch,
+        "epochs": progress.epoch,
+        "trainable_params": plan.trainable_params,
+        "total_params": plan.total_params,
+        "train_examples": len(splits.train),
+        "val_examples": len(splits.val),
+        "classes": list(splits.train.classes),
+        "cached_blocks": feed.start,
+        "cache_seconds": feed.cache_seconds,
+        "augment": feed.augment,
+        **measured,
+        "metrics_last": progress.metrics[-1] if progress.metrics else None,
+    }
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launch (or the only process): without relying on an Accelerator that may not exist yet."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def warmup_cosine(total_steps: int, warmup: float):
@@ -283,104 +342,3 @@ def _mixed_precision(setting: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
-
-
-def _check_run_dir(run: RunDir, config: TrainConfig) -> Path | str | None:
-    """Refuse to overwrite a run; with --resume return the checkpoint to continue from (None: start fresh).
-
-    --resume of a run that is already complete returns "complete": a kill can land after summary.json was
-    written, and resuming such a run should succeed, not fail.
-    """
-    latest = run.checkpoint / "latest"
-    if not config.resume:
-        if run.complete or latest.is_file():
-            state = "a finished run" if run.complete else "an unfinished run (continue it with --resume)"
-            raise TunelabError(f"{run.path} already holds {state}; choose another --out")
-        _check_only_run_files(run)
-        return None
-    if run.complete:
-        summary = load_json(run.summary)
-        if not isinstance(summary, dict) or int(summary.get("format_version", 0)) > FORMAT_VERSION:
-            raise TunelabError(f"{run.summary} was written by a newer tunelab (or is damaged); upgrade tunelab")
-        return "complete"
-    if not latest.is_file():
-        _check_only_run_files(run)
-        return None
-    saved = from_yaml_file(TrainConfig, run.config)
-    differs = [k for k, v in asdict(config).items() if k not in RESUME_MAY_DIFFER and v is not None and v != getattr(saved, k)]
-    differs = [k for k in differs if not (k in ("lr", "task") and getattr(config, k) in (None, "auto"))]
-    if differs:
-        raise TunelabError(f"cannot resume {run.path}: settings differ from the saved run: {', '.join(differs)}")
-    return checkpoint_folder(run)
-
-
-CHECKPOINT_NAME = re.compile(r"epoch-\d{4,}")
-"""What checkpoint/latest may hold: a folder name beside it, never a path that leads out of the run."""
-
-
-def checkpoint_folder(run: RunDir) -> Path:
-    """The committed checkpoint that checkpoint/latest names, checked: a damaged pointer is an error, not a path."""
-    latest = run.checkpoint / "latest"
-    name = read_text(latest, "checkpoint pointer").strip()
-    folder = run.checkpoint / name
-    if not CHECKPOINT_NAME.fullmatch(name) or not folder.is_dir():
-        raise TunelabError(
-            f"{latest} is damaged: it names {name[:60]!r}, not a checkpoint folder in {run.checkpoint}; "
-            "start the run again without --resume in a new --out"
-        )
-    return folder
-
-
-RUN_FILE = re.compile(r"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|\..*\.tmp")
-CACHE_FILE = re.compile(r"(train|val)-\d+\.npy")
-CHECKPOINT_FILE = re.compile(r"latest|epoch-\d{4,}|\..*\.tmp")
-"""What a run directory, its cache/ and its checkpoint/ may hold: anything else is not ours to delete."""
-
-
-def _check_only_run_files(run: RunDir) -> None:
-    """Refuse an --out that holds other files: a run deletes its checkpoint/ and cache/ folders when it ends,
-    so `--out .` in a project with a cache/ folder would otherwise lose the user's files."""
-    if not run.path.is_dir():
-        if run.path.exists():
-            raise TunelabError(f"--out {run.path} is a file; give a folder for the run")
-        return
-    ours = {run.path: RUN_FILE, run.cache: CACHE_FILE, run.checkpoint: CHECKPOINT_FILE}
-    foreign = sorted(
-        p.relative_to(run.path).as_posix() for folder, pattern in ours.items() if folder.is_dir()
-        for p in folder.iterdir() if not pattern.fullmatch(p.name)
-    )
-    if foreign:
-        raise TunelabError(
-            f"--out {run.path} already holds other files ({brief(', '.join(foreign), 80)}); a run writes and deletes "
-            "its own files there, so give it a new or empty folder"
-        )
-
-
-def _remove_stale_temp_files(run: RunDir) -> None:
-    """Temporary files of atomic writes that a killed process left behind (see checkpoint_io)."""
-    for folder in (run.path, run.checkpoint, *run.checkpoint.glob("epoch-*")):
-        for temp in folder.glob(".*.tmp"):
-            temp.unlink(missing_ok=True)
-
-
-def _save_checkpoint(run: RunDir, model, optimizer, scheduler, state: dict, meta: dict) -> None:
-    """Write checkpoint/epoch-N/ completely, then point checkpoint/latest at it, then drop older ones."""
-    name = f"epoch-{state['epoch']:04d}"
-    folder = run.checkpoint / name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    save_trained(folder / "trained.safetensors", model, meta)
-    save_optimizer(folder / "optimizer.safetensors", optimizer)
-    save_json(folder / "state.json", {**state, "scheduler": scheduler.state_dict()})
-    atomic_write_text(run.checkpoint / "latest", name)
-    for old in run.checkpoint.glob("epoch-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _restore(folder: Path, model, optimizer, scheduler) -> dict:
-    load_trained(folder / "trained.safetensors", model)
-    load_optimizer(folder / "optimizer.safetensors", optimizer)
-    state = load_json(folder / "state.json")
-    scheduler.load_state_dict(state.pop("scheduler"))
-    return state

@@ -3,6 +3,8 @@
 The process-wide high-water mark (`ru_maxrss`) never goes down, so after a large run every later run in the
 same process would report the large run's peak. On Linux a small thread samples the resident set size from
 /proc/self/statm instead; on a GPU, torch's own peak counter is reset at the start.
+
+May import: the standard library and torch only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+from typing import Self
 
 import torch
 
@@ -25,7 +28,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> Self:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         elif os.path.exists(STATM):

@@ -1,4 +1,4 @@
-"""The run directory: everything a run leaves behind, and loading a finished run back as a model.
+"""The run directory: its layout and every rule about what may happen in it.
 
 ```
 runs/NAME/
@@ -6,32 +6,70 @@ runs/NAME/
   metrics.jsonl        one line per completed epoch
   model.safetensors    the best epoch's trained tensors (only what the strategy trained), classes in metadata
   summary.json         written last: a run without it is incomplete
-  checkpoint/          the last completed epoch, for --resume: trained.safetensors, optimizer.safetensors, state.json
+  checkpoint/          the last committed epoch, for --resume:
+    latest               the pointer: the name of the committed folder beside it
+    epoch-NNNN/          trained.safetensors, optimizer.safetensors, state.json
   cache/               spilled feature caches (deleted at the end of a run)
 ```
 
-A checkpoint holds only what the strategy trained (head, adapters or LoRA, unfrozen blocks and their
-BatchNorm statistics); the rest is rebuilt from the zoo by name, so a `none` checkpoint of MobileNetV2 is
-a few kilobytes.
+The rules: a run starts only in a new or empty folder or one holding nothing but a run's own files (it
+deletes its checkpoint/ and cache/ when it ends, so a foreign folder is refused); it resumes only with the
+settings it was started with; the checkpoint pointer names a folder beside it and nothing else; a run that
+fails keeps its last committed checkpoint and nothing more. What the tensors in those files are, and how
+a finished run is loaded back, is `runs.trained`; writing a checkpoint is `runs.checkpoints`.
+
+No torch here: comparisons and reports read run directories without loading a model.
+
+May import: errors, fileio, settings.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from tunelab.fileio import load_json
-
-from tunelab.runs.checkpoint_io import load_tensors, save_tensors
-from tunelab.settings.fields import TrainConfig, from_yaml_file
-from tunelab.errors import TunelabError
-from tunelab.strategies import Plan
+from tunelab.errors import TunelabError, brief
+from tunelab.fileio import load_json, read_text
+from tunelab.settings import TrainConfig, from_yaml_file
 
 FORMAT_VERSION = 1
+"""The version of what a run directory holds; a newer one is refused with 'upgrade tunelab'."""
+
+RUN_FILE = re.compile(r"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|\..*\.tmp")
+CACHE_FILE = re.compile(r"(train|val)-\d+\.npy")
+CHECKPOINT_FILE = re.compile(r"latest|epoch-\d{4,}|\..*\.tmp")
+"""What a run directory, its cache/ and its checkpoint/ may hold: anything else is not ours to delete."""
+
+CHECKPOINT_NAME = re.compile(r"epoch-\d{4,}")
+"""What checkpoint/latest may hold: a folder name beside it, never a path that leads out of the run."""
+
+RESUME_MAY_DIFFER = {"resume", "epochs", "patience", "num_workers", "out"}
+"""Settings a --resume may change: how long to train and how to load, never what is trained (out: the
+run directory may have moved)."""
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """Paths inside one epoch's checkpoint folder, checkpoint/epoch-NNNN/."""
+
+    path: Path
+    """The folder itself."""
+
+    @property
+    def trained(self) -> Path:
+        return self.path / "trained.safetensors"
+
+    @property
+    def optimizer(self) -> Path:
+        return self.path / "optimizer.safetensors"
+
+    @property
+    def state(self) -> Path:
+        """Loop progress and scheduler state, as JSON."""
+        return self.path / "state.json"
 
 
 @dataclass(frozen=True)
@@ -62,6 +100,11 @@ class RunDir:
         return self.path / "checkpoint"
 
     @property
+    def latest(self) -> Path:
+        """The checkpoint pointer: rewriting it atomically is what commits an epoch."""
+        return self.checkpoint / "latest"
+
+    @property
     def cache(self) -> Path:
         return self.path / "cache"
 
@@ -69,85 +112,123 @@ class RunDir:
     def complete(self) -> bool:
         return self.summary.is_file()
 
+    def epoch_checkpoint(self, epoch: int) -> CheckpointFiles:
+        """The checkpoint folder of epoch `epoch` (counted from 1)."""
+        return CheckpointFiles(self.checkpoint / f"epoch-{epoch:04d}")
+
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
 
 
-def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters plus the buffers (BatchNorm statistics) of modules that own trainable parameters."""
-    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    for module_name, module in model.named_modules():
-        if any(p.requires_grad for p in module.parameters(recurse=False)):
-            for buffer_name, buffer in module.named_buffers(recurse=False):
-                if buffer is not None:
-                    state[f"{module_name}.{buffer_name}" if module_name else buffer_name] = buffer.detach()
-    return state
+# ---------------------------------------------------------------- may a run start or resume here?
 
 
-def save_trained(path: Path, model: nn.Module, metadata: dict) -> int:
-    """Write the trained tensors atomically; returns the file size in bytes."""
-    meta = {"format_version": str(FORMAT_VERSION), **{k: json.dumps(v) for k, v in metadata.items()}}
-    save_tensors(path, trained_state(model), meta)
-    return path.stat().st_size
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a run begins, as its run directory allows."""
+
+    checkpoint: CheckpointFiles | None = None
+    """The committed checkpoint to continue from; None: start at epoch 0."""
+    complete: bool = False
+    """--resume of a run that had already finished (a kill can land after summary.json was written):
+    nothing to train, only leftovers to tidy."""
 
 
-def load_trained(path: Path, model: nn.Module) -> dict:
-    """Load trained tensors into a model built the same way; returns the decoded metadata."""
-    tensors, meta = load_tensors(path)
-    version = int(meta.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise TunelabError(f"{path} was written by a newer tunelab (format {version}, this one reads {FORMAT_VERSION}); upgrade tunelab")
-    expected = model.state_dict()
-    unknown = [k for k in tensors if k not in expected]
-    wrong = [k for k in tensors if k in expected and expected[k].shape != tensors[k].shape]
-    if unknown or wrong:
-        detail = f"unknown tensors {unknown[:3]}" if unknown else f"{wrong[0]} has shape {tuple(tensors[wrong[0]].shape)}, model needs {tuple(expected[wrong[0]].shape)}"
-        raise TunelabError(f"{path} does not fit this model (another backbone, strategy or number of classes?): {detail}")
-    model.load_state_dict(tensors, strict=False)
-    return {k: json.loads(v) for k, v in meta.items() if k != "format_version"}
+def check_start(run: RunDir, config: TrainConfig) -> StartPoint:
+    """Refuse to overwrite a run or a foreign folder; with --resume, find the checkpoint to continue from.
 
-
-@dataclass
-class LoadedRun:
-    """A finished run, rebuilt: its config, its classes and the plan holding the trained weights."""
-
-    run: RunDir
-    """Where it was loaded from."""
-    config: TrainConfig
-    """The run's resolved configuration."""
-    classes: tuple[str, ...]
-    """Class names, in label order."""
-    plan: Plan
-    """The backbone with the strategy applied and the best epoch's weights loaded."""
-
-    @property
-    def task(self) -> str:
-        """The task the run was trained for (runs from before tasks were recorded: classification by modality)."""
-        task = self.config.task
-        return task if task != "auto" else f"{self.plan.backbone.modality}-classification"
-
-
-def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
-    """Rebuild a finished run's model from the zoo plus its checkpoint.
-
-    The run's own config.yaml never turns on `trust_remote_code` (a shared run directory could), only the caller.
+    Called before anything in `out` is touched: the folder may not be ours.
     """
-    from tunelab.runs.prepare import prepare
+    if not config.resume:
+        if run.complete or run.latest.is_file():
+            state = "a finished run" if run.complete else "an unfinished run (continue it with --resume)"
+            raise TunelabError(f"{run.path} already holds {state}; choose another --out")
+        check_only_run_files(run)
+        return StartPoint()
+    if run.complete:
+        summary = load_json(run.summary)
+        if not isinstance(summary, dict) or int(summary.get("format_version", 0)) > FORMAT_VERSION:
+            raise TunelabError(f"{run.summary} was written by a newer tunelab (or is damaged); upgrade tunelab")
+        return StartPoint(complete=True)
+    if not run.latest.is_file():
+        check_only_run_files(run)
+        return StartPoint()
+    check_same_settings(run, config)
+    return StartPoint(checkpoint=committed_checkpoint(run))
 
-    run = RunDir(Path(path))
+
+def check_same_settings(run: RunDir, config: TrainConfig) -> None:
+    """A resumed run trains what it was started to train: only RESUME_MAY_DIFFER may change.
+
+    Settings left unset (None), and lr/task left to be worked out ('auto'), take the saved run's values.
+    """
+    saved = from_yaml_file(TrainConfig, run.config)
+    differs = [
+        k for k, v in asdict(config).items() if k not in RESUME_MAY_DIFFER and v is not None and v != getattr(saved, k)
+    ]
+    differs = [k for k in differs if not (k in ("lr", "task") and getattr(config, k) in (None, "auto"))]
+    if differs:
+        raise TunelabError(f"cannot resume {run.path}: settings differ from the saved run: {', '.join(differs)}")
+
+
+def committed_checkpoint(run: RunDir) -> CheckpointFiles:
+    """The committed checkpoint that checkpoint/latest names, checked: a damaged pointer is an error, not a path."""
+    name = read_text(run.latest, "checkpoint pointer").strip()
+    folder = run.checkpoint / name
+    if not CHECKPOINT_NAME.fullmatch(name) or not folder.is_dir():
+        raise TunelabError(
+            f"{run.latest} is damaged: it names {name[:60]!r}, not a checkpoint folder in {run.checkpoint}; "
+            "start the run again without --resume in a new --out"
+        )
+    return CheckpointFiles(folder)
+
+
+def check_only_run_files(run: RunDir) -> None:
+    """Refuse an --out that holds other files: a run deletes its checkpoint/ and cache/ folders when it ends,
+    so `--out .` in a project with a cache/ folder would otherwise lose the user's files."""
     if not run.path.is_dir():
-        raise TunelabError(f"{run.path}: no such run directory")
-    if not run.complete or not run.model.is_file() or not run.config.is_file():
-        raise TunelabError(f"{run.path}: incomplete run (no summary.json/model.safetensors); finish it with `tunelab train ... --resume`")
-    summary = load_json(run.summary)
-    if int(summary.get("format_version", 0)) > FORMAT_VERSION:
-        raise TunelabError(f"{run.path} was written by a newer tunelab (format {summary['format_version']}); upgrade tunelab")
-    config = from_yaml_file(TrainConfig, run.config)
-    _, meta = load_tensors(run.model)
-    classes = tuple(json.loads(meta["classes"]))
-    plan = prepare(config.model, config.strategy, len(classes), trust_remote_code,
-                   task=None if config.task == "auto" else config.task)
-    load_trained(run.model, plan.backbone.model)
-    return LoadedRun(run, config, classes, plan)
+        if run.path.exists():
+            raise TunelabError(f"--out {run.path} is a file; give a folder for the run")
+        return
+    ours = {run.path: RUN_FILE, run.cache: CACHE_FILE, run.checkpoint: CHECKPOINT_FILE}
+    foreign = sorted(
+        p.relative_to(run.path).as_posix()
+        for folder, pattern in ours.items()
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if not pattern.fullmatch(p.name)
+    )
+    if foreign:
+        raise TunelabError(
+            f"--out {run.path} already holds other files ({brief(', '.join(foreign), 80)}); a run writes and deletes "
+            "its own files there, so give it a new or empty folder"
+        )
+
+
+# ---------------------------------------------------------------- tidying
+
+
+def remove_stale_temp_files(run: RunDir) -> None:
+    """Temporary files of atomic writes that a killed process left behind (see fileio.atomic_write)."""
+    for folder in (run.path, run.checkpoint, *run.checkpoint.glob("epoch-*")):
+        for temp in folder.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+
+
+def remove_leftovers(run: RunDir) -> None:
+    """A complete run needs neither its feature cache nor its checkpoint: nothing is left to resume."""
+    shutil.rmtree(run.cache, ignore_errors=True)
+    shutil.rmtree(run.checkpoint, ignore_errors=True)
+
+
+def clean_up_after_failure(run: RunDir, created: bool) -> None:
+    """What a failed or interrupted run leaves: its last committed checkpoint for --resume and nothing else.
+
+    The spilled feature cache goes; a run directory the run `created` goes too when no epoch was committed,
+    so bad input never leaves a half-written run behind.
+    """
+    shutil.rmtree(run.cache, ignore_errors=True)
+    if created and not run.latest.is_file():
+        shutil.rmtree(run.path, ignore_errors=True)

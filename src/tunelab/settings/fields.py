@@ -1,9 +1,13 @@
-"""Run settings: one frozen dataclass, filled from defaults, then a YAML file, then command-line flags.
+"""Settings machinery: frozen dataclasses filled from defaults, then a YAML file, then command-line flags.
 
-The dataclass is the single source of truth: flag names, types, `--help` text and the documented YAML a run
-saves all come from its fields and their docstrings, so adding a setting is one line plus its docstring.
-Every function here is generic over frozen dataclasses, so other commands can define their own configs.
+A settings dataclass is the single source of truth: flag names, types, `--help` text and the documented
+YAML a run saves all come from its fields, the docstring under each field and the limits given with
+`setting(...)`, so adding a setting is one line plus its docstring. Every function here is generic over
+frozen dataclasses; a command's settings are composed from shared groups (`tunelab.settings.groups`), and
+docs are collected through the MRO, so a composed class documents every field it inherits.
 Settings are checked where they enter (file or flags) so a typo fails in a second, not after an epoch.
+
+May import only the standard library, PyYAML (through `yaml_io`), `tunelab.fileio` and `tunelab.errors`.
 """
 
 from __future__ import annotations
@@ -14,45 +18,17 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import itertools
 import math
-import re
 import textwrap
 import types
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from tunelab.fileio import read_text
-from tunelab.errors import DataError, TunelabError
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("auto", "image-classification", "text-classification", "token-classification", "relation-classification"),
-    "adversarial": ("fgm", "pgd"),
-    "mixed_precision": ("auto", "no", "fp16", "bf16"),
-}
-"""Allowed values of text settings, by field name: a name means the same setting in every command's config."""
-
-BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "epochs": (1, None),
-    "batch_size": (1, None),
-    "lr": (0, None),
-    "weight_decay": (0, None),
-    "warmup": (0, 1),
-    "grad_clip": (0, None),
-    "patience": (1, None),
-    "cache_memory_mb": (0, None),
-    "max_length": (1, None),
-    "val_fraction": (0, 1),
-    "num_workers": (0, None),
-    "train_fraction": (0, 1),
-    "folds": (2, None),
-    "fold": (0, None),
-    "adv_epsilon": (0, None),
-    "adv_steps": (1, None),
-}
-"""Inclusive (low, high) limits of numeric settings, by field name; None means unbounded."""
+from tunelab.errors import TunelabError
+from tunelab.settings.yaml_io import dump_line, load_yaml, type_name
 
 COMMAND_LINE_ONLY = frozenset({"trust_remote_code"})
 """Settings a config file may not turn on: running a model's own code needs the flag typed by the user, not a
@@ -60,71 +36,25 @@ line in a YAML file that may have come with someone else's run."""
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything `tunelab train` needs; saved as config.yaml in the run so eval and --resume see the same run."""
+class Limits:
+    """What user input for one field must respect; kept in the field's metadata by `setting`."""
 
-    model: str
-    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory."""
-    strategy: str = "full"
-    """Transfer strategy spec, e.g. none, full, retrain:3, adapter, lora:8, scratch."""
-    data: str = ""
-    """Training data path: an image folder tree or a text file (CSV/TSV/JSONL)."""
-    val_data: str | None = None
-    """Validation data path; none = split val_fraction off the training data."""
-    out: str = "runs/run"
-    """Run directory: config, metrics, checkpoints and the trained weights go here."""
-    task: str = "auto"
-    """Task: auto (guessed from the data), image-, text-, token- (NER) or relation-classification."""
-    epochs: int = 5
-    """Passes over the training data."""
-    batch_size: int = 32
-    """Examples per optimisation step."""
-    lr: float | None = None
-    """Head learning rate; none = the strategy's default."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (not applied to biases and norm weights)."""
-    warmup: float = 0.1
-    """Fraction of steps with linear warmup before cosine decay."""
-    grad_clip: float | None = 1.0
-    """Clip the gradient norm to this value; none = no clipping."""
-    patience: int | None = None
-    """Early stopping: epochs without validation improvement before stopping; none = off."""
-    seed: int = 0
-    """Random seed for the split, initialisation, shuffling and augmentation."""
-    augment: bool | None = None
-    """Image train augmentation; unset = automatic: on unless a frozen prefix can be cached."""
-    cache: bool = True
-    """Cache the frozen prefix's outputs, so frozen blocks run once instead of every epoch."""
-    cache_memory_mb: int = 2048
-    """Memory for the feature cache in MB; beyond this it spills to disk."""
-    max_length: int | None = None
-    """Tokens per text example; none = the model's default."""
-    text_column: str | None = None
-    """Text column of a table; none = detected from the header."""
-    label_column: str = "label"
-    """Label column of a table."""
-    val_fraction: float = 0.2
-    """Fraction of the training data held out for validation when no val_data is given."""
-    train_fraction: float = 1.0
-    """Train on this stratified fraction of the training split; the validation set stays the same."""
-    folds: int | None = None
-    """K-fold cross-validation: pool train and val, split them into this many stratified folds; none = off."""
-    fold: int = 0
-    """Which fold (0 .. folds-1) is the validation set when folds is set."""
-    mixed_precision: str = "auto"
-    """Mixed precision: auto (bf16/fp16 on a GPU that supports it), no, fp16 or bf16."""
-    num_workers: int = 0
-    """Data loader worker processes; 0 = load in the main process."""
-    resume: bool = False
-    """Continue an interrupted run in `out` from its last completed epoch."""
-    trust_remote_code: bool = False
-    """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
-    adversarial: str | None = None
-    """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
-    adv_epsilon: float = 1.0
-    """L2 size of the adversarial perturbation of the embedding rows a batch uses."""
-    adv_steps: int = 3
-    """PGD: attack steps per batch (FGM takes one)."""
+    low: float | None = None
+    """Smallest allowed number (inclusive); None = unbounded."""
+    high: float | None = None
+    """Largest allowed number (inclusive); None = unbounded."""
+    choices: tuple[str, ...] = ()
+    """Allowed text values; empty = any text."""
+
+
+def setting(default: typing.Any = dataclasses.MISSING, *, low=None, high=None, choices: Sequence[str] = ()):
+    """A field's default together with its limits, e.g. `epochs: int = setting(5, low=1)`.
+
+    Limits are checked on values from files and flags (not in __init__, so library callers and tests may
+    build any value). Choices that come from a registry in a higher layer (task names) are not known here:
+    commands pass them to `add_arguments` / `resolve` instead.
+    """
+    return dataclasses.field(default=default, metadata={"limits": Limits(low, high, tuple(choices))})
 
 
 # ---------------------------------------------------------------- field introspection
@@ -133,7 +63,7 @@ class TrainConfig:
 @functools.cache
 def _field_docs(cls: type) -> dict[str, str]:
     docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):  # subclasses override their bases' docs
+    for klass in reversed(cls.__mro__):  # groups first; a class lower in the MRO overrides its bases' docs
         if not dataclasses.is_dataclass(klass):
             continue
         try:
@@ -141,7 +71,7 @@ def _field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):  # defined in a REPL or exec'd string: no docs, nothing else breaks
             continue
         body = ast.parse(source).body[0].body
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
@@ -172,9 +102,9 @@ def _kind(annotation):
         kind = kinds[0]
         if kind in (bool, int, float, str):
             return kind
-        if typing.get_origin(kind) is tuple and len(args := typing.get_args(kind)) == 2 and args[1] is Ellipsis:
-            if args[0] in (int, float, str):
-                return kind
+        args = typing.get_args(kind)
+        if typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str):
+            return kind
     raise TypeError(
         f"unsupported config field type {annotation!r}: use bool, int, float, str, tuple[X, ...] or X | None"
     )
@@ -186,8 +116,13 @@ def _optional(annotation) -> bool:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, typing.Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls)  # walks the MRO, so fields inherited from groups resolve too
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _default(f: dataclasses.Field):
@@ -203,6 +138,35 @@ def _required(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if _default(f) is dataclasses.MISSING]
 
 
+def _limits(f: dataclasses.Field) -> Limits:
+    return f.metadata.get("limits", Limits())
+
+
+def allowed_values(f: dataclasses.Field, choices: Mapping[str, Sequence[str]] | None = None) -> tuple[str, ...]:
+    """The text values `f` accepts (empty = any): `choices[f.name]` when given, else the field's own choices.
+
+    Choices given by a command come from a registry (for example the task names); the field's default
+    (say "auto") is always allowed too, since a default that fails validation would be a bug.
+    """
+    if choices and f.name in choices:
+        given = tuple(choices[f.name])
+        default = _default(f)
+        return given if not isinstance(default, str) or default in given else (default, *given)
+    return _limits(f).choices
+
+
+def shared_settings(config, cls: type) -> dict:
+    """`config`'s values of every field that `cls` shares with it through a common group.
+
+    A group is a dataclass base of both classes (`CompareConfig` and `TrainConfig` both compose the data,
+    loop, cache ... groups). A field merely named alike in both (each command's own `out`) is not shared.
+    This is how one command hands its settings to another without listing them.
+    """
+    groups = [k for k in type(config).__mro__[1:] if dataclasses.is_dataclass(k) and issubclass(cls, k)]
+    names = {f.name for group in groups for f in dataclasses.fields(group)}
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in names}
+
+
 # ---------------------------------------------------------------- validation
 
 _EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -214,12 +178,6 @@ def _describe(kind, optional: bool) -> str:
     else:
         text = _EXPECTED[kind]
     return text + " or null" if optional else text
-
-
-def _type_name(value) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
-    names[dict] = "a mapping"
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _convert_scalar(value, kind):
@@ -254,29 +212,32 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _check_choice_and_bounds(name: str, value, source: str) -> None:
-    values = value if isinstance(value, tuple) else (value,)
-    for v in values:
+def _check_limits(f: dataclasses.Field, value, source: str, choices) -> None:
+    allowed, limits = allowed_values(f, choices), _limits(f)
+    low, high = limits.low, limits.high
+    for v in value if isinstance(value, tuple) else (value,):
         if v is None:
             continue
         if isinstance(v, float) and not math.isfinite(v):  # .nan passes every bound check, then poisons training
-            raise TunelabError(f"{source}: {name} must be a finite number; got {v!r}")
-        if name in CHOICES and v not in CHOICES[name]:
-            raise TunelabError(f"{source}: {name} must be one of {', '.join(CHOICES[name])}; got {v!r}")
-        low, high = BOUNDS.get(name, (None, None))
+            raise TunelabError(f"{source}: {f.name} must be a finite number; got {v!r}")
+        if allowed and v not in allowed:
+            raise TunelabError(f"{source}: {f.name} must be one of {', '.join(allowed)}; got {v!r}")
         if isinstance(v, (int, float)) and ((low is not None and v < low) or (high is not None and v > high)):
-            limits = f"between {low} and {high}" if low is not None and high is not None else (
-                f"at least {low}" if low is not None else f"at most {high}"
+            limits = (
+                f"between {low} and {high}"
+                if low is not None and high is not None
+                else (f"at least {low}" if low is not None else f"at most {high}")
             )
-            raise TunelabError(f"{source}: {name} must be {limits}; got {v!r}")
+            raise TunelabError(f"{source}: {f.name} must be {limits}; got {v!r}")
 
 
-def validate(cls: type, values: dict, source: str) -> dict:
-    """Check names, types and allowed values of settings for `cls`; return them converted (ints to float).
+def validate(cls: type, values: dict, source: str, choices: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """Check names, types and limits of settings for `cls`; return them converted (ints to float).
 
-    `source` says where the values came from (a file path, "command line") for the error messages.
+    `source` says where the values came from (a file path, "command line") for the error messages;
+    `choices` adds allowed values known only to the caller (see `allowed_values`).
     """
-    hints = _hints(cls)
+    hints, fields = _hints(cls), _fields(cls)
     out = {}
     for key, value in values.items():
         if key not in hints:
@@ -291,9 +252,9 @@ def validate(cls: type, values: dict, source: str) -> dict:
             hint = ""
             if isinstance(value, str) and _kind(annotation) in (int, float) and _is_number(value):
                 hint = " (write the number without quotes)"
-            given = f"{value!r} ({_type_name(value)})"
+            given = f"{value!r} ({type_name(value)})"
             raise TunelabError(f"{source}: {key} must be {expected}, got {given}{hint}") from None
-        _check_choice_and_bounds(key, converted, source)
+        _check_limits(fields[key], converted, source, choices)
         out[key] = converted
     return out
 
@@ -306,80 +267,7 @@ def _build(cls: type, values: dict, how_to_give: str):
     return cls(**values)
 
 
-# ---------------------------------------------------------------- YAML
-
-
-def _yaml12_floats(resolver_cls: type) -> None:
-    """Also read 1e-3 as a number: YAML 1.1 (PyYAML) wants a dot (1.0e-3), so `lr: 1e-3` would be a string."""
-    resolver_cls.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
-    )
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 scalars (only true/false are booleans, 1e-3 is a number) and no duplicate keys.
-
-    YAML 1.1 reads `mixed_precision: no` as false and `lr: 1e-4` as a string; both are easy to write and
-    confusing to debug. A repeated key silently keeps the last value, so it is an error instead.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may legitimately repeat base's keys
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_yaml12_floats(_Loader)
-
-
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that quotes any string either YAML 1.1 or our loader would read as something else."""
-
-
-_yaml12_floats(_Dumper)
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    """Unicode line breaks (NEL, LS, PS) only survive escaped, i.e. double-quoted; other styles fold them."""
-    style = '"' if any(ch in value for ch in "\x85\u2028\u2029") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def load_yaml(path: str | Path) -> dict:
-    """The mapping at the top of a YAML file (empty file: {}), with errors that point at the line."""
-    path = Path(path)
-    text = read_text(path, "config file")
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader: plain data only
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        raise DataError(f"invalid YAML: {problem}", path, None if mark is None else mark.line + 1) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise DataError(f"the file must be a mapping of setting: value lines, not {_type_name(data)}", path)
-    return data
-
-
-def _yaml_value(value):
-    return list(value) if isinstance(value, tuple) else value  # safe_dump cannot write tuples
+# ---------------------------------------------------------------- YAML files
 
 
 def to_yaml(config) -> str:
@@ -389,15 +277,13 @@ def to_yaml(config) -> str:
     for f in dataclasses.fields(config):
         if docs[f.name]:
             lines.extend(f"# {line}".rstrip() for line in docs[f.name].splitlines())
-        value = {f.name: _yaml_value(getattr(config, f.name))}
-        text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=float("inf"))
-        lines.append(text.rstrip("\n"))
+        lines.append(dump_line(f.name, getattr(config, f.name)))
     return "\n".join(lines) + "\n"
 
 
-def from_yaml_file(cls: type, path: str | Path):
+def from_yaml_file(cls: type, path: str | Path, choices: Mapping[str, Sequence[str]] | None = None):
     """An instance of `cls` from a YAML file (missing fields take their defaults), checked like user input."""
-    values = validate(cls, load_yaml(path), str(path))
+    values = validate(cls, load_yaml(path), str(path), choices)
     return _build(cls, values, f"put {{name}}: in {path}")
 
 
@@ -414,7 +300,7 @@ def _show(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) if value else "empty"
     return repr(value) if value == "" else str(value)
 
 
@@ -440,12 +326,20 @@ def _parse_text(annotation, name: str):
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: typing.Iterable[str] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: Iterable[str] = (),
+    choices: Mapping[str, Sequence[str]] | None = None,
+    notes: Mapping[str, str] | None = None,
+) -> None:
     """One --flag per field of `cls` (plus --config), all defaulting to "not given" so resolve() can layer them.
 
     Defaults are argparse.SUPPRESS: a flag is in the namespace only if the user typed it, which is how a flag
     that repeats a default still overrides the config file. Caller-added arguments for skipped fields should
-    default to SUPPRESS too.
+    default to SUPPRESS too. `choices` (field name -> allowed values, e.g. the registered task names) shows
+    in the metavar; pass the same mapping to resolve(), which checks it. `notes` (field name -> text) is
+    added to a field's help, for what only the caller knows (say, the registered strategies' summaries).
     """
     skip = set(skip)
     docs = field_docs(cls)
@@ -464,30 +358,42 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: typing.Itera
             shown = "default: unset"  # --x / --no-x cannot say "none"; unset is reachable only by leaving it out
         else:
             shown = f"default: {_show(default)}"
-        help_text = f"{docs[f.name]} ({shown})".lstrip().replace("%", "%%")
+        note = f" {notes[f.name]}" if notes and f.name in notes else ""
+        help_text = f"{docs[f.name]}{note} ({shown})".lstrip().replace("%", "%%")
         if _kind(annotation) is bool:
             parser.add_argument(
-                _flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                _flag(f.name),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
                 help=help_text,
             )
             continue
-        metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else f.name.upper()
+        allowed = allowed_values(f, choices)
+        metavar = "{" + ",".join(allowed) + "}" if allowed else f.name.upper()
         if _optional(annotation):
             metavar += "|none"
         parser.add_argument(
-            _flag(f.name), dest=f.name, type=_parse_text(annotation, f.name), default=argparse.SUPPRESS,
-            metavar=metavar, help=help_text,
+            _flag(f.name),
+            dest=f.name,
+            type=_parse_text(annotation, f.name),
+            default=argparse.SUPPRESS,
+            metavar=metavar,
+            help=help_text,
         )
 
 
-def resolve(cls: type, args: argparse.Namespace):
-    """The instance of `cls` the user asked for: field defaults < the --config file < flags actually given."""
+def resolve(cls: type, args: argparse.Namespace, choices: Mapping[str, Sequence[str]] | None = None):
+    """The instance of `cls` the user asked for: field defaults < the --config file < flags actually given.
+
+    `choices` is the mapping given to add_arguments: values outside it are refused from the file and flags.
+    """
     values = {}
     config_path = getattr(args, "config", None)
     if config_path is not None:
-        values.update(validate(cls, load_yaml(config_path), str(config_path)))
+        values.update(validate(cls, load_yaml(config_path), str(config_path), choices))
         for name in sorted(COMMAND_LINE_ONLY & {k for k, v in values.items() if v}):
             raise TunelabError(f"{config_path}: {name} can only be turned on on the command line ({_flag(name)})")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    values.update(validate(cls, given, "command line"))
+    values.update(validate(cls, given, "command line", choices))
     return _build(cls, values, "give {flag} or put {name}: in the config file")

@@ -1,22 +1,24 @@
-"""What every strategy produces: a Plan of parameter groups, and the one rule for train/eval modes.
+"""What every strategy is and produces: the Strategy contract, the Plan of parameter groups, the train/eval rule.
 
 A strategy decides three things about a backbone: which parameters train, at what fraction of the head's
 learning rate, and which modules it inserts. The training loop only ever sees the resulting parameter
 groups; it knows nothing about strategies.
+
+May import: errors and (for type hints only) models. No torch at import time: the CLI lists the strategies
+in its help, so declaring them must stay cheap; the functions that need torch types import it when called.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from tunelab.models.contract import Backbone
-from tunelab.strategies.layers import Inserted
-
-BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    from tunelab.models.contract import Backbone
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,30 @@ class ParamGroup:
     """Multiplier on the base (head) learning rate."""
 
 
+@dataclass(frozen=True)
+class Inserted:
+    """One module a strategy added to a block, for the plan and the checkpoint."""
+
+    block: int
+    """Index of the block it sits in."""
+    path: str
+    """Dotted name of the inserted module in the model."""
+    description: str
+    """Short human description, e.g. 'adapter 384->24->384'."""
+    params: tuple[str, ...] = ()
+    """Dotted names of the parameters the insertion added (not those of the layer it wraps)."""
+
+
+def inserted_params(inserted: list[Inserted]) -> frozenset[str]:
+    """Names of the parameters a list of insertions added: what an adapter-like strategy trains."""
+    return frozenset(name for module in inserted for name in module.params)
+
+
 @dataclass
 class Plan:
     """The result of applying a strategy to a backbone: what trains, how fast, what was inserted."""
 
-    strategy: "Strategy"
+    strategy: Strategy
     """The strategy that made the plan."""
     backbone: Backbone
     """The backbone, already modified (frozen flags set, modules inserted)."""
@@ -45,6 +66,11 @@ class Plan:
     """Trainable parameter groups; every parameter with requires_grad is in exactly one."""
     inserted: list[Inserted] = field(default_factory=list)
     """Modules the strategy added."""
+
+    @property
+    def inserted_params(self) -> frozenset[str]:
+        """Names of every parameter the strategy added to the backbone (none for strategies that only freeze)."""
+        return inserted_params(self.inserted)
 
     @property
     def trainable_params(self) -> int:
@@ -85,6 +111,75 @@ class Plan:
         return out
 
 
+class Strategy(ABC):
+    """A transfer strategy: a small frozen dataclass whose `apply` turns a backbone into a Plan.
+
+    The extension contract. A new strategy is one file holding one class, decorated with
+    `@register_strategy` (tunelab.strategies.registry), plus one import line in `tunelab/strategies/__init__.py`;
+    the CLI's help and choices, compare's default grid, advise's candidates, `inspect` and the contract tests
+    all read it from the registry. The class:
+
+    - is a `@dataclass(frozen=True)`; its fields are the strategy's settings, each with a default and a
+      one-line docstring. Their types (int, float, bool or an optional of one) are all the spec parser
+      needs: `key:VALUE:field=value` is built from the dataclass, no parsing code per strategy;
+    - declares `key` (the name users type: lowercase, no ':' or ','), `summary` (one line for `--help`),
+      optionally `positional` (the field `key:VALUE` sets), `pretrained` (False only when the backbone must
+      start from random weights, as scratch does) and `default_lr` (the head learning rate when none is
+      given);
+    - implements `apply(backbone) -> Plan`, which modifies `backbone` in place and returns:
+      - `groups`: every parameter that trains (requires_grad True) in exactly one ParamGroup, the head in
+        one named 'head' at lr_scale 1.0 (`head_group`), everything else frozen (requires_grad False);
+      - `inserted`: one `Inserted` per module it added, naming the parameters that module brought, so
+        `inspect` and the checkpoint can tell inserted weights from pretrained ones without guessing from
+        names;
+      - inserted modules must leave the logits unchanged at insertion (zero-initialised output), so the
+        adapted model starts as the pretrained one.
+    - raises TunelabError, with what to do instead, for a setting or backbone it cannot work with.
+
+    `apply` must not put modules in train or eval mode: `set_train_mode` is the one rule, applied by the loop.
+    Importing a strategy file must not import torch or PEFT (the CLI lists strategies in its help): import
+    the torch-heavy helpers in `tunelab.strategies.layers` inside `apply`, and `Backbone` only under
+    TYPE_CHECKING.
+    """
+
+    key: ClassVar[str]
+    """The name users type (`--strategy KEY[:VALUE][:field=value]`)."""
+    positional: ClassVar[str | None] = None
+    """The field that `key:VALUE` sets, or None when the strategy takes no positional value."""
+    pretrained: ClassVar[bool] = True
+    """Whether the backbone is loaded with its pretrained weights (False: random initialisation)."""
+    default_lr: ClassVar[float] = 1e-3
+    """The head learning rate used when the user gives none."""
+    summary: ClassVar[str] = ""
+    """One line for `--help`: what trains and what stays frozen."""
+
+    @abstractmethod
+    def apply(self, backbone: Backbone) -> Plan:
+        """Freeze, insert and group parameters on `backbone` (modified in place)."""
+
+    def spec(self) -> str:
+        """The string that parses back to this strategy, e.g. 'retrain:3' or 'full:decay=0.8'."""
+        return format_spec(self)
+
+
+def format_spec(strategy: Strategy) -> str:
+    """The spec that parses back to `strategy`, listing only fields that differ from their defaults."""
+    parts = [strategy.key]
+    fields = sorted(dataclasses.fields(strategy), key=lambda f: f.name != strategy.positional)
+    for f in fields:
+        value = getattr(strategy, f.name)
+        if value != f.default:
+            parts.append(str(value) if f.name == strategy.positional else f"{f.name}={value}")
+    return ":".join(parts)
+
+
+def batchnorm_types() -> tuple[type, ...]:
+    """The BatchNorm layer classes, whose running statistics move in train mode even when their weights are frozen."""
+    from torch import nn  # lazy: torch is only needed once there is a model to look at
+
+    return (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def set_train_mode(model: nn.Module) -> None:
     """Put the model in training mode, except what is frozen: the one rule, applied explicitly by the loop.
 
@@ -94,39 +189,16 @@ def set_train_mode(model: nn.Module) -> None:
       move (timm's `freeze`, fastai's `train_bn=False`). A strategy that wants BatchNorm statistics to adapt
       keeps its parameters trainable.
     """
+    batchnorm = batchnorm_types()
     model.train()
     for module in model.modules():
-        is_frozen_bn = isinstance(module, BATCHNORM) and not any(p.requires_grad for p in module.parameters())
+        is_frozen_bn = isinstance(module, batchnorm) and not any(p.requires_grad for p in module.parameters())
         if is_frozen_bn:
             module.eval()
     blocks = getattr(model, "blocks", [])  # TransferModel; a bare module has no block structure
     for block in blocks:
         if not any(p.requires_grad for p in block.parameters()):
             block.eval()
-
-
-class Strategy(ABC):
-    """A transfer strategy: a small frozen dataclass whose `apply` turns a backbone into a Plan.
-
-    Subclasses declare `key` (the name users type), optionally `positional` (the field that `key:VALUE`
-    sets), `pretrained` (False only for scratch) and `default_lr` (the head learning rate it trains well at).
-    """
-
-    key: ClassVar[str]
-    positional: ClassVar[str | None] = None
-    pretrained: ClassVar[bool] = True
-    default_lr: ClassVar[float] = 1e-3
-    summary: ClassVar[str] = ""
-
-    @abstractmethod
-    def apply(self, backbone: Backbone) -> Plan:
-        """Freeze, insert and group parameters on `backbone` (modified in place)."""
-
-    def spec(self) -> str:
-        """The string that parses back to this strategy, e.g. 'retrain:3' or 'full:decay=0.8'."""
-        from tunelab.strategies.parse import format_spec
-
-        return format_spec(self)
 
 
 def freeze(module: nn.Module) -> None:
@@ -139,13 +211,15 @@ def unfreeze(module: nn.Module) -> None:
         p.requires_grad_(True)
 
 
-def group(model: nn.Module, name: str, prefix: str | list[str], lr_scale: float, only: str | None = None) -> ParamGroup:
-    """The trainable parameters under one or more name prefixes (optionally only names containing `only`)."""
+def group(
+    model: nn.Module, name: str, prefix: str | list[str], lr_scale: float, only: frozenset[str] | None = None
+) -> ParamGroup:
+    """The trainable parameters under one or more name prefixes (optionally only those named in `only`)."""
     prefixes = [prefix] if isinstance(prefix, str) else prefix
     named = [
         (n, p)
         for n, p in model.named_parameters()
-        if p.requires_grad and any(n.startswith(pre + ".") for pre in prefixes) and (only is None or only in n)
+        if p.requires_grad and any(n.startswith(pre + ".") for pre in prefixes) and (only is None or n in only)
     ]
     return ParamGroup(name, tuple(n for n, _ in named), tuple(p for _, p in named), lr_scale)
 

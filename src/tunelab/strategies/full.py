@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tunelab.models.contract import Backbone
-from tunelab.strategies.base import BATCHNORM, Plan, Strategy, block_groups, freeze, head_group, unfreeze
+from tunelab.strategies.base import Plan, Strategy, batchnorm_types, block_groups, freeze, head_group, unfreeze
+from tunelab.strategies.registry import register_strategy
+
+if TYPE_CHECKING:
+    from tunelab.models.contract import Backbone
 
 
+@register_strategy
 @dataclass(frozen=True)
 class FullTune(Strategy):
     """All weights train; backbone lr = head lr x lr_mult, or layer-wise decay when `decay` is set."""
@@ -25,8 +30,9 @@ class FullTune(Strategy):
     def apply(self, backbone: Backbone) -> Plan:
         unfreeze(backbone.model)
         if self.freeze_bn:
+            batchnorm = batchnorm_types()
             for module in backbone.model.modules():
-                if isinstance(module, BATCHNORM):
+                if isinstance(module, batchnorm):
                     freeze(module)
         groups = block_groups(backbone, 0, self.lr_mult, self.decay)
         return Plan(self, backbone, [*groups, head_group(backbone)])

@@ -1,16 +1,20 @@
 """Modules the strategies insert into a backbone: bottleneck adapters (ours) and LoRA (PEFT's), and their surgery.
 
 Insertion replaces a submodule by a wrapper that runs the original and then the adapter; the original
-module (and its pretrained parameters) is kept inside the wrapper untouched.
+module (and its pretrained parameters) is kept inside the wrapper untouched. Each insertion records the
+parameters it added (found by identity: the ones the model did not have before), so nothing downstream has
+to recognise inserted weights by their names.
+
+Imports torch and PEFT: strategies import this module inside `apply`, never at the top of their file.
+May import: models.contract, strategies.base.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from tunelab.models.contract import AdapterSite
+from tunelab.strategies.base import Inserted
 
 
 def adapter_width(width: int, reduction: int) -> int:
@@ -68,40 +72,40 @@ class Adapted(nn.Module):
         return self.adapter(self.base(*args, **kwargs))
 
 
-@dataclass(frozen=True)
-class Inserted:
-    """One module a strategy added to a block, for the plan and the checkpoint."""
+def added_params(model: nn.Module, before: set[int], paths: list[str]) -> list[tuple[str, ...]]:
+    """For each module path, the names of its parameters that were not in the model before (`before`: their ids).
 
-    block: int
-    """Index of the block it sits in."""
-    path: str
-    """Dotted name of the inserted module in the model."""
-    description: str
-    """Short human description, e.g. 'adapter 384->24->384'."""
+    Names are read once every insertion is done, because wrapping a module renames what sits under it.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [
+        tuple(names[id(p)] for p in model.get_submodule(path).parameters() if id(p) not in before and id(p) in names)
+        for path in paths
+    ]
 
 
 def insert_adapters(model: nn.Module, sites: list[AdapterSite], reduction: int) -> list[Inserted]:
     """Wrap every site's module with a zero-initialised bottleneck adapter; return what was added."""
-    inserted = []
+    before = {id(p) for p in model.parameters()}
+    added = []
     for site in sites:
         hidden = adapter_width(site.width, reduction)
         adapter = ConvBottleneck(site.width, hidden) if site.kind == "conv" else Bottleneck(site.width, hidden)
         model.set_submodule(site.path, Adapted(model.get_submodule(site.path), adapter))
-        inserted.append(Inserted(site.block, f"{site.path}.adapter", f"adapter {site.width}->{hidden}->{site.width}"))
-    return inserted
+        added.append((site.block, f"{site.path}.adapter", f"adapter {site.width}->{hidden}->{site.width}"))
+    params = added_params(model, before, [path for _, path, _ in added])
+    return [Inserted(block, path, text, names) for (block, path, text), names in zip(added, params)]
 
 
 def insert_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, dropout: float) -> list[Inserted]:
     """Add PEFT LoRA matrices to each target layer (B zero-initialised, so the model is unchanged)."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    before = {id(p) for p in model.parameters()}
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets))
     inject_adapter_in_model(config, model)
-    inserted = []
-    for path in targets:
-        block = int(path.split(".")[1])
-        inserted.append(Inserted(block, path, f"lora r={rank}"))
-    return inserted
+    params = added_params(model, before, list(targets))
+    return [Inserted(int(path.split(".")[1]), path, f"lora r={rank}", names) for path, names in zip(targets, params)]
 
 
 def merge_lora(model: nn.Module) -> int:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tunelab.models.contract import Backbone
 from tunelab.strategies.base import Plan, Strategy, freeze, head_group
+from tunelab.strategies.registry import register_strategy
+
+if TYPE_CHECKING:
+    from tunelab.models.contract import Backbone
 
 
+@register_strategy
 @dataclass(frozen=True)
 class NoneTune(Strategy):
     """Backbone frozen (BatchNorm in eval mode), new head trained. Cheapest; best when data is small and similar."""

@@ -2,6 +2,9 @@
 
 Colons separate the parts so that a comma-separated list (`none,full,retrain:4`) stays unambiguous.
 Field names and types come from the strategy dataclass itself, so a new strategy needs no parser code.
+Formatting (the reverse) is `Strategy.spec` in base; this module imports base, never the other way round.
+
+May import: errors, strategies.base.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ def parse_spec(spec: str, registry: dict[str, type[Strategy]]) -> Strategy:
         if not sep:
             if i > 0 or cls.positional is None:
                 usage = f"{key}:<{cls.positional}>" if cls.positional else key
-                raise TunelabError(f"strategy '{spec}': unexpected value '{part}'; usage: {usage}[:field=value], fields: {', '.join(fields) or 'none'}")
+                raise TunelabError(
+                    f"strategy '{spec}': unexpected value '{part}'; usage: {usage}[:field=value], "
+                    f"fields: {', '.join(fields) or 'none'}"
+                )
             name, raw = cls.positional, part
         if name not in fields:
             raise TunelabError(f"strategy '{spec}': {key} has no field '{name}'; fields: {', '.join(fields) or 'none'}")
@@ -53,14 +59,3 @@ def _convert(raw: str, annotation, spec: str, name: str):
         except ValueError:
             pass
     raise TunelabError(f"strategy '{spec}': {name}={raw!r} is not a valid {kind.__name__}")
-
-
-def format_spec(strategy: Strategy) -> str:
-    """The spec that parses back to `strategy`, listing only fields that differ from their defaults."""
-    parts = [strategy.key]
-    fields = sorted(dataclasses.fields(strategy), key=lambda f: f.name != strategy.positional)
-    for f in fields:
-        value = getattr(strategy, f.name)
-        if value != f.default:
-            parts.append(str(value) if f.name == strategy.positional else f"{f.name}={value}")
-    return ":".join(parts)

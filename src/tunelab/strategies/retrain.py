@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tunelab.models.contract import Backbone
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Plan, Strategy, block_groups, freeze, head_group, unfreeze
+from tunelab.strategies.registry import register_strategy
+
+if TYPE_CHECKING:
+    from tunelab.models.contract import Backbone
 
 
+@register_strategy
 @dataclass(frozen=True)
 class ReTrain(Strategy):
     """Blocks 0..K-1 frozen (generic low-level features kept), blocks K.. and the head trained."""
@@ -28,7 +33,10 @@ class ReTrain(Strategy):
         n = len(backbone.blocks)
         k = n // 2 if self.k is None else self.k
         if not 0 <= k <= n:
-            raise TunelabError(f"retrain:{k}: K must be between 0 and {n} for {backbone.name} (blocks: {', '.join(backbone.block_names)})")
+            raise TunelabError(
+                f"retrain:{k}: K must be between 0 and {n} for {backbone.name} "
+                f"(blocks: {', '.join(backbone.block_names)})"
+            )
         return k
 
     def apply(self, backbone: Backbone) -> Plan:

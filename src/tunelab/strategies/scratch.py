@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tunelab.models.contract import Backbone
 from tunelab.errors import TunelabError
 from tunelab.strategies.base import Plan, Strategy, group, head_group, unfreeze
+from tunelab.strategies.registry import register_strategy
+
+if TYPE_CHECKING:
+    from tunelab.models.contract import Backbone
 
 
+@register_strategy
 @dataclass(frozen=True)
 class Scratch(Strategy):
     """Random initialisation, every weight at the full learning rate."""

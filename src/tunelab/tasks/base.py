@@ -4,7 +4,11 @@ The loss is the same for every task, cross-entropy over the positions whose labe
 sentence or an image has one position; a tagged sentence has one per first sub-token), and the
 strategies never see a task at all: a task may only change the head, add what its inputs need (entity
 marker embeddings, say) as an extra parameter group after the strategy ran, and read its own files. So
-adding a task is one file here and one registry line, and every strategy works with it unchanged.
+adding a task is one file here and one `register_task(TaskEntry(...))` line in `tunelab/tasks/__init__.py`
+(its name and modality there must match the class's), and every strategy works with it unchanged.
+
+Imports torch: loaded through `tasks.registry.get_task`, never by `import tunelab.tasks`.
+May import: errors, models, data, strategies.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tunelab.models.contract import Backbone
 from tunelab.data import Examples, Splits, split_examples
+from tunelab.models.contract import Backbone
 from tunelab.strategies import Plan
 
 IGNORE = -100
@@ -93,7 +97,9 @@ class Task(ABC):
         return plan
 
     @abstractmethod
-    def dataset(self, examples: Examples, backbone: Backbone, train: bool, augment: bool, max_length: int | None) -> Dataset:
+    def dataset(
+        self, examples: Examples, backbone: Backbone, train: bool, augment: bool, max_length: int | None
+    ) -> Dataset:
         """Items for the loader: (input, label) pairs, with a `labels` attribute listing the labels in order."""
 
     @abstractmethod
@@ -101,11 +107,15 @@ class Task(ABC):
         """The loader's collate_fn (None: default stacking)."""
 
     @abstractmethod
-    def scorer(self, examples: Examples, backbone: Backbone, max_length: int | None) -> Callable[[torch.Tensor, np.ndarray], dict[str, float]]:
+    def scorer(
+        self, examples: Examples, backbone: Backbone, max_length: int | None
+    ) -> Callable[[torch.Tensor, np.ndarray], dict[str, float]]:
         """fn(logits, labels) over `examples`' labelled positions -> epoch metrics, `metric` among them."""
 
     @abstractmethod
-    def report(self, examples: Examples, backbone: Backbone, max_length: int | None, logits: torch.Tensor, labels: np.ndarray) -> Report:
+    def report(
+        self, examples: Examples, backbone: Backbone, max_length: int | None, logits: torch.Tensor, labels: np.ndarray
+    ) -> Report:
         """The `tunelab eval` report for labelled positions of `examples`."""
 
     @abstractmethod
@@ -113,6 +123,14 @@ class Task(ABC):
         """Unlabelled command-line inputs (paths or lines) as Examples with placeholder labels."""
 
     @abstractmethod
-    def predictions(self, items: list[str], examples: Examples, backbone: Backbone, max_length: int | None, logits: torch.Tensor,
-                    classes: tuple[str, ...], k: int) -> list[Prediction]:
-        """One printable prediction per input (`items` as given, `examples` from `inputs`) from its positions' logits."""
+    def predictions(
+        self,
+        items: list[str],
+        examples: Examples,
+        backbone: Backbone,
+        max_length: int | None,
+        logits: torch.Tensor,
+        classes: tuple[str, ...],
+        k: int,
+    ) -> list[Prediction]:
+        """One printable prediction per input (`items` as given, `examples` from `inputs`) from its logits."""

@@ -100,7 +100,14 @@ class TextClassification(Classification):
 
     def load_splits(self, config) -> Splits:
         val = None if config.val_data is None else Path(config.val_data)
-        return load_text(Path(config.data), val, config.val_fraction, config.seed, text_column=config.text_column, label_column=config.label_column)
+        return load_text(
+            Path(config.data),
+            val,
+            config.val_fraction,
+            config.seed,
+            text_column=config.text_column,
+            label_column=config.label_column,
+        )
 
     def dataset(self, examples, backbone, train, augment, max_length):
         return TextDataset(examples)

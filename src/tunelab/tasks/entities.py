@@ -81,15 +81,21 @@ class EntityReport:
             return {"name": s.name, "precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}
 
         return {
-            "entity_f1": self.overall.f1, "precision": self.overall.precision, "recall": self.overall.recall,
-            "token_accuracy": self.token_accuracy, "sentences": self.sentences, "loss": self.loss,
+            "entity_f1": self.overall.f1,
+            "precision": self.overall.precision,
+            "recall": self.overall.recall,
+            "token_accuracy": self.token_accuracy,
+            "sentences": self.sentences,
+            "loss": self.loss,
             "per_type": [row(s) for s in self.per_type],
         }
 
     def format(self) -> str:
         o = self.overall
-        header = (f"entity F1 {o.f1:.3f}  precision {o.precision:.3f}  recall {o.recall:.3f}  "
-                  f"token accuracy {self.token_accuracy:.3f}  sentences {self.sentences}")
+        header = (
+            f"entity F1 {o.f1:.3f}  precision {o.precision:.3f}  recall {o.recall:.3f}  "
+            f"token accuracy {self.token_accuracy:.3f}  sentences {self.sentences}"
+        )
         if self.loss is not None:
             header += f"  loss {self.loss:.4g}"
         width = max([len("type"), *(len(s.name) for s in self.per_type), len("overall")])
@@ -99,7 +105,9 @@ class EntityReport:
         return "\n".join(lines)
 
 
-def entity_report(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], loss: float | None = None) -> EntityReport:
+def entity_report(
+    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], loss: float | None = None
+) -> EntityReport:
     """Compare gold and predicted tag sequences sentence by sentence (equal lengths required)."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunelab.models.families.transformers import TokenState
 from tunelab.data import Examples
 from tunelab.data.relations import Relation, parse_marked, parse_record, read_relations
 from tunelab.errors import TunelabError
+from tunelab.models.contract import TokenState
 from tunelab.strategies import ParamGroup, Plan
 from tunelab.tasks.base import Task, task_loss, token_limit
 from tunelab.tasks.classification import TopLabels
@@ -115,7 +115,7 @@ class EntityStartHead(nn.Module):
 
 
 class RelationDataset(Dataset):
-    """Marked, tokenized sentences and the positions of their [E1] and [E2] tokens (0, i.e. [CLS], if truncated away)."""
+    """Marked, tokenized sentences and the positions of their [E1] and [E2] tokens ([CLS]'s 0 if truncated away)."""
 
     def __init__(self, examples: Examples, tokenizer, max_length: int):
         self._labels = list(examples.labels)
@@ -149,7 +149,9 @@ class PadRelations:
         longest = max(len(e["input_ids"]) for (e, _), _ in batch)
         keys = batch[0][0][0].keys()
         fill = {"input_ids": self.pad_id}
-        inputs = {k: torch.tensor([e[k] + [fill.get(k, 0)] * (longest - len(e[k])) for (e, _), _ in batch]) for k in keys}
+        inputs = {
+            k: torch.tensor([e[k] + [fill.get(k, 0)] * (longest - len(e[k])) for (e, _), _ in batch]) for k in keys
+        }
         inputs["entity_starts"] = torch.tensor([starts for (_, starts), _ in batch])
         return inputs, torch.tensor([label for _, label in batch])
 
@@ -170,7 +172,8 @@ class RelationReport:
 
     def format(self) -> str:
         width = max(len(t) for t in self.per_type) if self.per_type else 4
-        lines = [f"official macro-F1 {self.official_f1:.3f} ({len(self.per_type)} relation types, directed, without {NEGATIVE})"]
+        types = f"{len(self.per_type)} relation types, directed, without {NEGATIVE}"
+        lines = [f"official macro-F1 {self.official_f1:.3f} ({types})"]
         lines += [f"  {t:<{width}}  F1 {f:.3f}" for t, f in self.per_type.items()]
         return "\n".join([*lines, "", self.classification.format()])
 
@@ -193,8 +196,10 @@ class RelationClassification(Task):
         tokenizer.add_tokens(list(MARKERS), special_tokens=True)
         first = tokenizer.convert_tokens_to_ids(MARKERS[0])
         if new and first != backbone.word_embeddings.num_embeddings:
-            raise TunelabError(f"{backbone.name}: the tokenizer has {first} tokens before the markers but the model embeds "
-                               f"{backbone.word_embeddings.num_embeddings}; cannot append marker embeddings")
+            raise TunelabError(
+                f"{backbone.name}: the tokenizer has {first} tokens before the markers but the model "
+                f"embeds {backbone.word_embeddings.num_embeddings}; cannot append marker embeddings"
+            )
         owner, attribute = _owner(backbone.model, backbone.word_embeddings)
         setattr(owner, attribute, MarkerEmbedding(backbone.word_embeddings, len(MARKERS)))
         backbone.model.head = EntityStartHead(backbone.num_features, num_outputs)
@@ -202,7 +207,8 @@ class RelationClassification(Task):
 
     def finish(self, plan: Plan) -> Plan:
         """The marker table trains under every strategy, at the head's learning rate, in a group of its own."""
-        named = [(f"{n}.extra", m.extra) for n, m in plan.backbone.model.named_modules() if isinstance(m, MarkerEmbedding)]
+        modules = plan.backbone.model.named_modules()
+        named = [(f"{n}.extra", m.extra) for n, m in modules if isinstance(m, MarkerEmbedding)]
         for _, p in named:
             p.requires_grad_(True)
         ids = {id(p) for _, p in named}
@@ -223,7 +229,10 @@ class RelationClassification(Task):
     def scorer(self, examples, backbone, max_length):
         def score(logits, labels):
             predicted = logits.argmax(-1).numpy()
-            return {"official_f1": official_f1(labels, predicted, examples.classes)[0], "accuracy": accuracy(labels, predicted)}
+            return {
+                "official_f1": official_f1(labels, predicted, examples.classes)[0],
+                "accuracy": accuracy(labels, predicted),
+            }
 
         return score
 
@@ -237,10 +246,13 @@ class RelationClassification(Task):
         relations = []
         for i, item in enumerate(items, 1):
             try:
-                relations.append(parse_record(json.loads(item))[0] if item.lstrip().startswith("{") else parse_marked(item))
+                is_json = item.lstrip().startswith("{")
+                relations.append(parse_record(json.loads(item))[0] if is_json else parse_marked(item))
             except (ValueError, TunelabError) as e:
-                raise TunelabError(f"input {i}: {e}; write a sentence with <e1>..</e1> and <e2>..</e2>, or a JSON object "
-                                   '{"text": ..., "head": [s, e], "tail": [s, e]}') from None
+                raise TunelabError(
+                    f"input {i}: {e}; write a sentence with <e1>..</e1> and <e2>..</e2>, or a JSON "
+                    'object {"text": ..., "head": [s, e], "tail": [s, e]}'
+                ) from None
         return Examples(relations, [0] * len(relations), classes, "command line")
 
     def predictions(self, items, examples, backbone, max_length, logits, classes, k):

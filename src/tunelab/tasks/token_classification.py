@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tunelab.models.families.transformers import TokenState
 from tunelab.data import Examples, Splits, stratified_split
 from tunelab.data.conll import read_conll
+from tunelab.models.contract import TokenState
 from tunelab.tasks.base import IGNORE, Task, task_loss, token_limit
 from tunelab.tasks.entities import entities, entity_report
 
@@ -125,7 +125,8 @@ class Entities:
         return f"{self.input}\t{found or '(no entities)'}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "entities": [{"type": k, "start": s, "end": e, "text": self.input[s:e]} for k, s, e in self.entities]}
+        found = [{"type": k, "start": s, "end": e, "text": self.input[s:e]} for k, s, e in self.entities]
+        return {"input": self.input, "entities": found}
 
 
 class TokenClassification(Task):
@@ -166,8 +167,13 @@ class TokenClassification(Task):
     def scorer(self, examples, backbone, max_length):
         def score(logits, labels):
             report = entity_report(*self._gold_and_predicted(examples, backbone, max_length, logits))
-            return {"entity_f1": report.overall.f1, "precision": report.overall.precision, "recall": report.overall.recall,
-                    "token_accuracy": report.token_accuracy}
+            overall = report.overall
+            return {
+                "entity_f1": overall.f1,
+                "precision": overall.precision,
+                "recall": overall.recall,
+                "token_accuracy": report.token_accuracy,
+            }
 
         return score
 
@@ -176,11 +182,13 @@ class TokenClassification(Task):
         return entity_report(*self._gold_and_predicted(examples, backbone, max_length, logits), loss=loss)
 
     def inputs(self, items, classes):
-        return Examples([[m.group() for m in WORD.finditer(line)] for line in items], [[0] * len(WORD.findall(line)) for line in items],
-                        classes, "command line")
+        words = [[m.group() for m in WORD.finditer(line)] for line in items]
+        return Examples(words, [[0] * len(w) for w in words], classes, "command line")
 
     def predictions(self, items, examples, backbone, max_length, logits, classes, k):
         _, predicted = self._gold_and_predicted(examples, backbone, max_length, logits)
         spans = [[m.span() for m in WORD.finditer(line)] for line in items]
-        return [Entities(line, [(kind, where[s][0], where[e - 1][1]) for kind, s, e in entities(tags)])
-                for line, tags, where in zip(items, predicted, spans)]
+        return [
+            Entities(line, [(kind, where[s][0], where[e - 1][1]) for kind, s, e in entities(tags)])
+            for line, tags, where in zip(items, predicted, spans)
+        ]

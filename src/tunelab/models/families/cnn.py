@@ -9,24 +9,25 @@ step (forward + backward, batch 16, 224 px) took 0.83 s instead of 1.30 s on Mob
 instead of 1.88 s on EfficientNet-Lite0, and a frozen forward pass over 32 images 0.72 s instead of 1.57 s.
 On a GPU it is the layout tensor cores want. Only the layout changes: values, shapes and state_dict keys
 are the same, and checkpoints are written in the standard layout.
+
+May import: models.contract, models.inputs (and torch).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
 
 import torch
 from torch import nn
 
-from tunelab.models.inputs import ImageInput
 from tunelab.models.contract import AdapterSite, Backbone, TransferModel, classifier_head
+from tunelab.models.inputs import ImageInput
 
 
 def cnn_backbone(
     *,
     name: str,
-    family: Literal["torchvision", "timm"],
+    family: str,
     blocks: list[tuple[str, nn.Module]],
     classifier: nn.Linear,
     dropout: float,
@@ -36,9 +37,9 @@ def cnn_backbone(
 ) -> Backbone:
     """Assemble a CNN Backbone whose head reuses `classifier` (so ImageNet predictions still work).
 
-    `blocks` start with the stem; `has_neck` says the last block is a neck (a 1x1 expansion before
-    pooling). Adapters go after every stage in between, as bottleneck adapters go inside the layers of a
-    transformer and not after its embeddings.
+    `family` is the calling adapter's name for itself. `blocks` start with the stem; `has_neck` says the last
+    block is a neck (a 1x1 expansion before pooling). Adapters go after every stage in between, as
+    bottleneck adapters go inside the layers of a transformer and not after its embeddings.
     """
     head = classifier_head(classifier.in_features, classifier.out_features, dropout)
     head[-1] = classifier
@@ -79,8 +80,7 @@ def _pointwise_layers(model: TransferModel) -> list[str]:
     """Linear layers and 1x1 non-grouped convs inside the blocks: the dense projections LoRA adapts."""
     targets = []
     for name, module in model.blocks.named_modules(prefix="blocks"):
-        if isinstance(module, nn.Linear):
-            targets.append(name)
-        elif isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+        pointwise_conv = isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+        if isinstance(module, nn.Linear) or pointwise_conv:
             targets.append(name)
     return targets

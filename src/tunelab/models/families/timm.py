@@ -1,18 +1,23 @@
 """timm CNNs in the contract's shape: EfficientNet-style (stem, stages, neck) and ResNet-style.
 
 timm's own `pretrained_cfg` supplies the preprocessing (mean, std, input size, crop, interpolation).
+timm itself is imported when a model is wrapped (it has been, to build the model), so importing this
+file costs torch, not timm: a text or torchvision run never loads it.
+
+May import: errors, models.contract, models.inputs, models.families.cnn (and torch, timm).
 """
 
 from __future__ import annotations
 
 from torch import nn
-from timm.models.efficientnet import EfficientNet
-from timm.models.resnet import ResNet
 
 from tunelab.errors import TunelabError
-from tunelab.models.inputs import ImageInput
-from tunelab.models.families.cnn import cnn_backbone
 from tunelab.models.contract import Backbone
+from tunelab.models.families.cnn import cnn_backbone
+from tunelab.models.inputs import ImageInput
+
+FAMILY = "timm"
+"""This family's name in `Backbone.family` and `tunelab models`."""
 
 
 def timm_input(net: nn.Module) -> ImageInput:
@@ -29,6 +34,9 @@ def timm_input(net: nn.Module) -> ImageInput:
 
 def from_timm(net: nn.Module, name: str, pretrained: bool = True) -> Backbone:
     """Wrap a timm EfficientNet / MobileNetV2 / EfficientNet-Lite (class EfficientNet) or a ResNet."""
+    from timm.models.efficientnet import EfficientNet  # lazy: timm is heavy (see the module docstring)
+    from timm.models.resnet import ResNet
+
     if isinstance(net, EfficientNet):
         blocks = [("stem", nn.Sequential(net.conv_stem, net.bn1))]
         blocks += [(f"stage{i + 1}", stage) for i, stage in enumerate(net.blocks)]
@@ -49,7 +57,7 @@ def from_timm(net: nn.Module, name: str, pretrained: bool = True) -> Backbone:
         raise TunelabError(f"{name}: expected a Linear classifier, found {type(classifier).__name__}")
     return cnn_backbone(
         name=name,
-        family="timm",
+        family=FAMILY,
         blocks=blocks,
         classifier=classifier,
         dropout=float(net.drop_rate),

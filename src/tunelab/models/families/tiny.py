@@ -1,24 +1,34 @@
-"""Tiny random models built offline in milliseconds: the test fixtures, and zoo entries for smoke runs.
+"""Tiny random models built offline in milliseconds: the test fixtures, and the named models `tiny-cnn` and
+`tiny-bert` (registered below) for smoke runs.
 
 They go through the same family adapters as the real models (torchvision MobileNetV2, transformers
-BertModel), so a test on them exercises the real code paths, only smaller.
+BertModel), so a test on them exercises the real code paths, only smaller. The libraries are imported
+when a model is built, so listing the names costs torch only.
+
+May import: models.contract, models.inputs, models.registry, models.families.torchvision,
+models.families.transformers (and torch, torchvision, tokenizers, transformers).
 """
 
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING
 
 import torch
-from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-from tokenizers.models import WordPiece
-from torchvision.models import MobileNetV2
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
+from tunelab.models.contract import Backbone
+from tunelab.models.families import torchvision as torchvision_family
+from tunelab.models.families import transformers as transformers_family
 from tunelab.models.inputs import ImageInput
+from tunelab.models.registry import ZooEntry, register_model
+
+if TYPE_CHECKING:
+    from torchvision.models import MobileNetV2
+    from transformers import BertModel, PreTrainedTokenizerFast
 
 TINY_IMAGE_INPUT = ImageInput(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=32, crop_pct=1.0)
 
-WORDS = (
+WORDS = (  # noqa: SIM905 - a sentence of words reads better than a list of 70 quoted strings
     "the a an and or not is was are be it this that of to in on for with as at by from good bad great "
     "awful fine movie film story plot actor acting fun boring love hate very really quite best worst "
     "john paris london acme corp went visited works lives city company person"
@@ -27,6 +37,8 @@ WORDS = (
 
 def tiny_cnn(seed: int = 0) -> MobileNetV2:
     """A 5-block MobileNetV2 (stem, three narrow stages, neck) with random weights."""
+    from torchvision.models import MobileNetV2  # lazy: heavy (see the module docstring)
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return MobileNetV2(
@@ -37,6 +49,10 @@ def tiny_cnn(seed: int = 0) -> MobileNetV2:
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """An uncased WordPiece tokenizer over a few dozen words plus single characters (no unknown letters)."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors  # lazy: see the module docstring
+    from tokenizers.models import WordPiece
+    from transformers import PreTrainedTokenizerFast
+
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     pieces = specials + WORDS + chars + [f"##{c}" for c in string.ascii_lowercase + string.digits]
@@ -62,6 +78,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_bert(seed: int = 0) -> tuple[BertModel, PreTrainedTokenizerFast]:
     """A 2-layer, 32-wide BERT with random weights and its tokenizer."""
+    from transformers import BertConfig, BertModel  # lazy: heavy (see the module docstring)
+
     tokenizer = tiny_tokenizer()
     config = BertConfig(
         vocab_size=len(tokenizer),
@@ -74,3 +92,17 @@ def tiny_bert(seed: int = 0) -> tuple[BertModel, PreTrainedTokenizerFast]:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return BertModel(config, add_pooling_layer=False), tokenizer
+
+
+def _tiny_cnn(pretrained: bool) -> Backbone:
+    return torchvision_family.from_torchvision(tiny_cnn(), "tiny-cnn", TINY_IMAGE_INPUT, pretrained=False)
+
+
+def _tiny_bert(pretrained: bool) -> Backbone:
+    net, tokenizer = tiny_bert()
+    return transformers_family.from_transformers(net, tokenizer, "tiny-bert", pretrained=False)
+
+
+RANDOM = "none: random weights, for tests"
+register_model(ZooEntry("tiny-cnn", torchvision_family.FAMILY, RANDOM, None, _tiny_cnn))
+register_model(ZooEntry("tiny-bert", transformers_family.FAMILY, RANDOM, None, _tiny_bert))

@@ -4,37 +4,50 @@ Between blocks the state is a `TokenState` (hidden states plus the 2-D padding m
 boundary can be cached. Each layer block builds the 4-D attention mask with transformers' own
 `create_bidirectional_mask`, the same call `BertModel.forward` makes, so the split model computes what
 the library computes.
+
+transformers is imported where it is used (it is loaded by then, to build the model), so importing this
+file costs torch only: an image run never loads transformers.
+
+May import: errors, models.contract, models.inputs (and torch, transformers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import BertModel, PreTrainedModel, RobertaModel, XLMRobertaModel
-from transformers.masking_utils import create_bidirectional_mask
 
 from tunelab.errors import TunelabError
+from tunelab.models.contract import AdapterSite, Backbone, TokenState, TransferModel, masked_mean
 from tunelab.models.inputs import TextInput
-from tunelab.models.contract import AdapterSite, Backbone, TransferModel
 
-SUPPORTED = (BertModel, RobertaModel, XLMRobertaModel)
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-
-class TokenState(NamedTuple):
-    """What flows between text blocks."""
-
-    hidden: torch.Tensor
-    """(batch, tokens, hidden) activations."""
-    mask: torch.Tensor
-    """(batch, tokens) 1 for real tokens, 0 for padding."""
-    entity_starts: torch.Tensor | None = None
-    """(batch, 2) positions of the head and tail entity markers (relation classification), else None."""
+FAMILY = "transformers"
+"""This family's name in `Backbone.family` and `tunelab models`."""
 
 
-class Embeddings(nn.Module):
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars while we load (we print our own summary)."""
+    from transformers.utils import logging  # lazy: see the module docstring
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()
+
+
+class EmbeddingBlock(nn.Module):
     """Block 0: token, position and segment embeddings of a tokenizer batch."""
 
     def __init__(self, embeddings: nn.Module):
@@ -50,20 +63,17 @@ class EncoderLayer(nn.Module):
     """Blocks 1..n: one transformer layer."""
 
     def __init__(self, layer: nn.Module, config):
+        from transformers.masking_utils import create_bidirectional_mask  # lazy: see the module docstring
+
         super().__init__()
         self.layer = layer
         self.config = config
+        self.make_mask = create_bidirectional_mask  # the library's own 4-D mask, as in `BertModel.forward`
 
     def forward(self, state: TokenState) -> TokenState:
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=state.hidden, attention_mask=state.mask)
+        mask = self.make_mask(config=self.config, inputs_embeds=state.hidden, attention_mask=state.mask)
         hidden = self.layer(state.hidden, attention_mask=mask)
         return state._replace(hidden=hidden)
-
-
-def masked_mean(state: TokenState) -> torch.Tensor:
-    """Average of the token vectors, ignoring padding (the pooling sentence-transformers trains with)."""
-    mask = state.mask.unsqueeze(-1).to(state.hidden.dtype)
-    return (state.hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 class MeanPool(nn.Module):
@@ -85,13 +95,16 @@ def text_classifier_head(num_features: int, num_outputs: int, dropout: float = 0
 
 def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bool = True) -> Backbone:
     """Wrap a BERT-family encoder; its head starts as mean pooling (a sentence embedding)."""
-    if not isinstance(net, SUPPORTED):
-        supported = ", ".join(cls.__name__ for cls in SUPPORTED)
-        raise TunelabError(f"transformers architecture {type(net).__name__} is not supported; supported: {supported}")
+    from transformers import BertModel, RobertaModel, XLMRobertaModel  # lazy: see the module docstring
+
+    supported = (BertModel, RobertaModel, XLMRobertaModel)  # encoders whose layout the blocks below know
+    if not isinstance(net, supported):
+        names = ", ".join(cls.__name__ for cls in supported)
+        raise TunelabError(f"transformers architecture {type(net).__name__} is not supported; supported: {names}")
     config = net.config
     layers = [EncoderLayer(layer, config) for layer in net.encoder.layer]
     dropout = float(config.hidden_dropout_prob)
-    model = TransferModel([Embeddings(net.embeddings), *layers], text_classifier_head(config.hidden_size, 0))
+    model = TransferModel([EmbeddingBlock(net.embeddings), *layers], text_classifier_head(config.hidden_size, 0))
     sites = []
     targets = []
     for i in range(1, len(layers) + 1):
@@ -101,7 +114,7 @@ def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bo
     max_length = min(int(getattr(tokenizer, "model_max_length", 512) or 512), config.max_position_embeddings, 128)
     return Backbone(
         name=name,
-        family="transformers",
+        family=FAMILY,
         model=model,
         block_names=["embeddings", *(f"layer.{i}" for i in range(len(layers)))],
         num_features=config.hidden_size,

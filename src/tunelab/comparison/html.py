@@ -4,6 +4,8 @@ Both tables are built from the same rows, so results.md and report.html always s
 The page embeds its plots as base64 data URIs and its CSS inline, and needs no JavaScript: it can be mailed,
 archived or opened offline and shows the same thing years later. Every number in the conclusion is computed
 from the results passed in; nothing is assumed about which strategy wins.
+
+May import: compare.results (the numbers), compare.plots (the strategy labels and marks the plots also show).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import base64
 import html
 import struct
 
-from tunelab.compare.results import SCRATCH, StrategyResult, TransferBenefit, at_fraction, largest_fraction
-from tunelab.compare.plots import MARKS, label
+from tunelab.comparison.plots import MARKS, label
+from tunelab.comparison.results import SCRATCH, StrategyResult, TransferBenefit, at_fraction, largest_fraction
 
 CAPTIONS = {
     "learning_curves.png": "Validation {metric} after each epoch, mean over runs (band: ±1 std); scratch is dashed.",
@@ -87,14 +89,31 @@ def fmt_fraction(fraction: float) -> str:
 
 def results_rows(results: list[StrategyResult]) -> tuple[list[str], list[list[str]]]:
     """Header and one row of display text per strategy x fraction."""
-    header = ["Strategy", "Training data", "Runs", f"Val {results[0].metric} (mean ± std)", "Trainable params",
-              "Train time", "Time/epoch", "Peak memory", "Checkpoint"]
-    rows = [[
-        label(r), f"{fmt_fraction(r.train_fraction)} ({r.train_examples:.0f} examples)", str(r.n_runs),
-        f"{fmt_metric(r.score_mean)} ± {fmt_metric(r.score_std)}",
-        f"{fmt_params(r.trainable_params)} ({r.trainable_percent:.3g}%)", fmt_seconds(r.train_seconds_mean),
-        fmt_seconds(r.seconds_per_epoch_mean), f"{r.peak_memory_mb_max:.0f} MB", fmt_bytes(r.checkpoint_bytes_mean),
-    ] for r in results]
+    header = [
+        "Strategy",
+        "Training data",
+        "Runs",
+        f"Val {results[0].metric} (mean ± std)",
+        "Trainable params",
+        "Train time",
+        "Time/epoch",
+        "Peak memory",
+        "Checkpoint",
+    ]
+    rows = [
+        [
+            label(r),
+            f"{fmt_fraction(r.train_fraction)} ({r.train_examples:.0f} examples)",
+            str(r.n_runs),
+            f"{fmt_metric(r.score_mean)} ± {fmt_metric(r.score_std)}",
+            f"{fmt_params(r.trainable_params)} ({r.trainable_percent:.3g}%)",
+            fmt_seconds(r.train_seconds_mean),
+            fmt_seconds(r.seconds_per_epoch_mean),
+            f"{r.peak_memory_mb_max:.0f} MB",
+            fmt_bytes(r.checkpoint_bytes_mean),
+        ]
+        for r in results
+    ]
     return header, rows
 
 
@@ -125,16 +144,21 @@ def render_markdown(title: str, results: list[StrategyResult], table: list[Trans
     """results.md: the results table to paste anywhere, the three-benefits table and the conclusion."""
     examples = at_fraction(results, largest_fraction(results))[0].train_examples
     parts = [
-        f"# {title}\n", _markdown_table(*results_rows(results), 2),
+        f"# {title}\n",
+        _markdown_table(*results_rows(results), 2),
         f"{MARKS['best']} best, {MARKS['cheapest_near_best']} cheapest within noise of the best.\n",
-        f"## Three benefits of transfer ({examples:.0f} training examples)\n", _markdown_table(*benefit_rows(table), 1),
-        "## Conclusion\n", "".join(f"- {sentence}\n" for sentence in conclusion(results, table)), NOTES + "\n",
+        f"## Three benefits of transfer ({examples:.0f} training examples)\n",
+        _markdown_table(*benefit_rows(table), 1),
+        "## Conclusion\n",
+        "".join(f"- {sentence}\n" for sentence in conclusion(results, table)),
+        NOTES + "\n",
     ]
     return "\n".join(parts)
 
 
-def _html_table(header: list[str], rows: list[list[str]], table_id: str, text_columns: int,
-                classes: list[str] | None = None) -> str:
+def _html_table(
+    header: list[str], rows: list[list[str]], table_id: str, text_columns: int, classes: list[str] | None = None
+) -> str:
     def cell(tag: str, i: int, text: str) -> str:
         attribute = ' class="text"' if i < text_columns else ""
         return f"<{tag}{attribute}>{html.escape(text)}</{tag}>"
@@ -167,15 +191,20 @@ def _where(r: StrategyResult, several: bool) -> str:
 
 
 def conclusion(results: list[StrategyResult], table: list[TransferBenefit]) -> list[str]:
-    """Plain-language findings, each number taken from `results`: best, cheapest near best, transfer vs scratch, data."""
+    """Plain-language findings, each number taken from `results`.
+
+    In order: the best, the cheapest near the best, transfer against scratch, and how the data size changed that.
+    """
     fractions = sorted({r.train_fraction for r in results})
     top = at_fraction(results, fractions[-1])
     metric = top[0].metric
     best = next(r for r in top if r.best)
     cheap = next(r for r in top if r.cheapest_near_best)
     runs = f"{best.n_runs} run{'s' * (best.n_runs > 1)}"
-    said = [f"{_where(best, len(fractions) > 1)}, {best.strategy} scored best: mean validation {metric} "
-            + f"{fmt_metric(best.score_mean)} ± {fmt_metric(best.score_std)} over {runs}"]
+    said = [
+        f"{_where(best, len(fractions) > 1)}, {best.strategy} scored best: mean validation {metric} "
+        + f"{fmt_metric(best.score_mean)} ± {fmt_metric(best.score_std)} over {runs}"
+    ]
     if len(top) == 1:
         said[0] += "; it was the only strategy run."
     else:
@@ -183,19 +212,25 @@ def conclusion(results: list[StrategyResult], table: list[TransferBenefit]) -> l
         gap = best.score_mean - runner.score_mean
         said[0] += f", {gap:.3f} above the runner-up {runner.strategy} ({fmt_metric(runner.score_mean)})."
         if max(r.n_runs for r in top) == 1:
-            said[0] += (" With one run per strategy there is no estimate of run-to-run noise; repeat with --seeds 3 "
-                        "(or --folds 5) before trusting small differences.")
+            said[0] += (
+                " With one run per strategy there is no estimate of run-to-run noise; repeat with --seeds 3 "
+                "(or --folds 5) before trusting small differences."
+            )
         elif gap < max(best.score_std, runner.score_std):
             said[0] += " That gap is smaller than the run-to-run standard deviation, so the two are hard to tell apart."
         if cheap is best:
-            said.append(f"No strategy within noise of {best.strategy} trained faster, so it is also the cheapest good "
-                        f"choice ({fmt_seconds(best.train_seconds_mean)} of training per run).")
+            said.append(
+                f"No strategy within noise of {best.strategy} trained faster, so it is also the cheapest good "
+                f"choice ({fmt_seconds(best.train_seconds_mean)} of training per run)."
+            )
         else:
             ratio = best.train_seconds_mean / max(cheap.train_seconds_mean, 1e-9)
             said.append(
                 f"{cheap.strategy} is the cheapest strategy within noise of the best: {fmt_metric(cheap.score_mean)}, "
-                f"{best.score_mean - cheap.score_mean:.3f} below {best.strategy} (within its ± {fmt_metric(best.score_std)}), "
-                f"in {fmt_seconds(cheap.train_seconds_mean)} of training instead of {fmt_seconds(best.train_seconds_mean)} "
+                f"{best.score_mean - cheap.score_mean:.3f} below {best.strategy} "
+                f"(within its ± {fmt_metric(best.score_std)}), "
+                f"in {fmt_seconds(cheap.train_seconds_mean)} of training "
+                f"instead of {fmt_seconds(best.train_seconds_mean)} "
                 f"({ratio:.1f}× less), with {fmt_params(cheap.trainable_params)} trainable parameters instead of "
                 f"{fmt_params(best.trainable_params)}."
             )
@@ -203,7 +238,9 @@ def conclusion(results: list[StrategyResult], table: list[TransferBenefit]) -> l
     return said
 
 
-def _transfer_sentences(results: list[StrategyResult], table: list[TransferBenefit], fractions: list[float]) -> list[str]:
+def _transfer_sentences(
+    results: list[StrategyResult], table: list[TransferBenefit], fractions: list[float]
+) -> list[str]:
     top = at_fraction(results, fractions[-1])
     if not any(_is_scratch(r) for r in top):
         return ["Scratch was not run, so what transfer buys cannot be measured; add scratch to --strategies."]
@@ -213,13 +250,21 @@ def _transfer_sentences(results: list[StrategyResult], table: list[TransferBenef
     lead = max(transfer, key=lambda r: r.score_mean)
     b = next(row for row in table if row.strategy == lead.strategy)
     s = next(row for row in table if _is_scratch(row))
-    slope = ("with a single epoch there is no slope to compare" if b.slope_gain is None else
-             f"climbed {_more(b.slope_gain, 'faster', 'slower', ' per epoch')} over the first epochs "
-             f"({fmt_gain(b.slope)} vs {fmt_gain(s.slope)})")
-    said = [(f"Against training from scratch, {lead.strategy} (the best transferring strategy) started "
-             f"{_more(b.start_gain, 'higher', 'lower')} after the first epoch ({fmt_metric(b.start)} vs {fmt_metric(s.start)}), "
-             f"{slope}, and reached a best epoch {_more(b.asymptote_gain, 'higher', 'lower')} "
-             f"({fmt_metric(b.asymptote)} vs {fmt_metric(s.asymptote)}).")]
+    slope = (
+        "with a single epoch there is no slope to compare"
+        if b.slope_gain is None
+        else f"climbed {_more(b.slope_gain, 'faster', 'slower', ' per epoch')} over the first epochs "
+        f"({fmt_gain(b.slope)} vs {fmt_gain(s.slope)})"
+    )
+    said = [
+        (
+            f"Against training from scratch, {lead.strategy} (the best transferring strategy) started "
+            f"{_more(b.start_gain, 'higher', 'lower')} after the first epoch "
+            f"({fmt_metric(b.start)} vs {fmt_metric(s.start)}), "
+            f"{slope}, and reached a best epoch {_more(b.asymptote_gain, 'higher', 'lower')} "
+            f"({fmt_metric(b.asymptote)} vs {fmt_metric(s.asymptote)})."
+        )
+    ]
     if b.slope_gain is not None and b.slope_gain < 0 < b.start_gain:
         said[0] += " A slower climb is expected when transfer already starts high."
     if len(fractions) < 2:
@@ -237,13 +282,17 @@ def _transfer_sentences(results: list[StrategyResult], table: list[TransferBenef
     listed = ", ".join(f"{w.train_examples:.0f} examples {gain:+.3f}" for gain, w, _ in margins)
     gain, winner, base = max(margins, key=lambda m: m[0])
     if gain <= 0:
-        said.append(f"Scratch matched or beat every transferring strategy at every training-set size (best margin of "
-                    f"transfer over scratch: {listed}).")
+        said.append(
+            f"Scratch matched or beat every transferring strategy at every training-set size (best margin of "
+            f"transfer over scratch: {listed})."
+        )
     else:
-        said.append(f"Transfer helped most at {winner.train_examples:.0f} training examples "
-                    f"({fmt_fraction(winner.train_fraction)} of the data), where {winner.strategy} beat scratch by "
-                    f"{gain:.3f} ({fmt_metric(winner.score_mean)} vs {fmt_metric(base.score_mean)}). Best margin of "
-                    f"transfer over scratch by training-set size: {listed}.")
+        said.append(
+            f"Transfer helped most at {winner.train_examples:.0f} training examples "
+            f"({fmt_fraction(winner.train_fraction)} of the data), where {winner.strategy} beat scratch by "
+            f"{gain:.3f} ({fmt_metric(winner.score_mean)} vs {fmt_metric(base.score_mean)}). Best margin of "
+            f"transfer over scratch by training-set size: {listed}."
+        )
     return said
 
 
@@ -261,32 +310,49 @@ def _figure(name: str, png: bytes, metric: str) -> str:
     width, height = png_size(png)
     caption = html.escape(CAPTIONS.get(name, name).format(metric=metric))
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}" width="{width}" height="{height}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{caption}" width="{width}" height="{height}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
-def render_html(title: str, results: list[StrategyResult], table: list[TransferBenefit], plots: dict[str, bytes]) -> str:
+def render_html(
+    title: str, results: list[StrategyResult], table: list[TransferBenefit], plots: dict[str, bytes]
+) -> str:
     """One self-contained page: no scripts, no external references; plots embedded as data URIs."""
     metric = results[0].metric
     fractions = sorted({r.train_fraction for r in results})
     runs = sum(r.n_runs for r in results)
     specs = len({r.strategy for r in results})
-    meta = (f"{runs} runs: {specs} strategies × {len(fractions)} training-set size{'s' * (len(fractions) > 1)}; "
-            f"score = validation {metric} of each run's best epoch.")
+    meta = (
+        f"{runs} runs: {specs} strategies × {len(fractions)} training-set size{'s' * (len(fractions) > 1)}; "
+        f"score = validation {metric} of each run's best epoch."
+    )
     classes = ["best" if r.best else "" for r in results]
-    classes = [c + (" split" if i and r.train_fraction != results[i - 1].train_fraction else "")
-               for i, (c, r) in enumerate(zip(classes, results))]
+    classes = [
+        c + (" split" if i and r.train_fraction != results[i - 1].train_fraction else "")
+        for i, (c, r) in enumerate(zip(classes, results))
+    ]
     examples = at_fraction(results, fractions[-1])[0].train_examples
     order = [name for name in CAPTIONS if name in plots] + [name for name in plots if name not in CAPTIONS]
-    body = "\n".join([
-        f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{html.escape(meta)}</p>',
-        "<h2>Conclusion</h2>", '<ul class="conclusion">',
-        *(f"<li>{html.escape(sentence)}</li>" for sentence in conclusion(results, table)), "</ul>",
-        "<h2>Results</h2>", _html_table(*results_rows(results), "results", 2, [c.strip() for c in classes]),
-        f'<p class="note">{html.escape(NOTES)}</p>',
-        "<h2>Plots</h2>", *(_figure(name, plots[name], metric) for name in order),
-        f"<h2>Three benefits of transfer ({examples:.0f} training examples)</h2>",
-        _html_table(*benefit_rows(table), "benefits", 1),
-    ])
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
+    body = "\n".join(
+        [
+            f"<h1>{html.escape(title)}</h1>",
+            f'<p class="meta">{html.escape(meta)}</p>',
+            "<h2>Conclusion</h2>",
+            '<ul class="conclusion">',
+            *(f"<li>{html.escape(sentence)}</li>" for sentence in conclusion(results, table)),
+            "</ul>",
+            "<h2>Results</h2>",
+            _html_table(*results_rows(results), "results", 2, [c.strip() for c in classes]),
+            f'<p class="note">{html.escape(NOTES)}</p>',
+            "<h2>Plots</h2>",
+            *(_figure(name, plots[name], metric) for name in order),
+            f"<h2>Three benefits of transfer ({examples:.0f} training examples)</h2>",
+            _html_table(*benefit_rows(table), "benefits", 1),
+        ]
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )

@@ -10,12 +10,13 @@ of the `full` run it replaces.
 
 Data: hymenoptera, SST-2 and SemEval-2010 Task 8 from ../shared/datasets; Fashion-MNIST from Debian's
 `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist). Subsets are stratified samples written
-to `<out>/data` (validation sets from SST-2 dev, SemEval test and Fashion-MNIST t10k: see VAL_SIZE) (SemEval as sentence classification: the sentence with its <e1>/<e2> markers kept as
-text, the relation without its direction as the label, 10 classes). Everything is resumable: advice is
+to `<out>/data` (validation sets from SST-2 dev, SemEval test and Fashion-MNIST t10k: see VAL_SIZE)
+(SemEval as sentence classification: the sentence with its <e1>/<e2> markers kept as text, the relation
+without its direction as the label, 10 classes). Everything is resumable: advice is
 saved per case and `compare` skips finished runs, so re-running after an interruption continues.
 
-Run: .venv/bin/python benchmarks/advisor.py [--out runs/bench-advisor] [--cases mnv2-hym-20,...]
-Writes benchmarks/results/advisor.{md,json} and the table between the markers in benchmarks/README.md.
+Run: .venv/bin/python benchmarks/advice_hit_rate.py [--out runs/bench-advisor] [--cases mnv2-hym-20,...]
+Writes benchmarks/results/advice_hit_rate.{md,json} and the table between the markers in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -30,22 +31,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import write_table
 from PIL import Image
 
-from tunelab.advise.decide import Thresholds, advise, transfer_depth
-from tunelab.compare.grid import CompareConfig, compare, planned_runs
+from bench_common import write_table
+from tunelab.advice.api import advise
+from tunelab.advice.decide import Thresholds, transfer_depth
+from tunelab.advice.profile import stratified_sample
+from tunelab.comparison.grid import compare, planned_runs
+from tunelab.comparison.results import aggregate, collect
 from tunelab.data.idx import find_idx_pair, read_idx
 from tunelab.data.images import read_image_folder
 from tunelab.data.text import read_text_table
-from tunelab.advise.profile import stratified_sample
-from tunelab.compare.results import aggregate, collect
+from tunelab.settings import CompareConfig
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                   "ankle_boot")
+FASHION_CLASSES = (
+    "tshirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+)
 
 VAL_SIZE = {"sst2": 400, "semeval": 400, "fashion-mnist": 100}
 """Stratified validation subsets (hymenoptera uses its whole val folder, 153 images): every run scores
@@ -190,21 +203,38 @@ def run_case(case: Case, out: Path, tolerance: float) -> dict:
     e = advice["evidence"]
     k = transfer_depth(e["logme_per_block"], Thresholds(**e["thresholds"]).transfer_drop)[0]
     specs = tuple(dict.fromkeys(("none", f"retrain:{k}", "full", "scratch", advice["recommendation"])))
-    config = CompareConfig(model=case.model, data=str(train), val_data=str(val), out=str(folder / "compare"),
-                           strategies=specs, epochs=case.epochs, seeds=1)
+    config = CompareConfig(
+        model=case.model,
+        data=str(train),
+        val_data=str(val),
+        out=str(folder / "compare"),
+        strategies=specs,
+        epochs=case.epochs,
+        seeds=1,
+    )
     compare(config)
     results = {r.strategy: r for r in aggregate(collect([Path(r.out) for r in planned_runs(config)]))}
     scores = {s: results[s].score_mean for s in specs}
     best = max(scores, key=scores.get)
     rec = advice["recommendation"]
     row = {
-        "case": case.name, "model": case.model, "dataset": case.dataset, "train_examples": e["n"],
-        "per_class_median": e["per_class_median"], "classes": e["classes"],
-        "logme_pretrained": e["logme_pretrained"], "logme_gain": e["logme_pretrained"] - e["logme_control"],
-        "logme_gain_noise": e["logme_gain_noise"], "recommendation": rec, "runner_up": advice["runner_up"],
-        "scores": scores, "best": best, "regret": scores[best] - scores[rec],
+        "case": case.name,
+        "model": case.model,
+        "dataset": case.dataset,
+        "train_examples": e["n"],
+        "per_class_median": e["per_class_median"],
+        "classes": e["classes"],
+        "logme_pretrained": e["logme_pretrained"],
+        "logme_gain": e["logme_pretrained"] - e["logme_control"],
+        "logme_gain_noise": e["logme_gain_noise"],
+        "recommendation": rec,
+        "runner_up": advice["runner_up"],
+        "scores": scores,
+        "best": best,
+        "regret": scores[best] - scores[rec],
         "hit": scores[rec] >= scores[best] - tolerance,
-        "advise_seconds": e["seconds"], "full_seconds": results["full"].train_seconds_mean,
+        "advise_seconds": e["seconds"],
+        "full_seconds": results["full"].train_seconds_mean,
         "epochs": case.epochs,
     }
     (folder / "row.json").write_text(json.dumps(row, indent=1))
@@ -231,8 +261,10 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def table(rows: list[dict], tolerance: float) -> str:
-    header = ("| case | train n (median/class) | LogME gain ± noise | advice (runner-up) | none | retrain:K | full "
-              "| scratch | best | hit | advise s / full s |")
+    header = (
+        "| case | train n (median/class) | LogME gain ± noise | advice (runner-up) | none | retrain:K | full "
+        "| scratch | best | hit | advise s / full s |"
+    )
     lines = [header, "|" + "---|" * 11]
     for r in rows:
         s = r["scores"]
@@ -242,18 +274,21 @@ def table(rows: list[dict], tolerance: float) -> str:
             f"| {r['case']} | {r['train_examples']} ({r['per_class_median']:g}) | {r['logme_gain']:+.3f} ± "
             f"{r['logme_gain_noise']:.3f} | {r['recommendation']} ({r['runner_up']}) | {cells[0]} | {cells[1]} "
             f"({retrain}) | {cells[2]} | {cells[3]} | {r['best']} | {'yes' if r['hit'] else 'no'} "
-            f"| {r['advise_seconds']:.0f} / {r['full_seconds']:.0f} = {r['advise_seconds'] / r['full_seconds']:.2f} |")
+            f"| {r['advise_seconds']:.0f} / {r['full_seconds']:.0f} = {r['advise_seconds'] / r['full_seconds']:.2f} |"
+        )
     hits = sum(r["hit"] for r in rows)
     pairs = sorted({(r["model"], r["dataset"]) for r in rows})
     full_acc = [r["scores"]["full"] for r in rows]
     benefit = [max(v for k, v in r["scores"].items() if k != "scratch") - r["scores"]["scratch"] for r in rows]
+    epochs = "/".join(sorted({str(r["epochs"]) for r in rows}))
+    logme_vs_full = spearman([r["logme_pretrained"] for r in rows], full_acc)
     summary = [
         "",
-        f"{len(rows)} cases, {len(pairs)} (model, dataset) pairs, {'/'.join(sorted({str(r['epochs']) for r in rows}))} epochs, 1 seed, "
+        f"{len(rows)} cases, {len(pairs)} (model, dataset) pairs, {epochs} epochs, 1 seed, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} cores.",
         f"Hit rate (advice within {tolerance * 100:g} point of the best): {hits}/{len(rows)} = {hits / len(rows):.0%}; "
         f"mean regret {np.mean([r['regret'] for r in rows]):.3f}.",
-        f"Spearman rank correlation: pretrained LogME vs `full` accuracy {spearman([r['logme_pretrained'] for r in rows], full_acc):+.2f}; "
+        f"Spearman rank correlation: pretrained LogME vs `full` accuracy {logme_vs_full:+.2f}; "
         f"LogME gain over the random-init control vs what pretraining bought (best transfer minus scratch) "
         f"{spearman([r['logme_gain'] for r in rows], benefit):+.2f}.",
     ]
@@ -263,8 +298,9 @@ def table(rows: list[dict], tolerance: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench-advisor", help="working folder (data subsets, runs); resumable")
-    parser.add_argument("--cases", default="", help="comma-separated case names (default: all): "
-                        + ", ".join(c.name for c in CASES))
+    parser.add_argument(
+        "--cases", default="", help="comma-separated case names (default: all): " + ", ".join(c.name for c in CASES)
+    )
     parser.add_argument("--tolerance", type=float, default=0.01, help="a hit is within this of the best score")
     args = parser.parse_args()
     wanted = set(filter(None, args.cases.split(",")))
@@ -277,16 +313,18 @@ def main() -> None:
             continue
         started = time.perf_counter()
         row = run_case(case, out, args.tolerance)
-        print(f"{case.name}: advice {row['recommendation']}, best {row['best']} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"{case.name}: advice {row['recommendation']}, best {row['best']} ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         write_results(out, args.tolerance)
 
 
 def write_results(out: Path, tolerance: float) -> None:
     """The table over every case finished so far in `out`, whichever invocation ran it (printed and written)."""
     rows = [json.loads(f.read_text()) for c in CASES if (f := out / c.name / "row.json").exists()]
-    write_table("advisor", table(rows, tolerance), quick=False)
-    (HERE / "results" / "advisor.json").write_text(json.dumps(rows, indent=1))
+    write_table("advice_hit_rate", table(rows, tolerance), quick=False)
+    (HERE / "results" / "advice_hit_rate.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

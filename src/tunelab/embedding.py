@@ -8,6 +8,9 @@ for a search index, a plot or a scikit-learn model; the .npz holds only arrays, 
 
 Example ids say where each row came from: an image file's path relative to the data folder, `train/17`
 for the 18th image of an idx file, `reviews.tsv#4` for the 5th example of a text table.
+
+May import: errors, fileio, models, data, runs (a run directory as `model` works because `tunelab.runs`
+registers run directories as a model source).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.models.contract import Backbone
-from tunelab.fileio import atomic_write_bytes
 from tunelab.data import Examples, read_image_folder, read_image_folder_as, read_text_table
 from tunelab.data.idx import find_idx_pair, read_idx
 from tunelab.errors import TunelabError
-from tunelab.runs.features import extract_features
+from tunelab.fileio import atomic_write_bytes
+from tunelab.models.contract import Backbone
 from tunelab.models.zoo import load_backbone
+from tunelab.runs.features import extract_features
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,14 @@ class Embeddings:
         """Write an .npz (features, labels, ids, classes, model, block, block_name) atomically."""
         buffer = io.BytesIO()
         np.savez(
-            buffer, features=self.features, labels=self.labels, ids=self.ids, classes=np.array(self.classes, dtype=str),
-            model=np.array(self.model), block=np.array(self.block), block_name=np.array(self.block_name),
+            buffer,
+            features=self.features,
+            labels=self.labels,
+            ids=self.ids,
+            classes=np.array(self.classes, dtype=str),
+            model=np.array(self.model),
+            block=np.array(self.block),
+            block_name=np.array(self.block_name),
         )
         atomic_write_bytes(path, buffer.getvalue())
         return Path(path)
@@ -76,12 +85,18 @@ def embed(
     examples, ids = read_all(Path(data), backbone.modality, text_column, label_column)
     n = len(backbone.blocks)
     if not -n <= block < n:
-        raise TunelabError(f"block {block} does not exist: {backbone.name} has {n} blocks (0..{n - 1}: {', '.join(backbone.block_names)})")
+        names = ", ".join(backbone.block_names)
+        raise TunelabError(f"block {block} does not exist: {backbone.name} has {n} blocks (0..{n - 1}: {names})")
     index = block % n
     features = extract_features(backbone, examples, [index], batch_size, max_length, progress)[index]
     return Embeddings(
-        features=features, labels=np.array(examples.labels, dtype=np.int64), ids=np.array(ids, dtype=str),
-        classes=examples.classes, model=backbone.name, block=index, block_name=backbone.block_names[index],
+        features=features,
+        labels=np.array(examples.labels, dtype=np.int64),
+        ids=np.array(ids, dtype=str),
+        classes=examples.classes,
+        model=backbone.name,
+        block=index,
+        block_name=backbone.block_names[index],
     )
 
 
@@ -95,7 +110,9 @@ def read_all(path: Path, modality: str, text_column: str | None, label_column: s
         examples = read_text_table(path, text_column, label_column)
         return examples, [f"{path.name}#{i}" for i in range(len(examples))]
     if not path.is_dir():
-        raise TunelabError(f"{path} is a file, but the model reads images: give an image folder or a folder of idx files")
+        raise TunelabError(
+            f"{path} is a file, but the model reads images: give an image folder or a folder of idx files"
+        )
     train_idx = find_idx_pair(path, "train")
     if train_idx is not None:
         parts = [("train", read_idx(*train_idx))]
@@ -103,7 +120,8 @@ def read_all(path: Path, modality: str, text_column: str | None, label_column: s
         if test_idx is not None:
             parts.append(("t10k", read_idx(*test_idx, classes=parts[0][1].classes)))
         return _concat([e for _, e in parts]), [f"{name}/{i}" for name, e in parts for i in range(len(e))]
-    val = next((path / name for name in ("val", "validation") if (path / "train").is_dir() and (path / name).is_dir()), None)
+    has_train = (path / "train").is_dir()
+    val = next((path / name for name in ("val", "validation") if has_train and (path / name).is_dir()), None)
     if val is not None:
         train = read_image_folder(path / "train")
         examples = _concat([train, read_image_folder_as(val, train.classes)])
@@ -115,4 +133,5 @@ def read_all(path: Path, modality: str, text_column: str | None, label_column: s
 def _concat(parts: list[Examples]) -> Examples:
     """Examples labelled with the first part's classes, one after the other."""
     first = parts[0]
-    return Examples([x for p in parts for x in p.inputs], [y for p in parts for y in p.labels], first.classes, first.source)
+    inputs = [x for p in parts for x in p.inputs]
+    return Examples(inputs, [y for p in parts for y in p.labels], first.classes, first.source)

@@ -15,7 +15,10 @@ interpolation for images; max_length for text), `model` and `strategy`.
 
 We use the TorchScript-based exporter (`dynamo=False`): it handles our split-into-blocks BERT in seconds,
 where the torch.export-based one takes about a minute on the tiny test model; parity with PyTorch is what
-the tests check, on inputs of other batch sizes and lengths than the one traced.
+the tests check, on inputs of other batch sizes and lengths than the one traced. `onnx` is an optional
+extra, imported when an export runs.
+
+May import: errors, models, strategies, data, runs.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from torch import nn
 from tunelab.data.datasets import BATCH_KEYS
 from tunelab.errors import TunelabError
 from tunelab.models.inputs import ImageInput
+from tunelab.runs.trained import load_run
 from tunelab.strategies.layers import merge_lora
-from tunelab.runs.rundir import load_run
 
 FORMATS = ("onnx",)
 OPSET = 17
@@ -82,13 +85,21 @@ def export(run_path: str | Path, out: str | Path, format: str = "onnx") -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks: parity is tested instead
             torch.onnx.export(
-                wrapped, sample, str(temp), input_names=list(names), output_names=["logits"],
-                dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+                wrapped,
+                sample,
+                str(temp),
+                input_names=list(names),
+                output_names=["logits"],
+                dynamic_axes={**axes, "logits": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
             )
         graph = onnx.load(str(temp))
         metadata = {
-            "classes": json.dumps(list(run.classes)), "preprocessing": json.dumps(preprocessing),
-            "model": run.config.model, "strategy": run.config.strategy,
+            "classes": json.dumps(list(run.classes)),
+            "preprocessing": json.dumps(preprocessing),
+            "model": run.config.model,
+            "strategy": run.config.strategy,
         }
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)

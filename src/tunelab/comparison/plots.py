@@ -3,14 +3,17 @@
 `matplotlib.figure.Figure` is used directly instead of pyplot: no global backend switch, no display needed,
 no figure left open in a registry, and safe to call from a program that has its own pyplot state.
 Each strategy keeps one colour in every plot; scratch, the baseline, is always black and dashed.
+matplotlib is imported when a figure is drawn, not with this module, so the CLI's start-up never pays for it.
+
+May import: compare.results (the numbers), errors; matplotlib lazily.
 """
 
 from __future__ import annotations
 
 import io
 
+from tunelab.comparison.results import StrategyResult, at_fraction, largest_fraction, strategy_order
 from tunelab.errors import TunelabError
-from tunelab.compare.results import StrategyResult, at_fraction, largest_fraction, strategy_order
 
 DPI = 110
 """Resolution of the PNGs: sharp enough on a laptop screen, small enough to embed in one HTML page."""
@@ -67,14 +70,14 @@ def _log_x(ax, values: list[float]) -> None:
 
 
 def learning_curves(results: list[StrategyResult]) -> bytes:
-    """Validation metric per epoch per strategy, a ±std band where several runs were averaged; one panel per fraction."""
+    """Validation metric per epoch per strategy, a ±std band where runs were averaged; one panel per fraction."""
     styles = _styles(results)
     fractions = sorted({r.train_fraction for r in results})
     cols = min(len(fractions), 3)
     rows = -(-len(fractions) // cols)
     fig = _figure(5.2 * cols + 1.6, 3.8 * rows)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
-    for ax in axes.flat[len(fractions):]:
+    for ax in axes.flat[len(fractions) :]:
         ax.set_visible(False)
     for ax, fraction in zip(axes.flat, fractions):
         group = at_fraction(results, fraction)
@@ -112,8 +115,11 @@ def cost_vs_metric(results: list[StrategyResult]) -> bytes:
     ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("mean training time per run (s, log scale)")
     ax.set_ylabel(f"{_metric_label(results)} (mean ± std)")
-    ax.set_title(f"Cost against {results[0].metric} at {group[0].train_examples:.0f} training examples "
-                 "(★ best, ◆ cheapest within noise of the best)", fontsize=10)
+    ax.set_title(
+        f"Cost against {results[0].metric} at {group[0].train_examples:.0f} training examples "
+        "(★ best, ◆ cheapest within noise of the best)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3, which="both")
     return _png(fig)
 
@@ -125,8 +131,16 @@ def data_fractions(results: list[StrategyResult]) -> bytes:
     ax = fig.subplots()
     for spec in sorted({r.strategy for r in results}, key=strategy_order):
         line = sorted((r for r in results if r.strategy == spec), key=lambda r: r.train_examples)
-        ax.errorbar([r.train_examples for r in line], [r.score_mean for r in line], yerr=[r.score_std for r in line],
-                    marker="o", markersize=4, capsize=3, label=spec, **styles[spec])
+        ax.errorbar(
+            [r.train_examples for r in line],
+            [r.score_mean for r in line],
+            yerr=[r.score_std for r in line],
+            marker="o",
+            markersize=4,
+            capsize=3,
+            label=spec,
+            **styles[spec],
+        )
     _log_x(ax, [r.train_examples for r in results])
     ax.set_xlabel("training examples (log scale)")
     ax.set_ylabel(f"{_metric_label(results)} (mean ± std)")

@@ -1,17 +1,23 @@
 """What the data looks like before any model sees it: class balance, image sizes or text lengths, a sample.
 
 Cheap by design (file headers only, nothing decoded), so `advise` can describe a data set of any size.
+`DataProfile` is part of what `decide` reads, so this module loads no torch: `Examples` (whose package
+does) is imported for type hints only.
+
+May import: numpy, PIL, and tunelab.data for type hints.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from tunelab.data.examples import Examples
+if TYPE_CHECKING:
+    from tunelab.data.examples import Examples
 
 
 @dataclass(frozen=True)

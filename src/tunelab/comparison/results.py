@@ -1,8 +1,8 @@
-"""Comparison reports: collect finished runs, aggregate them per (data fraction, strategy), write the report.
+"""Comparison results: collect finished runs and aggregate them per (data fraction, strategy): the numbers.
 
-A report is rebuilt from run directories alone (config.yaml, metrics.jsonl, summary.json), so it can be
-redone after the fact, from any subset of runs, without retraining. The numbers live here; the plots are in
-report_plots.py and the Markdown/HTML text in report_html.py.
+Runs are read from run directories alone (config.yaml, metrics.jsonl, summary.json), so a report can be
+redone after the fact, from any subset of runs, without retraining. This module owns the dataclasses and
+the arithmetic; plots.py draws them, html.py writes them as text and report.py writes the report files.
 
 Aggregation rules, so two reports built from the same runs always agree:
 - runs are grouped by (train_fraction, strategy spec); seeds and folds of a group are repetitions;
@@ -11,20 +11,21 @@ Aggregation rules, so two reports built from the same runs always agree:
 - `cheapest_near_best` is, among strategies whose mean is at least best mean - best std ("within noise of
   the best"), the one with the least mean wall-clock training time (ties: fewer trainable parameters).
   With one run per strategy the std is 0, so only ties with the best count as "within noise".
+
+May import: runs (the run directory), strategies (registry order), settings, fileio, errors.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tunelab.fileio import atomic_write_bytes, atomic_write_text, load_json
-from tunelab.settings.fields import TrainConfig, from_yaml_file
 from tunelab.errors import TunelabError
+from tunelab.fileio import load_json
 from tunelab.runs.rundir import FORMAT_VERSION, RunDir
+from tunelab.settings import TrainConfig, from_yaml_file
+from tunelab.strategies import REGISTRY
 
 SCRATCH = "scratch"
 """Strategy key of the no-transfer baseline that the three benefits are measured against."""
@@ -149,7 +150,8 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
         below = sorted(config.parent for config in path.rglob("config.yaml")) if path.is_dir() else []
         if not below:
             raise TunelabError(
-                f"{path} is not a run directory (no config.yaml) and holds none; give run directories or the folder above them"
+                f"{path} is not a run directory (no config.yaml) and holds none; "
+                "give run directories or the folder above them"
             )
         found.extend(below)
     unique: dict[Path, Path] = {}
@@ -167,10 +169,13 @@ def collect(run_dirs: list[Path]) -> list[RunRecord]:
     dirs = find_run_dirs(run_dirs)
     incomplete = [d for d in dirs if not RunDir(d).complete]
     if incomplete:
-        shown = ", ".join(map(str, incomplete[:3])) + (f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else "")
+        shown = ", ".join(map(str, incomplete[:3])) + (
+            f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else ""
+        )
         raise TunelabError(
             f"incomplete run{'s' if len(incomplete) > 1 else ''} (no summary.json): {shown}; finish "
-            f"{'each' if len(incomplete) > 1 else 'it'} with `tunelab train --config {incomplete[0] / 'config.yaml'} --resume` "
+            f"{'each' if len(incomplete) > 1 else 'it'} "
+            f"with `tunelab train --config {incomplete[0] / 'config.yaml'} --resume` "
             f"or remove {'them' if len(incomplete) > 1 else 'it'}"
         )
     records = [_read_run(d) for d in dirs]
@@ -200,9 +205,24 @@ def _read_run(path: Path) -> RunRecord:
     if not isinstance(summary, dict):
         raise TunelabError(f"{run.summary}: expected a JSON object; the run is damaged")
     if int(summary.get("format_version", 0)) > FORMAT_VERSION:
-        raise TunelabError(f"{path} was written by a newer tunelab (format {summary['format_version']}); upgrade tunelab")
-    missing = [k for k in ("strategy", "score", "trainable_params", "total_params", "train_examples", "val_examples",
-                           "train_seconds", "peak_memory_mb", "checkpoint_bytes") if k not in summary]
+        raise TunelabError(
+            f"{path} was written by a newer tunelab (format {summary['format_version']}); upgrade tunelab"
+        )
+    missing = [
+        k
+        for k in (
+            "strategy",
+            "score",
+            "trainable_params",
+            "total_params",
+            "train_examples",
+            "val_examples",
+            "train_seconds",
+            "peak_memory_mb",
+            "checkpoint_bytes",
+        )
+        if k not in summary
+    ]
     if missing:
         raise TunelabError(
             f"{run.summary} lacks {', '.join(missing)}; the run is damaged or from an older tunelab: train it again"
@@ -215,15 +235,28 @@ def _read_run(path: Path) -> RunRecord:
     except (ValueError, KeyError, TypeError) as e:
         raise TunelabError(f"{run.metrics}: damaged epoch records ({e}); train the run again") from None
     if not curve:
-        raise TunelabError(f"{path} has summary.json but no epochs in metrics.jsonl; the run is damaged: train it again")
+        raise TunelabError(
+            f"{path} has summary.json but no epochs in metrics.jsonl; the run is damaged: train it again"
+        )
     return RunRecord(
-        path=path, model=config.model, data=config.data, strategy=str(summary["strategy"]), seed=config.seed,
-        fold=config.fold if config.folds else None, train_fraction=config.train_fraction,
-        train_examples=int(summary["train_examples"]), val_examples=int(summary["val_examples"]), metric=metric,
-        score=float(summary["score"]), trainable_params=int(summary["trainable_params"]),
-        total_params=int(summary["total_params"]), train_seconds=float(summary["train_seconds"]),
-        seconds_per_epoch=statistics.fmean(seconds), peak_memory_mb=float(summary["peak_memory_mb"]),
-        checkpoint_bytes=int(summary["checkpoint_bytes"]), curve=curve,
+        path=path,
+        model=config.model,
+        data=config.data,
+        strategy=str(summary["strategy"]),
+        seed=config.seed,
+        fold=config.fold if config.folds else None,
+        train_fraction=config.train_fraction,
+        train_examples=int(summary["train_examples"]),
+        val_examples=int(summary["val_examples"]),
+        metric=metric,
+        score=float(summary["score"]),
+        trainable_params=int(summary["trainable_params"]),
+        total_params=int(summary["total_params"]),
+        train_seconds=float(summary["train_seconds"]),
+        seconds_per_epoch=statistics.fmean(seconds),
+        peak_memory_mb=float(summary["peak_memory_mb"]),
+        checkpoint_bytes=int(summary["checkpoint_bytes"]),
+        curve=curve,
     )
 
 
@@ -232,8 +265,6 @@ def _read_run(path: Path) -> RunRecord:
 
 def strategy_order(spec: str) -> tuple[int, str]:
     """Sort key: registry order (none, full, retrain, adapter, lora, scratch), then spec text; unknown keys last."""
-    from tunelab.strategies import REGISTRY
-
     keys = list(REGISTRY)
     key = spec.split(":")[0]
     return (keys.index(key) if key in keys else len(keys), spec)
@@ -257,14 +288,22 @@ def _group(strategy: str, fraction: float, runs: list[RunRecord]) -> StrategyRes
     total = round(statistics.fmean(r.total_params for r in runs))
     curve_mean, curve_std = _mean_curve([r.curve for r in runs])
     return StrategyResult(
-        strategy=strategy, train_fraction=fraction, train_examples=statistics.fmean(r.train_examples for r in runs),
-        n_runs=len(runs), metric=runs[0].metric, score_mean=statistics.fmean(scores), score_std=_std(scores),
-        trainable_params=trainable, total_params=total, trainable_percent=100.0 * trainable / total if total else 0.0,
+        strategy=strategy,
+        train_fraction=fraction,
+        train_examples=statistics.fmean(r.train_examples for r in runs),
+        n_runs=len(runs),
+        metric=runs[0].metric,
+        score_mean=statistics.fmean(scores),
+        score_std=_std(scores),
+        trainable_params=trainable,
+        total_params=total,
+        trainable_percent=100.0 * trainable / total if total else 0.0,
         train_seconds_mean=statistics.fmean(r.train_seconds for r in runs),
         seconds_per_epoch_mean=statistics.fmean(r.seconds_per_epoch for r in runs),
         peak_memory_mb_max=max(r.peak_memory_mb for r in runs),
         checkpoint_bytes_mean=statistics.fmean(r.checkpoint_bytes for r in runs),
-        curve_mean=curve_mean, curve_std=curve_std,
+        curve_mean=curve_mean,
+        curve_std=curve_std,
     )
 
 
@@ -327,70 +366,15 @@ def benefit_table(results: list[StrategyResult]) -> list[TransferBenefit]:
     for r in top:
         start, slope, asymptote = benefits(r.curve_mean)
         own = r is base
-        rows.append(TransferBenefit(
-            strategy=r.strategy, start=start, slope=slope, asymptote=asymptote,
-            start_gain=None if own else _minus(start, ref[0]), slope_gain=None if own else _minus(slope, ref[1]),
-            asymptote_gain=None if own else _minus(asymptote, ref[2]),
-        ))
+        rows.append(
+            TransferBenefit(
+                strategy=r.strategy,
+                start=start,
+                slope=slope,
+                asymptote=asymptote,
+                start_gain=None if own else _minus(start, ref[0]),
+                slope_gain=None if own else _minus(slope, ref[1]),
+                asymptote_gain=None if own else _minus(asymptote, ref[2]),
+            )
+        )
     return rows
-
-
-# ---------------------------------------------------------------- writing
-
-
-def results_csv(results: list[StrategyResult]) -> str:
-    """One row per strategy x fraction with every aggregated number (curves as space-separated values)."""
-    names = [f.name for f in fields(StrategyResult)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(names)
-    for r in results:
-        row = []
-        for name in names:
-            value = getattr(r, name)
-            row.append(" ".join(repr(v) for v in value) if isinstance(value, tuple) else value)
-        writer.writerow(row)
-    return buffer.getvalue()
-
-
-def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
-    """Write results.csv, results.md, the PNG plots and a self-contained report.html into `out_dir`.
-
-    Every file is written atomically, so an interrupted report leaves each file whole (old or new).
-    Returns the path of report.html.
-    """
-    from tunelab.compare.html import render_html, render_markdown
-    from tunelab.compare.plots import render_plots
-
-    if not records:
-        raise TunelabError("no finished runs to report on")
-    out_dir = Path(out_dir)
-    results = aggregate(records)
-    table = benefit_table(results)
-    plots = render_plots(results)
-    atomic_write_text(out_dir / "results.csv", results_csv(results))
-    atomic_write_text(out_dir / "results.md", render_markdown(title, results, table))
-    for name, png in plots.items():
-        atomic_write_bytes(out_dir / name, png)
-    if "data_fractions.png" not in plots:  # a plot left by an earlier report over other runs would be stale
-        (out_dir / "data_fractions.png").unlink(missing_ok=True)
-    page = out_dir / "report.html"
-    atomic_write_text(page, render_html(title, results, table, plots))
-    return page
-
-
-def report_title(records: list[RunRecord]) -> str:
-    """'<model> on <data folder or file name>: transfer strategies compared'."""
-    first = records[0]
-    data = Path(first.data).name or first.data
-    subject = f"{first.model} on {data}" if data else first.model
-    return f"{subject}: transfer strategies compared"
-
-
-def report_from_runs(paths: list[Path], out_dir: Path) -> Path:
-    """Collect the runs in `paths` (run directories or folders above them) and write the report into `out_dir`."""
-    records = collect(paths)
-    if not records:
-        raise TunelabError("no finished runs to report on")
-    return write_report(records, Path(out_dir), report_title(records))
-

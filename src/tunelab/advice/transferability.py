@@ -94,8 +94,12 @@ def _evidence(sigma2: np.ndarray, z2: np.ndarray, outside: float, n: int, d: int
     t, m2, residual = terms(alpha, beta)
     log_det = float(np.sum(np.log(t))) + (d - k) * math.log(alpha)
     return (
-        n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
-        - beta / 2 * residual - alpha / 2 * m2 - log_det / 2
+        n / 2 * math.log(beta)
+        + d / 2 * math.log(alpha)
+        - n / 2 * math.log(2 * math.pi)
+        - beta / 2 * residual
+        - alpha / 2 * m2
+        - log_det / 2
     )
 
 

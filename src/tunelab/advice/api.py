@@ -1,0 +1,57 @@
+"""`advise(model, data, ...)`: measure, then decide. The library entry point behind `tunelab advise`.
+
+May import: tunelab.advice.decide, tunelab.advice.measure, tunelab.settings.
+"""
+
+from __future__ import annotations
+
+from tunelab.advice.decide import Advice, Budget, Thresholds, decide
+from tunelab.advice.measure import measure
+from tunelab.settings import AdviseConfig
+
+
+def advise(
+    model: str,
+    data: str,
+    val_data: str | None = None,
+    task: str = AdviseConfig.task,
+    max_examples: int = AdviseConfig.max_examples,
+    budget_params: int | None = None,
+    budget_memory_mb: float | None = None,
+    thresholds: Thresholds | None = None,
+    seed: int = AdviseConfig.seed,
+    *,
+    control_examples: int | None = None,
+    batch_size: int = AdviseConfig.batch_size,
+    max_length: int | None = None,
+    text_column: str | None = None,
+    label_column: str = AdviseConfig.label_column,
+    progress: bool = True,
+) -> Advice:
+    """Measure `model` on `data` and recommend a strategy (the rule: `tunelab.advice.decide`).
+
+    The profile counts the data to be trained on (with `val_data`, the training data only); features
+    are computed on train and validation pooled: the pretrained model's on a stratified sample of at
+    most `max_examples`, the random-init control's on the same sample, or on a stratified
+    `control_examples` of it to save time (a smaller sample shrinks the LogME gain, see `Thresholds`).
+    Cost: one pretrained and one control forward pass over the sample. The budget is checked before
+    anything is measured, so a wrong value fails in a second. `thresholds` None means the defaults.
+    """
+    budget = Budget(budget_params, budget_memory_mb)
+    thresholds = Thresholds() if thresholds is None else thresholds
+    measurements = measure(
+        model,
+        data,
+        val_data,
+        task,
+        max_examples,
+        seed,
+        transfer_drop=thresholds.transfer_drop,
+        control_examples=control_examples,
+        batch_size=batch_size,
+        max_length=max_length,
+        text_column=text_column,
+        label_column=label_column,
+        progress=progress,
+    )
+    return decide(measurements, thresholds, budget)

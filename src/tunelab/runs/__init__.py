@@ -1,0 +1,16 @@
+"""Runs: one training run from settings to a finished run directory, and loading it back.
+
+    loop.py           `train(config)`: the loop, read top to bottom; it receives parameter groups, not strategies
+    job.py            what a run trains on: data loaded, model prepared, datasets built (with the feature cache)
+    rundir.py         every rule about a run folder: layout, what it may hold, may this run start or resume here
+    checkpoints.py    `CheckpointSaver`: the epoch checkpoint, the best model, the atomic pointer, restoring
+    trained.py        the trained tensors of a run, and `load_run` (a finished run rebuilt as a model)
+    checkpoint_io.py  safetensors files for tensors and optimizer state, no pickle
+    prepare.py        `prepare(model, strategy, num_classes)`: model loaded, task head, strategy applied
+    as_model.py       a finished run directory as a model source for `--model` (registered on import)
+    loaders.py, feature_cache.py, features.py, adversary.py, memory.py, evaluate.py: what the loop calls
+
+May import: tasks, data, strategies, models, settings, fileio, errors.
+"""
+
+from tunelab.runs import as_model  # noqa: F401  registers run directories as a model source (`--model runs/x`)

@@ -1,0 +1,110 @@
+"""Saving and restoring a run's progress: one object owns what each epoch leaves on disk (after timm's CheckpointSaver).
+
+Each epoch ends by writing its metrics, the best model when the epoch improved on it, and a checkpoint of
+the epoch for --resume. The checkpoint is a new folder written completely and then committed by rewriting
+one small pointer file (checkpoint/latest) atomically; older folders are removed after. An interrupt at
+any moment therefore leaves either the previous or the new checkpoint, never a mix, and a resume from it
+ends bit for bit like a run that was never interrupted.
+
+May import: fileio, runs.checkpoint_io, runs.rundir, runs.trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from tunelab.fileio import atomic_write_text, load_json, save_json
+from tunelab.runs.checkpoint_io import load_optimizer, save_optimizer
+from tunelab.runs.rundir import CheckpointFiles, RunDir
+from tunelab.runs.trained import load_trained, save_trained
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the epoch loop stands: what a checkpoint's state.json holds beside the scheduler's state."""
+
+    epoch: int = 0
+    """Epochs completed."""
+    best_score: float = -math.inf
+    """The best validation score so far (the task's metric)."""
+    best_epoch: int = 0
+    """The epoch (counted from 1) that scored `best_score`; model.safetensors holds its weights."""
+    bad_epochs: int = 0
+    """Epochs since the score last improved: early stopping compares this with --patience."""
+    metrics: tuple[dict, ...] = field(default=())
+    """One record per completed epoch, as in metrics.jsonl."""
+
+    def after(self, record: dict, score: float) -> tuple[Progress, bool]:
+        """The progress once one more epoch is recorded with `score`, and whether that score is the best so far."""
+        improved = score > self.best_score
+        progress = replace(
+            self,
+            epoch=self.epoch + 1,
+            metrics=(*self.metrics, record),
+            bad_epochs=0 if improved else self.bad_epochs + 1,
+            best_score=score if improved else self.best_score,
+            best_epoch=self.epoch + 1 if improved else self.best_epoch,
+        )
+        return progress, improved
+
+    def out_of_patience(self, patience: int | None) -> bool:
+        """Early stopping: `patience` epochs in a row without a better score."""
+        return patience is not None and self.bad_epochs >= patience
+
+
+@dataclass(frozen=True)
+class CheckpointSaver:
+    """Writes each epoch's metrics, best model and checkpoint in the one order that survives a kill; restores them.
+
+    Only the main process saves; every process restores.
+    """
+
+    run: RunDir
+    """The run directory written to."""
+    model: nn.Module
+    """The model as the strategy built it (not wrapped by accelerate): its trained tensors are saved."""
+    optimizer: Optimizer
+    """The optimizer whose state is saved (it may be accelerate's wrapper)."""
+    scheduler: LRScheduler
+    """The learning-rate schedule whose position is saved."""
+    meta: dict
+    """Metadata saved with the model's tensors: classes, model, strategy, task."""
+
+    def save_epoch(self, progress: Progress, improved: bool) -> None:
+        """Record the epoch `progress` has just completed.
+
+        Metrics and the best model first, the checkpoint that commits the epoch last: a kill in between
+        resumes from the previous epoch and rewrites both exactly as they were.
+        """
+        atomic_write_text(self.run.metrics, "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in progress.metrics))
+        if improved:
+            save_trained(self.run.model, self.model, self.meta)
+        self._commit(progress)
+
+    def _commit(self, progress: Progress) -> None:
+        """Write checkpoint/epoch-N/ completely, then point checkpoint/latest at it, then drop older ones."""
+        files = self.run.epoch_checkpoint(progress.epoch)
+        shutil.rmtree(files.path, ignore_errors=True)  # a half-written folder of a killed earlier attempt
+        files.path.mkdir(parents=True)
+        save_trained(files.trained, self.model, self.meta)
+        save_optimizer(files.optimizer, self.optimizer)
+        save_json(files.state, {**asdict(progress), "scheduler": self.scheduler.state_dict()})
+        atomic_write_text(self.run.latest, files.path.name)
+        for old in self.run.checkpoint.glob("epoch-*"):
+            if old.name != files.path.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, files: CheckpointFiles) -> Progress:
+        """Load a committed checkpoint into the model, optimizer and scheduler; returns the loop's progress."""
+        load_trained(files.trained, self.model)
+        load_optimizer(files.optimizer, self.optimizer)
+        state = load_json(files.state)
+        self.scheduler.load_state_dict(state.pop("scheduler"))
+        return Progress(**{**state, "metrics": tuple(state["metrics"])})

@@ -1,0 +1,154 @@
+"""What a run trains, on what: the data read and split, the model prepared for it, and the datasets the epochs read.
+
+The datasets are the raw examples, or, when the first K blocks are frozen and the input is not augmented,
+those blocks' output computed once (`runs.feature_cache`): `none` then costs a head per epoch rather than
+a backbone.
+
+May import: errors, fileio, settings, strategies, data, tasks, runs.adversary, runs.feature_cache,
+runs.loaders, runs.prepare, runs.rundir.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from torch.utils.data import Dataset
+
+from tunelab.data.examples import Splits
+from tunelab.fileio import atomic_write_text
+from tunelab.runs.adversary import Adversary, make_adversary
+from tunelab.runs.feature_cache import build_cache, collate_features
+from tunelab.runs.loaders import (
+    check_modality,
+    collate_for,
+    example_dataset,
+    infer_task,
+    length_order,
+    load_splits,
+    make_loader,
+    select_splits,
+)
+from tunelab.runs.prepare import prepare
+from tunelab.runs.rundir import RunDir
+from tunelab.settings import TrainConfig, to_yaml
+from tunelab.strategies import Plan
+from tunelab.tasks import get_task
+from tunelab.tasks.base import Task
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a run trains: its settings with task and lr worked out, the data and the prepared model."""
+
+    config: TrainConfig
+    """The run's settings; `task` and `lr` are resolved (never 'auto' / None)."""
+    task: Task
+    """The task: how labels are read, scored and predicted."""
+    splits: Splits
+    """Training and validation examples (validation in length order for text)."""
+    plan: Plan
+    """The backbone with the strategy applied, and the parameter groups it trains."""
+    adversary: Adversary | None
+    """Adversarial training on the word embeddings, when asked for."""
+
+
+def load_job(config: TrainConfig) -> Job:
+    """Read the data, prepare the model for it, and resolve the settings that depend on both."""
+    task = infer_task(config.data, config.task)
+    splits = load_splits(
+        task, config.data, config.val_data, config.val_fraction, config.seed, config.text_column, config.label_column
+    )
+    splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
+    plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
+    check_modality(task, plan.backbone)
+    adversary = make_adversary(config, plan.backbone)
+    order = length_order(splits.val)  # validation only measures: run it with the least padding
+    if order is not None:
+        splits = Splits(splits.train, splits.val.subset(order))
+    config = replace(config, task=task, lr=config.lr or plan.strategy.default_lr)
+    return Job(config, get_task(task), splits, plan, adversary)
+
+
+def announce(run: RunDir, job: Job) -> None:
+    """Create the run directory with its settings, and say what is about to train."""
+    config, plan, splits = job.config, job.plan, job.splits
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, to_yaml(replace(config, resume=False)))  # the run's settings, not how it was started
+    print(
+        f"{config.model} + {plan.strategy.spec()} on {config.task}: {len(splits.train)} train / "
+        f"{len(splits.val)} val examples, {len(splits.train.classes)} classes",
+        file=sys.stderr,
+    )
+    print(plan.summary_line(), file=sys.stderr)
+    if job.adversary is not None:
+        print(f"adversarial training: {job.adversary.describe()}", file=sys.stderr)
+
+
+def model_meta(job: Job) -> dict:
+    """What every saved model file says about itself."""
+    return {
+        "classes": list(job.splits.train.classes),
+        "model": job.config.model,
+        "strategy": job.plan.strategy.spec(),
+        "task": job.config.task,
+    }
+
+
+@dataclass(frozen=True)
+class Feed:
+    """The datasets the epochs read, and the block where their batches enter the model."""
+
+    train: Dataset
+    """Training examples (or their cached features)."""
+    val: Dataset
+    """Validation examples (or their cached features)."""
+    collate: Callable
+    """Batches a list of dataset items."""
+    start: int
+    """The first block a batch goes through: K when blocks 0..K-1 are cached, else 0."""
+    augment: bool
+    """Whether training images are augmented."""
+    cache_seconds: float
+    """Time spent computing the cache (0 without one)."""
+
+
+def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
+    """The datasets: the raw examples, or the output of the frozen prefix computed once when that is allowed."""
+    config, backbone, k = job.config, job.plan.backbone, job.plan.cached_prefix
+    augment = config.augment if config.augment is not None else not (config.cache and k > 0)
+    # A frozen prefix is a pure function of the input only without augmentation; the adversary perturbs the
+    # embeddings every step, so with it they cannot be computed once either.
+    use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment) and job.adversary is None
+    collate = collate_for(backbone, config.max_length, config.task)
+
+    def dataset(examples, train: bool) -> Dataset:
+        return example_dataset(
+            examples, backbone, train=train, augment=augment and train, task=config.task, max_length=config.max_length
+        )
+
+    if not use_cache:
+        return Feed(dataset(job.splits.train, True), dataset(job.splits.val, False), collate, 0, augment, 0.0)
+    started = time.perf_counter()
+    cached = []
+    for name, examples in (("train", job.splits.train), ("val", job.splits.val)):
+        plain = dataset(examples, False)
+        cached.append(
+            build_cache(
+                backbone.model,
+                k,
+                make_loader(plain, config.batch_size, collate, config.num_workers),
+                plain.labels,
+                config.cache_memory_mb / 2,
+                run.cache / f"{name}-{accelerator.process_index}.npy",
+                accelerator.device,
+                desc=f"caching {name} features (blocks 0-{k - 1})",
+            )
+        )
+    return Feed(*cached, collate_features, k, augment, time.perf_counter() - started)

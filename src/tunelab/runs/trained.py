@@ -1,0 +1,122 @@
+"""What a run trained, as tensors on disk, and a finished run loaded back as a model.
+
+A run's model.safetensors (and each checkpoint's trained.safetensors) holds only what the strategy
+trained: head, adapters or LoRA, unfrozen blocks and their BatchNorm statistics. The rest is rebuilt from
+the zoo by name, so a `none` checkpoint of MobileNetV2 is a few kilobytes. Where these files live is
+`runs.rundir`.
+
+May import: errors, fileio, settings, strategies, runs.checkpoint_io, runs.prepare, runs.rundir.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunelab.errors import TunelabError
+from tunelab.fileio import load_json
+from tunelab.runs.checkpoint_io import load_tensors, save_tensors
+from tunelab.runs.prepare import prepare
+from tunelab.runs.rundir import FORMAT_VERSION, RunDir
+from tunelab.settings import TrainConfig, from_yaml_file
+from tunelab.strategies import Plan
+
+
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters plus the buffers (BatchNorm statistics) of modules that own trainable parameters."""
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    for module_name, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                if buffer is not None:
+                    state[f"{module_name}.{buffer_name}" if module_name else buffer_name] = buffer.detach()
+    return state
+
+
+def save_trained(path: Path, model: nn.Module, metadata: dict) -> int:
+    """Write the trained tensors atomically; returns the file size in bytes."""
+    meta = {"format_version": str(FORMAT_VERSION), **{k: json.dumps(v) for k, v in metadata.items()}}
+    save_tensors(path, trained_state(model), meta)
+    return path.stat().st_size
+
+
+def load_trained(path: Path, model: nn.Module) -> dict:
+    """Load trained tensors into a model built the same way; returns the decoded metadata."""
+    tensors, meta = load_tensors(path)
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise TunelabError(
+            f"{path} was written by a newer tunelab (format {version}, this one reads "
+            f"{FORMAT_VERSION}); upgrade tunelab"
+        )
+    expected = model.state_dict()
+    unknown = [k for k in tensors if k not in expected]
+    wrong = [k for k in tensors if k in expected and expected[k].shape != tensors[k].shape]
+    if unknown or wrong:
+        if unknown:
+            detail = f"unknown tensors {unknown[:3]}"
+        else:
+            detail = (
+                f"{wrong[0]} has shape {tuple(tensors[wrong[0]].shape)}, model needs {tuple(expected[wrong[0]].shape)}"
+            )
+        raise TunelabError(
+            f"{path} does not fit this model (another backbone, strategy or number of classes?): {detail}"
+        )
+    model.load_state_dict(tensors, strict=False)
+    return {k: json.loads(v) for k, v in meta.items() if k != "format_version"}
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A finished run, rebuilt: its config, its classes and the plan holding the trained weights."""
+
+    run: RunDir
+    """Where it was loaded from."""
+    config: TrainConfig
+    """The run's resolved configuration."""
+    classes: tuple[str, ...]
+    """Class names, in label order."""
+    plan: Plan
+    """The backbone with the strategy applied and the best epoch's weights loaded."""
+
+    @property
+    def task(self) -> str:
+        """The task the run was trained for (runs from before tasks were recorded: classification by modality)."""
+        task = self.config.task
+        return task if task != "auto" else f"{self.plan.backbone.modality}-classification"
+
+
+def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
+    """Rebuild a finished run's model from the zoo plus its checkpoint.
+
+    The run's own config.yaml never turns on `trust_remote_code` (a shared run directory could), only the caller.
+    """
+    run = RunDir(Path(path))
+    if not run.path.is_dir():
+        raise TunelabError(f"{run.path}: no such run directory")
+    if not run.complete or not run.model.is_file() or not run.config.is_file():
+        raise TunelabError(
+            f"{run.path}: incomplete run (no summary.json/model.safetensors); "
+            "finish it with `tunelab train ... --resume`"
+        )
+    summary = load_json(run.summary)
+    if int(summary.get("format_version", 0)) > FORMAT_VERSION:
+        raise TunelabError(
+            f"{run.path} was written by a newer tunelab (format {summary['format_version']}); upgrade tunelab"
+        )
+    config = from_yaml_file(TrainConfig, run.config)
+    _, meta = load_tensors(run.model)
+    classes = tuple(json.loads(meta["classes"]))
+    plan = prepare(
+        config.model,
+        config.strategy,
+        len(classes),
+        trust_remote_code,
+        task=None if config.task == "auto" else config.task,
+    )
+    load_trained(run.model, plan.backbone.model)
+    return LoadedRun(run, config, classes, plan)

@@ -1,0 +1,56 @@
+"""`AdviseConfig`: the settings of `tunelab advise`, the measurement's own plus the shared training groups.
+
+The shared groups serve twice: data and model settings say what is measured, and every group reaches the
+`--verify` runs, which are an ordinary compare built from them. `ThresholdSettings` holds the decision
+guide's boundaries; `tunelab.advice.decide.Thresholds` takes its defaults from here, so they are written
+once. May import only `tunelab.settings.fields` and `tunelab.settings.groups`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunelab.settings.fields import setting
+from tunelab.settings.groups import (
+    CacheSettings,
+    DataSettings,
+    EvaluationSettings,
+    HardwareSettings,
+    LoopSettings,
+    ModelSettings,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdSettings:
+    """Where the decision guide's boundaries lie (the reasons for each value: `tunelab.advice.decide`)."""
+
+    small_per_class: int = setting(100, low=1)
+    """Median examples per class below which the data counts as small."""
+    similar_logme_gain: float = 0.05
+    """LogME gain of pretrained over random-init features at or above which the data counts as similar."""
+    transfer_drop: float = setting(0.05, low=0)
+    """Fall of per-block LogME below its peak at which features stop transferring (sets K of retrain:K)."""
+
+
+# Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
+@dataclass(frozen=True, kw_only=True)
+class AdviseConfig(
+    ThresholdSettings, HardwareSettings, CacheSettings, LoopSettings, EvaluationSettings, DataSettings, ModelSettings
+):
+    """Everything `tunelab advise` needs; the training groups apply to the --verify runs."""
+
+    max_examples: int = setting(1000, low=1)
+    """Measure on a stratified sample of at most this many examples."""
+    budget_params: int | None = setting(None, low=1)
+    """Most trainable parameters you can afford; strategies over it are replaced by cheaper ones."""
+    budget_memory_mb: float | None = None
+    """Most training memory (weights, gradients, optimizer state) you can afford, in MB."""
+    seed: int = 0
+    """Seed of the measured sample."""
+    verify: bool = False
+    """Also train the recommendation and the runner-up briefly and report whether the advice held."""
+    verify_epochs: int = setting(3, low=1)
+    """Epochs for each verification run."""
+    out: str = "runs/advise"
+    """Where verification runs and their report go."""

@@ -1,0 +1,109 @@
+"""The settings groups that train, compare and advise share: each setting, its default and its doc, once.
+
+A command's settings class inherits the groups it needs (`tunelab.settings.train` and its siblings), so
+a setting means the same thing, with the same default and limits, wherever it appears, and `compare`
+hands every group it shares with `TrainConfig` to each run without listing fields
+(`tunelab.settings.fields.shared_settings`). Every group is `kw_only`, so a required field (model) can
+sit in any group and composition order does not matter to the constructor.
+
+Fields whose allowed values come from a registry (task) take their choices from the command that
+parses them; this layer imports no registry. May import only `tunelab.settings.fields`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunelab.settings.fields import setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """Which model a command starts from."""
+
+    model: str
+    """Model: zoo name (see `tunelab models`), timm:<name>, hf:<id>, a model directory or a run directory."""
+    trust_remote_code: bool = False
+    """Let a Hugging Face model run the Python code it ships (command line only; off by default)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSettings:
+    """Where the labelled examples are and how to read them."""
+
+    data: str = ""
+    """Training data path: an image folder tree or a text file (CSV/TSV/JSONL)."""
+    task: str = "auto"
+    """Task: auto (guessed from the data) or a registered task name, e.g. image-classification, token-classification."""
+    text_column: str | None = None
+    """Text column of a table; none = detected from the header."""
+    label_column: str = "label"
+    """Label column of a table."""
+    max_length: int | None = setting(None, low=1)
+    """Tokens per text example; none = the model's default."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationSettings:
+    """Which examples validate a run: a separate file, a held-out fraction, or K folds."""
+
+    val_data: str | None = None
+    """Validation data path; none = split val_fraction off the training data."""
+    val_fraction: float = setting(0.2, low=0, high=1)
+    """Fraction of the training data held out for validation when no val_data is given."""
+    folds: int | None = setting(None, low=2)
+    """K-fold cross-validation: pool train and val, split them into this many stratified folds; none = off."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochSettings:
+    """How long a run trains: its own group because advise's short verification runs take verify_epochs."""
+
+    epochs: int = setting(5, low=1)
+    """Passes over the training data."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopSettings:
+    """How each optimisation step is taken: batch, optimiser, schedule, stopping, augmentation, adversary."""
+
+    batch_size: int = setting(32, low=1)
+    """Examples per optimisation step."""
+    lr: float | None = setting(None, low=0)
+    """Head learning rate; none = the strategy's default."""
+    weight_decay: float = setting(0.01, low=0)
+    """AdamW weight decay (not applied to biases and norm weights)."""
+    warmup: float = setting(0.1, low=0, high=1)
+    """Fraction of steps with linear warmup before cosine decay."""
+    grad_clip: float | None = setting(1.0, low=0)
+    """Clip the gradient norm to this value; none = no clipping."""
+    patience: int | None = setting(None, low=1)
+    """Early stopping: epochs without validation improvement before stopping; none = off."""
+    augment: bool | None = None
+    """Image train augmentation; unset = automatic: on unless a frozen prefix can be cached."""
+    adversarial: str | None = setting(None, choices=("fgm", "pgd"))
+    """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
+    adv_epsilon: float = setting(1.0, low=0)
+    """L2 size of the adversarial perturbation of the embedding rows a batch uses."""
+    adv_steps: int = setting(3, low=1)
+    """PGD: attack steps per batch (FGM takes one)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheSettings:
+    """The feature cache: frozen blocks run once instead of every epoch."""
+
+    cache: bool = True
+    """Cache the frozen prefix's outputs, so frozen blocks run once instead of every epoch."""
+    cache_memory_mb: int = setting(2048, low=0)
+    """Memory for the feature cache in MB; beyond this it spills to disk."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareSettings:
+    """How the machine does the work: number formats and data loading processes."""
+
+    mixed_precision: str = setting("auto", choices=("auto", "no", "fp16", "bf16"))
+    """Mixed precision: auto (bf16/fp16 on a GPU that supports it), no, fp16 or bf16."""
+    num_workers: int = setting(0, low=0)
+    """Data loader worker processes; 0 = load in the main process."""
