@@ -1,20 +1,30 @@
-"""SIGKILL `tunelab train` at random moments, then `--resume`: does every run still end exactly as if never killed?
+"""Stop `tunelab train` at random moments, then `--resume`: does every run still end exactly as if never stopped?
 
 Each trial starts a real `tunelab train` process on a tiny model (forked from this script once it has
-imported tunelab, to skip interpreter start-up), kills it with SIGKILL (no handler runs, nothing is
-flushed) at a uniformly random moment of its training span, sometimes kills the resumed process too,
-then resumes until the run is complete. After every kill the committed checkpoint (checkpoint/latest)
-must load in full; at the end the metrics (minus wall-clock seconds), the saved
-weights (bit for bit) and the summary must equal those of an uninterrupted run of the same command, and
-no temporary file, cache or checkpoint may be left in the run directory.
+imported tunelab, to skip interpreter start-up) and stops it one of three ways:
+
+- SIGKILL (no handler runs, nothing is flushed) at a uniformly random moment of its training span;
+  resumed processes are killed again with probability 1/3;
+- SIGTERM at a random moment: the process must stop by itself as after Ctrl-C, exit 143 with its error
+  line on a line of its own, and leave its last committed epoch (or, before the first, nothing at all);
+- a full disk: from a random moment no file it writes may grow past a random size (RLIMIT_FSIZE, which
+  fails the write in the kernel as a full disk does), so a write of config.yaml, metrics, model, optimizer
+  state or spilled feature cache fails part-way: one error line, exit 2, the last committed epoch intact,
+  no temporary file or partial epoch folder.
+
+Then it resumes until the run is complete. After every stop the committed checkpoint (checkpoint/latest)
+must load in full; at the end the metrics (minus wall-clock seconds), the saved weights (bit for bit) and
+the summary must equal those of an uninterrupted run of the same command, and no temporary file, cache or
+checkpoint may be left in the run directory.
 
 The three setups cover the three ways a run saves state: `full` on tiny-cnn (every weight and AdamW
 moment), `retrain:2` with the feature cache spilled to disk (`--cache-memory-mb 0`), and `lora:2` on
 tiny-bert (text, PEFT modules).
 
-Run: .venv/bin/python benchmarks/kill_trials.py [--trials 10] [--seed 0] [--quick]
+Run: .venv/bin/python benchmarks/kill_trials.py [--trials 10] [--term-trials 3] [--disk-trials 3] [--seed 0] [--quick]
 Writes benchmarks/results/kill_trials.md and the table between the markers in benchmarks/README.md;
-with --quick, one trial per setup and the table is only printed (README untouched).
+with --quick, one SIGKILL trial per setup, one SIGTERM and one disk-full trial, and the table is only
+printed (README untouched).
 """
 
 from __future__ import annotations
@@ -24,9 +34,12 @@ import os
 os.environ.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # before torch is imported
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -111,8 +124,10 @@ def command(
 class Outcome:
     """One process: did it finish by itself, and when its training started and ended (monotonic seconds)."""
 
-    returncode: int | None
+    returncode: int
+    """Its exit code (negative: the signal that ended it)."""
     killed: bool
+    """Whether it was sent the signal (it had not finished by then)."""
     ready_at: float | None
     ended_at: float
     stderr: str
@@ -126,7 +141,7 @@ class Forked:
     The interface is the part of subprocess.Popen that `run` uses.
     """
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], file_limit: int | None = None, full_now: bool = False):
         read_fd, write_fd = os.pipe()
         self.returncode: int | None = None
         self.pid = os.fork()
@@ -144,6 +159,16 @@ class Forked:
             TqdmDefaultWriteLock.mp_lock = None
             for bar_class in (tqdm, auto_tqdm):
                 bar_class.set_lock(TqdmDefaultWriteLock())
+            if file_limit is not None:  # a full disk, as the kernel reports it: writes past the limit fail
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # with EFBIG, instead of the default kill
+
+                def fill_disk(*_) -> None:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+                if full_now:
+                    fill_disk()
+                else:
+                    signal.signal(FILL_DISK, fill_disk)  # the disk fills up when the parent says so
             code = 1
             try:
                 torch.set_num_threads(1)  # never touch an OpenMP pool the parent may have started
@@ -156,7 +181,8 @@ class Forked:
                 sys.stderr.flush()
                 os._exit(code)
         os.close(write_fd)
-        self.stderr = os.fdopen(read_fd, encoding="utf-8", errors="replace")
+        # newline="": carriage returns kept, so the output can be checked as `grep` would see a log of it
+        self.stderr = os.fdopen(read_fd, encoding="utf-8", errors="replace", newline="")
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -177,9 +203,17 @@ class Forked:
         os.kill(self.pid, sig)
 
 
-def run(argv: list[str], kill_after: float | None = None) -> Outcome:
-    """Run `tunelab argv`; with `kill_after`, SIGKILL it that many seconds after it starts training (if running)."""
-    proc = Forked(argv)
+FILL_DISK = signal.SIGUSR1
+"""Sent to a child started with a file limit: from then on no file it writes may grow past the limit."""
+
+
+def run(
+    argv: list[str], kill_after: float | None = None, sig: int = signal.SIGKILL, file_limit: int | None = None
+) -> Outcome:
+    """Run `tunelab argv`; with `kill_after`, send it `sig` that many seconds after it starts training (if
+    running) and wait for it to end. With `file_limit`, FILL_DISK (sent as `sig`, or at once when `kill_after`
+    is None) makes every write that would grow a file past that many bytes fail."""
+    proc = Forked(argv, file_limit, full_now=kill_after is None)
     ready = threading.Event()
     ready_at: list[float] = []
     lines: list[str] = []
@@ -198,13 +232,13 @@ def run(argv: list[str], kill_after: float | None = None) -> Outcome:
     if kill_after is not None:
         ready.wait()
         if proc.poll() is None and not _wait(proc, kill_after):
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             killed = True
     proc.wait()
     ended = time.monotonic()
     reader.join()
     started = ready_at[0] if ready_at else None
-    return Outcome(None if killed else proc.returncode, killed, started, ended, "".join(lines))
+    return Outcome(proc.returncode, killed, started, ended, "".join(lines))
 
 
 def _wait(proc: Forked, seconds: float) -> bool:
@@ -265,107 +299,221 @@ def same_as(out: Path, reference: Path) -> dict[str, bool]:
 class Trial:
     setup: str
     kills: list[tuple[float, str]]
-    """(seconds into training at the kill, what the checkpoint held afterwards)."""
+    """(seconds into training at the kill, what the checkpoint held afterwards); for a disk-full trial the
+    file-size limit in bytes."""
     resumes: int
     resume_ok: bool
     match: dict[str, bool]
+    kind: str = "SIGKILL"
+    """How the first process was stopped: SIGKILL, SIGTERM or 'disk full'."""
+    stop_problems: tuple[str, ...] = ()
+    """What was wrong with how a SIGTERM or a full disk stopped it (exit code, error line, what it left)."""
 
     @property
     def passed(self) -> bool:
-        return self.resume_ok and all(self.match.values())
+        return self.resume_ok and all(self.match.values()) and not self.stop_problems
+
+
+TEMP_FILE = re.compile(r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}")
+"""Temporary files of atomic writes (tunelab's and safetensors' own): none may outlive the process."""
+
+
+def stop_problems(out: Path, outcome: Outcome, code: int, error: str) -> tuple[str, list[str]]:
+    """What a process that stopped by itself (SIGTERM, a full disk) left, and everything wrong with how it stopped.
+
+    It must exit with `code`, print exactly one error line matching `error` that starts a line of its own (as
+    `grep '^tunelab: error'` finds it) and no traceback, and leave a committed checkpoint that loads or nothing
+    at all: no temporary file, feature cache, lock file or epoch folder beside the committed one.
+    """
+    state = checkpoint_state(out)
+    problems = [] if outcome.returncode == code else [f"exit code {outcome.returncode}, expected {code}"]
+    errors = [line for line in outcome.stderr.split("\n") if line.startswith("tunelab: error: ")]
+    if len(errors) != 1 or not re.search(error, errors[0]) or "Traceback" in outcome.stderr:
+        problems.append(f"error lines {errors[-2:]}" if errors else "no error line of its own")
+    if state == "none" and out.exists():
+        problems.append(f"left {sorted(p.name for p in out.iterdir())} without a committed epoch")
+    if out.exists():
+        problems += [f"left {p.relative_to(out)}" for p in out.rglob("*") if TEMP_FILE.fullmatch(p.name)]
+        problems += [f"left {name}" for name in ("cache", ".tunelab.lock") if (out / name).exists()]
+        latest = out / "checkpoint" / "latest"
+        folders = sorted(p.name for p in (out / "checkpoint").glob("epoch-*"))
+        if folders and (not latest.is_file() or folders != [latest.read_text()]):
+            problems.append(f"epoch folders {folders} beside the committed one")
+    return state, problems
 
 
 def run_trials(
-    trials: int, seed: int, epochs: int, workdir: Path, log=print, on_trial=lambda results: None
+    trials: int,
+    seed: int,
+    epochs: int,
+    workdir: Path,
+    log=print,
+    on_trial=lambda results: None,
+    term_trials: int = 0,
+    disk_trials: int = 0,
 ) -> list[Trial]:
-    """The uninterrupted reference per setup, then `trials` kill-and-resume trials (setups cycled)."""
+    """The uninterrupted reference per setup, then `trials` kill-and-resume trials (setups cycled), then
+    `term_trials` SIGTERM trials and `disk_trials` disk-full trials (setups cycled from the second)."""
     rng = random.Random(seed)
     data = write_data(workdir / "data")
+    plan = [("SIGKILL", t % len(SETUPS)) for t in range(trials)]
+    plan += [("SIGTERM", t % len(SETUPS)) for t in range(term_trials)]
+    plan += [("disk full", (t + 1) % len(SETUPS)) for t in range(disk_trials)]
     references: dict[int, tuple[Path, float]] = {}
-    for i, (model, strategy, extra) in enumerate(SETUPS[: min(trials, len(SETUPS))]):
+    for i in sorted({index for _, index in plan}):
+        model, strategy, extra = SETUPS[i]
         out = workdir / f"reference-{i}"
         outcome = run(command(model, strategy, extra, data[model], out, epochs, resume=False))
         assert outcome.returncode == 0 and outcome.ready_at is not None, outcome.stderr[-3000:]
         references[i] = (out, outcome.ended_at - outcome.ready_at)
         log(f"reference {model} {strategy}: {references[i][1]:.1f} s of training")
     results = []
-    for t in range(trials):
-        index = t % len(SETUPS)
+    for t, (kind, index) in enumerate(plan):
         model, strategy, extra = SETUPS[index]
         reference, span = references[index]
         out = workdir / f"trial-{t}"
-        kills: list[tuple[float, str]] = []
-        resumes, resume = 0, False
-        # The first process is always killed (started again until it is), each resumed one with probability 1/3
-        # (at most 3 kills).
-        while True:
-            kill = not kills or (len(kills) < 3 and rng.random() < 1 / 3)
-            delay = rng.uniform(0, 0.95 * span)
-            argv = command(model, strategy, extra, data[model], out, epochs, resume)
-            outcome = run(argv, kill_after=delay if kill else None)
-            resumes += resume
-            if not outcome.killed and not kills and outcome.ready_at is not None:
-                span = 0.9 * (outcome.ended_at - outcome.ready_at)  # it finished first (a quiet machine): kill sooner
-                shutil.rmtree(out)
-                continue
-            if not outcome.killed:
-                break
-            kills.append((delay, checkpoint_state(out)))
-            resume = True
+
+        argv = functools.partial(command, model, strategy, extra, data[model], out, epochs)  # (resume) -> argv
+
+        if kind == "SIGKILL":
+            kills, resumes, outcome = _kill_and_resume(argv, span, rng, out)
+            problems: list[str] = []
+        else:
+            stop = _sigterm if kind == "SIGTERM" else _disk_full
+            kills, problems = stop(argv, span, rng, out, reference)
+            outcome = run(argv(resume=True))  # the disk has room again: no limit
+            resumes = 1
         ok = outcome.returncode == 0
         failed = {"metrics": False, "weights": False, "summary": False, "clean": False}
         match = same_as(out, reference) if ok else failed
-        trial = Trial(f"{model} {strategy}", kills, resumes, ok, match)
+        trial = Trial(f"{model} {strategy}", kills, resumes, ok, match, kind, tuple(problems))
         results.append(trial)
         on_trial(results)
         log(
-            f"trial {t}: {trial.setup}, kills {[(round(d, 2), s) for d, s in kills]}, resume ok {ok}, {match}"
-            + ("" if ok else "\n" + outcome.stderr[-2000:])
+            f"trial {t} ({kind}): {trial.setup}, stops {[(round(d, 2), s) for d, s in kills]}, problems {problems}, "
+            f"resume ok {ok}, {match}" + ("" if ok else "\n" + outcome.stderr[-2000:])
         )
     return results
 
 
+def _kill_and_resume(argv, span: float, rng: random.Random, out: Path):
+    """SIGKILL the first process (started again until it is), each resumed one with probability 1/3 (at most 3
+    kills), then resume until the run completes. Returns (kills, resumes, the last outcome)."""
+    kills: list[tuple[float, str]] = []
+    resumes, resume = 0, False
+    while True:
+        kill = not kills or (len(kills) < 3 and rng.random() < 1 / 3)
+        delay = rng.uniform(0, 0.95 * span)
+        outcome = run(argv(resume), kill_after=delay if kill else None)
+        resumes += resume
+        if not outcome.killed and not kills and outcome.ready_at is not None:
+            span = 0.9 * (outcome.ended_at - outcome.ready_at)  # it finished first (a quiet machine): kill sooner
+            shutil.rmtree(out)
+            continue
+        if not outcome.killed:
+            return kills, resumes, outcome
+        kills.append((delay, checkpoint_state(out)))
+        resume = True
+
+
+def _sigterm(argv, span: float, rng: random.Random, out: Path, reference: Path):
+    """SIGTERM at a random moment of training: the process must stop by itself as after Ctrl-C (exit 143, the
+    --resume hint on a line of its own) and leave its last committed epoch, or nothing before the first."""
+    while True:
+        delay = rng.uniform(0, 0.95 * span)
+        outcome = run(argv(False), kill_after=delay, sig=signal.SIGTERM)
+        if outcome.killed or outcome.ready_at is None:
+            break
+        span = 0.9 * (outcome.ended_at - outcome.ready_at)  # it finished first: signal sooner
+        shutil.rmtree(out)
+    state, problems = stop_problems(out, outcome, 143, r"^tunelab: error: interrupted")
+    return [(delay, state)], problems
+
+
+def _disk_full(argv, span: float, rng: random.Random, out: Path, reference: Path):
+    """A disk that fills up: from a random moment of training (or, one time in three, from the start) no file
+    the process writes may grow past a random size. RLIMIT_FSIZE makes the kernel fail such a write part-way,
+    as it fails one on a full disk (with EFBIG instead of ENOSPC). The size is drawn log-uniformly from 256
+    bytes to a few times the saved model, so the failing write is config.yaml, metrics, the model, the
+    optimizer state or the spilled feature cache, in whichever epoch the moment falls. When no write failed,
+    the trial is drawn again. The process must stop with one error line (exit 2) and leave its last committed
+    epoch whole, or nothing."""
+    high = 4 * (reference / "model.safetensors").stat().st_size + 8192
+    while True:
+        limit = int(math.exp(rng.uniform(math.log(256), math.log(high))))
+        delay = None if rng.random() < 1 / 3 else rng.uniform(0, 0.95 * span)
+        outcome = run(argv(False), kill_after=delay, sig=FILL_DISK, file_limit=limit)
+        if outcome.returncode != 0:
+            break
+        shutil.rmtree(out)  # every write fitted, or it finished before the disk filled up
+    state, problems = stop_problems(out, outcome, 2, r"File too large|No space left on device")
+    failed = re.search(r"(?:cannot write|feature cache to) (\S+?)(?::| \()", outcome.stderr)
+    where = (
+        Path(failed.group(1)).relative_to(out).as_posix() if failed and out in Path(failed.group(1)).parents else "?"
+    )
+    moment = "from the start" if delay is None else f"at {delay:.2f} s"
+    return [(float(limit), f"{state} (full {moment}, writing {where})")], problems
+
+
 def table(results: list[Trial], epochs: int) -> str:
-    kills = sum(len(r.kills) for r in results)
+    kills = sum(len(r.kills) for r in results if r.kind == "SIGKILL")
+    kinds = {kind: sum(r.kind == kind for r in results) for kind in ("SIGKILL", "SIGTERM", "disk full")}
     lines = [
-        f"{len(results)} trials, {kills} SIGKILLs, {epochs} epochs per run, batch 4, 1 thread per process, "
-        f"{os.cpu_count()} cores (shared). Kill time is seconds after the process printed its plan (training start).",
+        f"{len(results)} trials ({', '.join(f'{n} {k}' for k, n in kinds.items())}), {kills} SIGKILLs, "
+        f"{epochs} epochs per run, batch 4, 1 thread per process, {os.cpu_count()} cores (shared). A stop is "
+        "seconds after the process printed its plan (training start); for a full disk, the largest file it "
+        "could still write from that moment on.",
         "",
-        "| trial | setup | kills: time (s) -> committed checkpoint after the kill | resumes | resume completed "
-        "| metrics = uninterrupted | weights = uninterrupted (bitwise) | summary = uninterrupted | run dir clean |",
-        "|---:|---|---|---:|---|---|---|---|---|",
+        "| trial | stopped by | setup | stops -> committed checkpoint after | resumes | stopped cleanly "
+        "| resume completed | metrics = uninterrupted | weights = uninterrupted (bitwise) | summary = uninterrupted "
+        "| run dir clean |",
+        "|---:|---|---|---|---:|---|---|---|---|---|---|",
     ]
     yes = {True: "yes", False: "**no**"}
     for i, r in enumerate(results):
-        shown = "; ".join(f"{d:.2f} -> {s}" for d, s in r.kills) or "(finished before the kill)"
+        if r.kind == "disk full":
+            shown = "; ".join(f"{d / 1024:.1f} KiB -> {s}" for d, s in r.kills)
+        else:
+            shown = "; ".join(f"{d:.2f} s -> {s}" for d, s in r.kills) or "(finished before the kill)"
+        clean = "**no**: " + "; ".join(r.stop_problems) if r.stop_problems else "yes"
+        clean = "n/a" if r.kind == "SIGKILL" else clean  # no handler runs on SIGKILL: nothing to stop cleanly
         lines.append(
-            f"| {i} | {r.setup} | {shown} | {r.resumes} | {yes[r.resume_ok]} | {yes[r.match['metrics']]} | "
-            f"{yes[r.match['weights']]} | {yes[r.match['summary']]} | {yes[r.match['clean']]} |"
+            f"| {i} | {r.kind} | {r.setup} | {shown} | {r.resumes} | {clean} | {yes[r.resume_ok]} | "
+            f"{yes[r.match['metrics']]} | {yes[r.match['weights']]} | {yes[r.match['summary']]} | "
+            f"{yes[r.match['clean']]} |"
         )
     passed = sum(r.passed for r in results)
     lines += [
         "",
-        f"{passed}/{len(results)} trials ended exactly as the uninterrupted run; "
-        f"every committed checkpoint loaded after each of the {kills} kills.",
+        f"{passed}/{len(results)} trials ended exactly as the uninterrupted run; every committed checkpoint loaded "
+        f"after each of the {kills} kills, and every SIGTERM and full disk stopped the run cleanly"
+        + ("." if all(not r.stop_problems for r in results) else " **except where marked**."),
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=10, help="SIGKILL trials")
+    parser.add_argument("--term-trials", type=int, default=3, help="SIGTERM trials")
+    parser.add_argument("--disk-trials", type=int, default=3, help="disk-full trials")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one trial per setup; print the table, README untouched")
+    parser.add_argument(
+        "--quick", action="store_true", help="one SIGKILL trial per setup, one SIGTERM, one disk full; README untouched"
+    )
     args = parser.parse_args()
     trials = len(SETUPS) if args.quick else args.trials
+    term_trials, disk_trials = (1, 1) if args.quick else (args.term_trials, args.disk_trials)
     from bench_common import write_table  # here: tests import this file as a module, without benchmarks/ on the path
 
     def save(results: list[Trial]) -> None:  # after every trial, so a long run keeps what it measured
         write_table("kill_trials", table(results, args.epochs), quick=args.quick)
 
     with tempfile.TemporaryDirectory(prefix="kill-trials-") as tmp:
-        results = run_trials(trials, args.seed, args.epochs, Path(tmp), on_trial=save)
+        results = run_trials(
+            trials, args.seed, args.epochs, Path(tmp), on_trial=save, term_trials=term_trials, disk_trials=disk_trials
+        )
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 

@@ -160,7 +160,7 @@ def test_load_images_train_val_folders(tmp_path):
     assert splits.train.classes == splits.val.classes == ("ants", "bees", "wasps")
     assert splits.val.labels == [1, 1]
     make_tree(tmp_path / "val", classes=("bees", "hornets"), per_class=1)
-    with pytest.raises(DataError, match="class 'hornets' is in the validation folder but not in train") as err:
+    with pytest.raises(DataError, match="class 'hornets' is not a training class") as err:
         load_images(tmp_path)
     assert str(tmp_path / "val" / "hornets") in str(err.value)
 

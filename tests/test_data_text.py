@@ -63,7 +63,7 @@ def test_jsonl_labels_as_written(tmp_path):
     lines = [
         {"text": "a", "label": 2},
         {"text": "b", "label": 10},
-        {"text": "c", "label": "1"},
+        {"text": "c", "label": 1.0},  # a number by value: the class "1"
         {"text": "d", "label": 2},
     ]
     ex = read_text_table(write(tmp_path / "d.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n"))

@@ -55,8 +55,12 @@ def make_run(
     complete: bool = True,
     folds: int | None = None,
     fold: int = 0,
+    extra: dict | None = None,
 ) -> Path:
-    """A finished (or, with complete=False, interrupted) run directory, as `tunelab train` leaves it."""
+    """A finished (or, with complete=False, interrupted) run directory, as `tunelab train` leaves it.
+
+    The summary is a format-1 one (no test set, flags or conditions) unless `extra` adds or overrides keys.
+    """
     path.mkdir(parents=True)
     config = TrainConfig(
         model=model,
@@ -101,6 +105,7 @@ def make_run(
             "train_seconds": seconds,
             "peak_memory_mb": 500.0 + seed * 10 + fraction * 100,
             "checkpoint_bytes": TRAINABLE[strategy.split(":")[0]] * 4 + seed * 100,
+            **(extra or {}),
         }
         (path / "summary.json").write_text(json.dumps(summary))
     return path
@@ -134,6 +139,40 @@ def test_collect_finds_runs_below_a_parent_and_reads_them(runs_root):
     assert (r.train_examples, r.val_examples, r.trainable_params, r.total_params) == (400, 100, 100_000, 100_000)
     assert r.seconds_per_epoch == pytest.approx((44 / 3 - 0.5 + 44 / 3 + 44 / 3 + 0.5) / 3)
     assert r.train_seconds == 44.0 and r.checkpoint_bytes == 400_100 and r.peak_memory_mb == 610.0
+    # a format-1 summary: scored on the validation set it was selected on, nothing flagged, conditions unknown
+    assert (r.val_score, r.scored_on, r.eval_examples, r.test_examples) == (0.90, "validation", 100, 0)
+    assert (r.chance_score, r.flags, r.augment, r.cached_blocks) == (None, (), None, None)
+
+
+def test_new_summary_keys_are_read(tmp_path):
+    extra = {
+        "score": 0.7,
+        "val_score": 0.9,
+        "scored_on": "test",
+        "eval_examples": 153,
+        "test_examples": 153,
+        "chance_score": 0.54,
+        "flags": [{"flag": "at-chance", "message": "no better than always saying 'a'"}],
+        "augment": False,
+        "cached_blocks": 1,
+    }
+    r = collect([make_run(tmp_path / "r", "none", 2, 1.0, [0.5, 0.9], 5.0, extra=extra)])[0]
+    assert (r.score, r.val_score, r.scored_on, r.eval_examples, r.test_examples) == (0.7, 0.9, "test", 153, 153)
+    assert (r.chance_score, r.augment, r.cached_blocks) == (0.54, False, 1)
+    assert [(f.flag, f.message, f.seed, f.fold) for f in r.flags] == [
+        ("at-chance", "no better than always saying 'a'", 2, None)
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [({"scored_on": "train"}, "scored_on"), ({"flags": {"flag": "x"}}, "flags"), ({"flags": ["x"]}, "flag")],
+)
+def test_damaged_new_keys_are_an_error_naming_the_file(tmp_path, extra, match):
+    run = make_run(tmp_path / "r", "none", 0, 1.0, [0.5], 5.0, extra=extra)
+    with pytest.raises(TunelabError, match=match) as info:
+        collect([run])
+    assert str(run / "summary.json") in str(info.value)
 
 
 def test_a_run_given_directly_and_through_its_parent_counts_once(runs_root):
@@ -211,14 +250,20 @@ def test_early_stopped_runs_are_padded_with_their_last_value(runs_root):
 def test_one_run_has_zero_std(tmp_path):
     result = aggregate(collect([make_run(tmp_path / "r", "none", 0, 1.0, [0.4, 0.5], 5.0)]))[0]
     assert (result.n_runs, result.score_std, result.curve_std) == (1, 0.0, (0.0, 0.0))
-    assert result.best and result.cheapest_near_best
+    assert result.best and result.cheapest_near_best and result.vs_best is None
 
 
 def test_best_and_cheapest_near_best_are_marked_per_fraction(runs_root):
     results = by_key(aggregate(collect([runs_root])))
     assert [k for k, r in results.items() if r.best] == [(0.25, "none"), (1.0, "full")]
-    # at 1.0: none (0.80) >= 0.85 - 0.0707 and trains in 11 s instead of 42 s
+    # at 1.0, paired with full by seed: none differs by -0.02 and -0.08, mean -0.05, sd 0.0424, so the 95%
+    # interval is -0.05 ± 12.706 * 0.0424 / sqrt(2) = [-0.431, +0.331]: within noise, and 11 s instead of 42 s
+    none = results[1.0, "none"]
+    assert none.vs_best.n == 2 and none.vs_best.verdict == "within noise" and none.within_noise
+    assert (none.vs_best.mean, none.vs_best.low, none.vs_best.high) == pytest.approx((-0.05, -0.4312, 0.3312), abs=1e-4)
     assert [k for k, r in results.items() if r.cheapest_near_best] == [(0.25, "none"), (1.0, "none")]
+    # at 0.25 full is below none by exactly 0.10 in both seeds: no spread, an interval of one point below 0
+    assert results[0.25, "full"].vs_best.verdict == "below" and not results[0.25, "full"].within_noise
 
 
 def test_cheapest_ties_go_to_fewer_trainable_parameters(tmp_path):
@@ -279,15 +324,22 @@ def test_write_report_writes_every_file(runs_root, tmp_path):
     assert page == out / "report.html"
 
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
-    assert len(rows) == 6
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
     full = next(r for r in rows if r["strategy"] == "full" and float(r["train_fraction"]) == 1.0)
     assert float(full["score_mean"]) == pytest.approx(0.85) and float(full["score_std"]) == pytest.approx(0.0707107)
     assert full["best"] == "True" and full["cheapest_near_best"] == "False" and full["n_runs"] == "2"
     assert [float(v) for v in full["curve_mean"].split()] == pytest.approx([0.625, 0.80, 0.85])
+    assert full["run_scores"] == "0//0.8; 1//0.9" and full["vs_best_verdict"] == ""
+    none = next(r for r in rows if r["strategy"] == "none" and float(r["train_fraction"]) == 1.0)
+    assert none["vs_best_verdict"] == "within noise" and float(none["vs_best_mean"]) == pytest.approx(-0.05)
 
     md = (out / "results.md").read_text()
-    assert "| full ★ | 100% (400 examples) | 2 | 0.850 ± 0.071 | 100k (100%) | 42 s |" in md
-    assert "| none ◆ | 100% (400 examples) |" in md and "| none ★◆ | 25% (100 examples) |" in md
+    full_row = (
+        "| full ★ | 100% (400 examples) | 2 | 0.850 ± 0.071 | best | — | 100 | validation | ? | ? | 100k (100%) |"
+    )
+    assert full_row + " 42 s |" in md
+    assert "| none ≈◆ | 100% (400 examples) | 2 | 0.800 ± 0.028 | -0.050 [-0.431, +0.331] | — | 100 |" in md
+    assert "| none ★◆ | 25% (100 examples) |" in md
     assert "| full | 0.625 | +0.113 | 0.850 | +0.300 | +0.025 | +0.350 |" in md  # three benefits vs scratch
 
     pngs = {
@@ -304,6 +356,9 @@ def test_write_report_writes_every_file(runs_root, tmp_path):
     for name, png in pngs.items():
         assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in html, name
     assert "tiny-cnn &lt;on&gt; flowers" in html and html.count("<tr") == 1 + 6 + 1 + 3
+    assert (
+        html.count('<tr class="best') == 2 and html.count('<tr class="split"') == 1
+    )  # one line between the two fractions
 
 
 def test_one_fraction_has_no_data_fractions_plot_and_drops_a_stale_one(tmp_path):
@@ -319,10 +374,12 @@ def test_one_fraction_has_no_data_fractions_plot_and_drops_a_stale_one(tmp_path)
 def test_the_conclusion_is_computed_from_the_numbers(runs_root, tmp_path):
     md = (write_report(collect([runs_root]), tmp_path / "a", "t").parent / "results.md").read_text()
     assert "full scored best: mean validation accuracy 0.850 ± 0.071 over 2 runs, 0.050 above the runner-up none" in md
+    assert "on 100 validation examples (one example = 0.01): the gap is 5 examples." in md
+    assert "Within noise of full (the 95% interval of the paired difference includes 0): none -0.050 [-0.431" in md
     assert "none is the cheapest strategy within noise of the best: 0.800, 0.050 below full" in md
     assert "in 11 s of training instead of 42 s (3.8× less)" in md
-    assert "started 0.300 higher after the first epoch (0.625 vs 0.325)" in md
-    assert "0.350 higher (0.850 vs 0.500)" in md
+    assert "started 0.300 higher after the first epoch of the mean validation curve (0.625 vs 0.325)" in md
+    assert "ended 0.350 higher in mean validation accuracy (0.850 vs 0.500)" in md
     assert "Transfer helped most at 100 training examples (25% of the data), where none beat scratch by 0.400" in md
 
     # the same layout with scratch winning everywhere: the text must follow the data
@@ -333,11 +390,13 @@ def test_the_conclusion_is_computed_from_the_numbers(runs_root, tmp_path):
     assert "Transfer helped most" not in md
 
 
-def test_single_runs_warn_that_noise_is_unknown(tmp_path):
+def test_single_runs_say_the_ranking_is_not_decidable(tmp_path):
     make_run(tmp_path / "a", "none", 0, 1.0, [0.5, 0.7], 5.0)
     make_run(tmp_path / "b", "full", 0, 1.0, [0.6, 0.8], 9.0)
     md = (write_report(collect([tmp_path]), tmp_path / "out", "t").parent / "results.md").read_text()
-    assert "no estimate of run-to-run noise" in md and "also the cheapest good choice (9 s" in md
+    assert "One run each: no spread, not decidable whether full is better than none" in md
+    assert "the cheapest good choice is not decidable either; full took 9 s" in md
+    assert "| none | 100% (400 examples) | 1 | 0.700 (n=1) | -0.100, 1 pair: not decidable |" in md
 
 
 def test_report_from_runs_titles_the_report_with_model_and_data(runs_root, tmp_path):

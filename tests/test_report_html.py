@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from test_report import make_runs
+from test_report import RUNS, make_runs
 from tunelab.comparison.report import write_report
-from tunelab.comparison.results import collect
+from tunelab.comparison.results import FailedRun, collect
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -28,12 +28,17 @@ window.addEventListener("load", () => {
   const summary = {
     tables: [...document.querySelectorAll("table")].map(t => ({
       id: t.id,
+      header: t.tHead ? [...t.tHead.rows[0].cells].map(c => c.textContent) : [],
       rows: t.tBodies.length ? t.tBodies[0].rows.length : 0,
+      classes: t.tBodies.length ? [...t.tBodies[0].rows].map(r => r.className) : [],
+      width: t.getBoundingClientRect().width,
       first_cells: t.tBodies.length ? [...t.tBodies[0].rows].map(r => r.cells[0].textContent) : [],
       height: t.getBoundingClientRect().height,
     })),
     images: [...document.images].map(i => ({complete: i.complete, naturalWidth: i.naturalWidth,
                                              naturalHeight: i.naturalHeight, scheme: i.src.split(":")[0]})),
+    warnings: [...document.querySelectorAll("p.warn")].map(p => ({text: p.textContent,
+                                                                 height: p.getBoundingClientRect().height})),
     resources: performance.getEntriesByType("resource").map(e => e.name.slice(0, 60)),
   };
   const out = document.createElement("pre");
@@ -94,16 +99,24 @@ def render(page: Path, tmp_path: Path) -> dict:
 
 def test_the_report_renders_in_a_browser_with_every_table_and_image(tmp_path):
     _require_chromium()
-    root = make_runs(tmp_path / "cmp" / "runs")
-    page = write_report(collect([root]), tmp_path / "cmp", "tiny-cnn on flowers")
+    root = make_runs(tmp_path / "cmp" / "runs", {k: v for k, v in RUNS.items() if k != (1.0, "full", 1)})
+    failed = [FailedRun(root / "fraction-1" / "full" / "s1", "full", 1, None, 1.0, "exit status -9 (killed)")]
+    page = write_report(collect([root]), tmp_path / "cmp", "tiny-cnn on flowers", failed)
     seen = render(page, tmp_path)
 
     tables = {t["id"]: t for t in seen["tables"]}
     results = tables["results"]
-    assert results["rows"] == 3 * 2 and results["height"] > 0  # one row per strategy at each of the two fractions
+    # one row per strategy at each of the two fractions, and the failed run right after its strategy's row
+    assert results["rows"] == 3 * 2 + 1 and results["height"] > 0 and results["width"] > 0
     names = [cell.split(" ")[0] for cell in results["first_cells"]]
-    assert names == ["none", "full", "scratch"] * 2
+    assert names == ["none", "full", "scratch", "none", "full", "full", "scratch"]
+    assert results["classes"][5] == "failed" and "✗" in results["first_cells"][5]
+    for column in ("n", "vs best (paired 95% CI)", "Eval n", "Scored on", "Augment", "Cached blocks", "Flags"):
+        assert column in results["header"], column
     assert tables["benefits"]["rows"] == 3
+    texts = [w["text"] for w in seen["warnings"]]
+    assert any("optimistic" in t for t in texts) and any("1 run failed" in t for t in texts)
+    assert all(w["height"] > 0 for w in seen["warnings"])
 
     assert len(seen["images"]) == 3  # learning curves, cost vs metric, data fractions
     for image in seen["images"]:

@@ -50,9 +50,12 @@ SAVED_NAMES = {
     "cache",
     "cache_memory_mb",
     "max_length",
+    "max_image_pixels",
     "text_column",
     "label_column",
     "val_fraction",
+    "test_data",
+    "test_fraction",
     "train_fraction",
     "folds",
     "fold",
@@ -99,6 +102,8 @@ def changed_values(cls: type) -> dict:
         else:  # the grid's own tuple fields are not shared; they keep their defaults here
             continue
         values[f.name] = value
+    if "test_data" in values:  # one test set per run: the two ways of giving it exclude each other
+        values.pop("test_fraction", None)
     return values
 
 

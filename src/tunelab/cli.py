@@ -1,6 +1,7 @@
 """The `tunelab` command: each subcommand parses its flags and calls one library function.
 
-User mistakes (TunelabError) print as one line and exit with code 2; `--debug` shows the traceback.
+User mistakes (TunelabError) print as one line and exit with code 2; `--debug` shows the traceback. SIGTERM
+stops a command the way Ctrl-C does (a run keeps its last epoch for --resume) and exits with 143.
 
 Start-up: `tunelab --help`, `tunelab <command> --help`, `tunelab --version` and flag errors answer in well under
 a second, because building the parser reads only torch-free registries and settings (the strategy registry,
@@ -13,14 +14,29 @@ May import: every tunelab subsystem (the top layer); at module level only the to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.fileio import read_text
-from tunelab.settings import AdviseConfig, CompareConfig, TrainConfig, add_arguments, resolve
+from tunelab.settings import (
+    AdviseConfig,
+    CompareConfig,
+    DataSettings,
+    LoopSettings,
+    PredictSettings,
+    TrainConfig,
+    add_arguments,
+    field_docs,
+    resolve,
+    validate,
+)
+from tunelab.settings.compare import COMPARE_NOTES
 from tunelab.strategies import REGISTRY
 from tunelab.tasks import task_names
 
@@ -47,6 +63,30 @@ def add_strategy_argument(parser: argparse.ArgumentParser, cls: type) -> None:
     """
     default = next(f.default for f in fields(cls) if f.name == "strategy")
     parser.add_argument("--strategy", default=argparse.SUPPRESS, metavar="STRATEGY", help=strategy_help(default))
+
+
+BOUNDED_FLAGS = {
+    "batch_size": LoopSettings,
+    "max_length": DataSettings,
+    "max_image_pixels": DataSettings,
+    "top_k": PredictSettings,
+}
+"""The plain flags of eval, predict and embed, and the settings group whose field of the same name bounds
+them: one set of limits for a flag whichever command takes it (`eval --batch-size 0` is refused as
+`train --batch-size 0` is, with the same message)."""
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse a plain flag outside its setting's limits (see BOUNDED_FLAGS); flags left unset are not checked."""
+    for name, group in BOUNDED_FLAGS.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            validate(group, {name: value}, "command line")
+
+
+def pixels_help(default: str) -> str:
+    """--max-image-pixels' help for commands that take it as a plain flag: the setting's own doc."""
+    return f"{field_docs(DataSettings)['max_image_pixels']} (default: {default})"
 
 
 def setting_choices() -> dict[str, tuple[str, ...]]:
@@ -98,7 +138,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = resolve(TrainConfig, args, choices=setting_choices())
     try:
         train(config)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see main)
+        out = Path(config.out)
+        if (out / "summary.json").is_file():
+            raise TunelabError(f"interrupted after the run had finished; it is complete in {out}") from None
+        if not (out / "checkpoint" / "latest").is_file():
+            raise TunelabError("interrupted before the first epoch completed; nothing was saved") from None
         raise TunelabError(
             f"interrupted; the last completed epoch is saved in {config.out}: add --resume to continue"
         ) from None
@@ -107,19 +152,33 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from tunelab.runs.evaluate import evaluate
 
-    report = evaluate(args.run, args.data, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code)
+    check_flags(args)
+    report = evaluate(
+        args.run,
+        args.data,
+        batch_size=args.batch_size,
+        trust_remote_code=args.trust_remote_code,
+        max_image_pixels=args.max_image_pixels,
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from tunelab.runs.evaluate import predict
 
+    check_flags(args)
     inputs = list(args.inputs)
     if args.file:
         inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:
         raise TunelabError("nothing to predict: give image paths or text lines, or --file")
-    predictions = predict(args.run, inputs, k=args.top_k, trust_remote_code=args.trust_remote_code)
+    predictions = predict(
+        args.run,
+        inputs,
+        k=args.top_k,
+        trust_remote_code=args.trust_remote_code,
+        max_image_pixels=args.max_image_pixels,
+    )
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
         return
@@ -132,11 +191,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     config = resolve(CompareConfig, args, choices=setting_choices())
     try:
-        compare(config)
+        report = compare(config)
     except KeyboardInterrupt:
         raise TunelabError(
             f"interrupted; run the same command again to skip finished runs and resume the rest in {config.out}"
         ) from None
+    print(read_text(report.with_name("results.md"), "results table"), end="")  # the table on stdout, as written
+    print(f"report: {report}", file=sys.stderr)
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
@@ -160,6 +221,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from tunelab.embedding import embed
 
+    check_flags(args)
     result = embed(
         args.model,
         args.data,
@@ -168,6 +230,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         text_column=args.text_column,
         label_column=args.label_column,
+        max_image_pixels=args.max_image_pixels,
     )
     path = result.save(args.out)
     n, d = result.features.shape
@@ -231,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
     p.add_argument("--data", required=True, help="labelled data in the run's format (image folder or text file)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
+    p.add_argument("--max-image-pixels", type=int, default=None, help=pixels_help("the run's setting"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_eval)
@@ -245,7 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
     p.add_argument("inputs", nargs="*", help="image paths (image runs) or sentences (text runs)")
     p.add_argument("--file", help="a text file with one input per line")
-    p.add_argument("--top-k", type=int, default=3, help="labels to show per input (default: 3)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=PredictSettings.top_k,
+        help=f"labels to show per input (default: {PredictSettings.top_k})",
+    )
+    p.add_argument("--max-image-pixels", type=int, default=None, help=pixels_help("the run's setting"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_predict)
@@ -253,11 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="run several strategies on the same data and budget and report",
-        description="Train every strategy in --strategies on the same data, epochs and evaluation (over --seeds or "
-        "--folds, optionally at several --data-fractions), then write results.csv, results.md, plots and a "
-        "self-contained report.html into --out. Running the same command again skips finished runs.",
+        description="Train every strategy in --strategies on the same data, epochs, evaluation and augmentation "
+        "(over --seeds or --folds, optionally at several --data-fractions), each run in its own `tunelab train` "
+        "process so its time, peak memory and a crash are its own; then print the results table and write "
+        "results.csv, results.md, plots and a self-contained report.html into --out. A failed run is reported "
+        "and the others go on. Running the same command again skips finished runs with the same settings; runs "
+        "saved with other settings stop it (--rerun retrains them).",
     )
-    add_arguments(p, CompareConfig, choices=choices)
+    add_arguments(p, CompareConfig, choices=choices, notes=COMPARE_NOTES)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -299,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text example (default: the model's)")
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DataSettings.max_image_pixels,
+        help=pixels_help(f"{DataSettings.max_image_pixels:,}".replace(",", "_")),
+    )
     p.add_argument("--text-column", default=None, help="text column of a table (default: detected from the header)")
     p.add_argument("--label-column", default="label", help="label column of a table (default: label)")
     p.set_defaults(func=cmd_embed)
@@ -316,15 +395,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is: a run tidies up and keeps its last epoch exactly as after Ctrl-C."""
+
+
+TERMINATED_EXIT = 143
+"""The exit code after SIGTERM: 128 + 15, what a shell reports for a process SIGTERM ended, so a supervisor
+(systemd, Kubernetes, a batch scheduler) sees the run stopped because it was asked to, not that it failed."""
+
+
+class _LineTracker:
+    """stderr as the commands write it, remembering whether what was written last ended a line.
+
+    Progress bars redraw their line after a carriage return and never end it; an error printed after one must
+    start on a line of its own, or `grep '^tunelab: error'` on a log misses it.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(received: list[int]):
+    """Inside the block, SIGTERM raises Terminated (once: a second one while tidying up is only recorded).
+
+    Python's default for SIGTERM is to die on the spot, which skips every cleanup path: a run stopped before
+    its first epoch would leave config.yaml and its feature cache behind. As an exception it takes the path
+    Ctrl-C takes. Signal handlers can only be set in the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def terminate(signum, frame):
+        received.append(signum)
+        if len(received) == 1:
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        args.func(args)
-    except TunelabError as e:
-        if args.debug:
-            raise
-        print(f"tunelab: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, whatever it quotes
-        return 2
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 for a TunelabError, 130 after Ctrl-C, 143 after SIGTERM.
+
+    Errors are one line on stderr starting with 'tunelab: error: ', at the start of a line; `--debug` shows
+    the traceback instead.
+    """
+    args = build_parser().parse_args(argv)
+    stderr = _LineTracker(sys.stderr)
+    received: list[int] = []
+    with contextlib.redirect_stderr(stderr), _sigterm_as_interrupt(received):
+        try:
+            args.func(args)
+        except (TunelabError, KeyboardInterrupt) as e:
+            if args.debug:
+                raise
+            message = " ".join(str(e).splitlines()) if isinstance(e, TunelabError) else "interrupted"
+            newline = "" if stderr.at_line_start else "\n"
+            print(f"{newline}tunelab: error: {message}", file=stderr)  # one line, whatever it quotes
+            if received:
+                return TERMINATED_EXIT
+            return 2 if isinstance(e, TunelabError) else 130
     return 0
 
 

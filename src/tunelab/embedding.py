@@ -23,6 +23,7 @@ import numpy as np
 
 from tunelab.data import Examples, read_image_folder, read_image_folder_as, read_text_table
 from tunelab.data.idx import find_idx_pair, read_idx
+from tunelab.data.images import DEFAULT_MAX_IMAGE_PIXELS, image_pixel_limit
 from tunelab.errors import TunelabError
 from tunelab.fileio import atomic_write_bytes
 from tunelab.models.contract import Backbone
@@ -75,11 +76,13 @@ def embed(
     text_column: str | None = None,
     label_column: str = "label",
     progress: bool = True,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Embeddings:
     """Features of every example in `data` under `model` (a name, run directory or loaded Backbone).
 
     `block` counts like a list index (-1: the last block, what a head sees); `max_length` caps text
-    tokens (None: the model's, or for a run directory the length it was trained with).
+    tokens (None: the model's, or for a run directory the length it was trained with); an image that
+    decodes to more than `max_image_pixels` pixels is refused before it is decoded.
     """
     backbone = load_backbone(model) if isinstance(model, str) else model
     examples, ids = read_all(Path(data), backbone.modality, text_column, label_column)
@@ -88,7 +91,8 @@ def embed(
         names = ", ".join(backbone.block_names)
         raise TunelabError(f"block {block} does not exist: {backbone.name} has {n} blocks (0..{n - 1}: {names})")
     index = block % n
-    features = extract_features(backbone, examples, [index], batch_size, max_length, progress)[index]
+    with image_pixel_limit(max_image_pixels):
+        features = extract_features(backbone, examples, [index], batch_size, max_length, progress)[index]
     return Embeddings(
         features=features,
         labels=np.array(examples.labels, dtype=np.int64),

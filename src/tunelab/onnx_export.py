@@ -18,12 +18,14 @@ where the torch.export-based one takes about a minute on the tiny test model; pa
 the tests check, on inputs of other batch sizes and lengths than the one traced. `onnx` is an optional
 extra, imported when an export runs.
 
-May import: errors, models, strategies, data, runs.
+May import: errors, fileio, models, strategies, data, runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +35,7 @@ from torch import nn
 
 from tunelab.data.datasets import BATCH_KEYS
 from tunelab.errors import TunelabError
+from tunelab.fileio import atomic_write, make_folder
 from tunelab.models.inputs import ImageInput
 from tunelab.runs.trained import load_run
 from tunelab.strategies.layers import merge_lora
@@ -79,9 +82,14 @@ def export(run_path: str | Path, out: str | Path, format: str = "onnx") -> Path:
         axes = {name: {0: "batch", 1: "tokens"} for name in names}
         preprocessing = {"max_length": run.config.max_length or backbone.input.max_length}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp")
-    try:
+    metadata = {
+        "classes": json.dumps(list(run.classes)),
+        "preprocessing": json.dumps(preprocessing),
+        "model": run.config.model,
+        "strategy": run.config.strategy,
+    }
+
+    def write_onnx(temp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks: parity is tested instead
             torch.onnx.export(
@@ -95,23 +103,55 @@ def export(run_path: str | Path, out: str | Path, format: str = "onnx") -> Path:
                 dynamo=False,
             )
         graph = onnx.load(str(temp))
-        metadata = {
-            "classes": json.dumps(list(run.classes)),
-            "preprocessing": json.dumps(preprocessing),
-            "model": run.config.model,
-            "strategy": run.config.strategy,
-        }
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.save(graph, str(temp))
-        temp.replace(out)  # a failed export leaves no half-written model under the requested name
-    except TunelabError:
-        raise
-    except Exception as e:  # the tracer or ONNX can fail on an architecture in many ways; name the run
+
+    make_folder(out.parent)
+    text = None if isinstance(backbone.input, ImageInput) else _Tokenizer(out, backbone.input.tokenizer)
+    try:
+        if text is not None:
+            text.write()  # first: a folder that cannot be written to fails before the slow export
+        atomic_write(out, write_onnx)  # a failed export leaves no half-written model under the requested name
+        if text is not None:
+            text.commit()
+    except BaseException as e:
+        if text is not None:
+            text.discard()
+        if isinstance(e, TunelabError) or not isinstance(e, Exception):
+            raise
+        # the tracer or ONNX can fail on an architecture in many ways; name the run
         first_line = (str(e).strip().splitlines() or [""])[0]
         raise TunelabError(f"cannot export {run_path} to ONNX: {type(e).__name__}: {first_line}") from e
-    finally:
-        temp.unlink(missing_ok=True)
-    if not isinstance(backbone.input, ImageInput):
-        backbone.input.tokenizer.save_pretrained(str(out.with_name(out.stem + ".tokenizer")))
     return out
+
+
+class _Tokenizer:
+    """The tokenizer saved beside an exported text model (`<name>.tokenizer/`), replaced whole or not at all.
+
+    It is written to a temporary folder beside its place first and moved there only once the model file is
+    written, so a failure leaves neither a half-written tokenizer nor one that belongs to another model.
+    """
+
+    def __init__(self, out: Path, tokenizer):
+        self.path = out.with_name(out.stem + ".tokenizer")
+        self.temp = out.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tokenizer = tokenizer
+
+    def write(self) -> None:
+        try:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            self.tokenizer.save_pretrained(str(self.temp))
+        except OSError as e:
+            raise TunelabError(f"cannot write the tokenizer to {self.path}: {e.strerror or e}") from e
+
+    def commit(self) -> None:
+        try:
+            if self.path.is_dir() and not self.path.is_symlink():
+                shutil.rmtree(self.path)
+            os.replace(self.temp, self.path)
+        except OSError as e:
+            raise TunelabError(f"cannot write the tokenizer to {self.path}: {e.strerror or e}") from e
+
+    def discard(self) -> None:
+        shutil.rmtree(self.temp, ignore_errors=True)

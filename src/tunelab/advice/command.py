@@ -15,27 +15,29 @@ from tunelab.advice.api import advise
 from tunelab.advice.decide import Advice, Thresholds
 from tunelab.comparison.grid import compare, planned_runs
 from tunelab.comparison.results import aggregate, collect
+from tunelab.data import image_pixel_limit
 from tunelab.settings import AdviseConfig, CompareConfig, ThresholdSettings, shared_settings
 
 
 def run_advise(config: AdviseConfig) -> dict:
     """The advice as JSON-ready data, with a `verification` entry when config.verify is set."""
     thresholds = Thresholds(**shared_settings(config, ThresholdSettings))
-    advice = advise(
-        config.model,
-        config.data,
-        val_data=config.val_data,
-        task=config.task,
-        max_examples=config.max_examples,
-        budget_params=config.budget_params,
-        budget_memory_mb=config.budget_memory_mb,
-        thresholds=thresholds,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        text_column=config.text_column,
-        label_column=config.label_column,
-    )
+    with image_pixel_limit(config.max_image_pixels):  # the measured sample's images, like a run's
+        advice = advise(
+            config.model,
+            config.data,
+            val_data=config.val_data,
+            task=config.task,
+            max_examples=config.max_examples,
+            budget_params=config.budget_params,
+            budget_memory_mb=config.budget_memory_mb,
+            thresholds=thresholds,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            text_column=config.text_column,
+            label_column=config.label_column,
+        )
     result = {"advice": advice.to_dict(), "text": advice.format()}
     if config.verify:
         result["verification"] = verify(advice, config)

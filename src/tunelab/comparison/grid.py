@@ -1,68 +1,117 @@
 """Compare strategies side by side on equal budgets: strategies x seeds (x folds) (x data fractions) -> report.
 
-Every comparison run is an ordinary run directory under `<out>/runs/`, so it can be evaluated, used for
-prediction, or rebuilt into a report with `tunelab report`. A compare that is interrupted and started again
-with the same `--out` skips the runs that finished and resumes the one that was cut off.
+Every comparison run is an ordinary run directory under `<out>/runs/`, trained by its own `tunelab train`
+process (`comparison.executor`), so its time, peak memory and a crash are its own. A compare that is
+interrupted and started again with the same `--out` skips the runs that finished with the same settings and
+resumes the one that was cut off; a run saved with other settings stops it before anything trains.
+
+Equal conditions: every run of a compare gets the same augmentation policy, chosen here (off unless
+--augment), so no strategy trains on other inputs than the rest because it happens to cache features.
+
+May import: runs, strategies, settings, fileio, errors. The training happens in the children, so this process
+loads no model, except to resolve the settings of runs already in --out (`runs.identity.check_reuse`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, brief
 from tunelab.runs.rundir import RunDir
 from tunelab.settings import CompareConfig, TrainConfig, shared_settings
 from tunelab.strategies import REGISTRY, parse_strategy
 
+SIMPLE_SPEC = re.compile(r"[A-Za-z0-9]+(?:[.:][A-Za-z0-9]+)*")
+"""Specs whose folder name is the spec with ':' as '-' (retrain:4 -> retrain-4): they hold no '-', so it reads back."""
+
+ALL = ("all",)
+"""--strategies for every registered strategy (the default)."""
+
+REPORT_FILES = ("results.csv", "results.md", "report.html")
+"""The files of a report in --out: if one is there, an earlier comparison wrote a report."""
+
 
 def slug(spec: str) -> str:
-    """A folder name for a strategy spec: 'retrain:4' -> 'retrain-4'. Letters, digits, '-' and inner dots only,
-    so no spec can name a path outside the comparison's folder ('..', '/')."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", spec).strip("-.") or "run"
+    """A folder name for a strategy spec, different for every spec and never a path outside the comparison.
+
+    Simple specs read as themselves ('retrain:4' -> 'retrain-4'). Any other spec keeps its letters, digits
+    and dots, and gets '_' and a hash of the whole spec ('lora:alpha=0.1' -> 'lora-alpha-0.1_<hash>'), since
+    replacing characters alone maps 'alpha=1e-1' and 'alpha=1e+1' to one folder. A simple name has no '_',
+    so the two kinds never meet.
+    """
+    if SIMPLE_SPEC.fullmatch(spec):
+        return spec.replace(":", "-")
+    readable = re.sub(r"[^A-Za-z0-9.]+", "-", spec).strip("-.")[:48].rstrip("-.") or "run"
+    return f"{readable}_{hashlib.sha256(spec.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
 
 
 def strategy_specs(config: CompareConfig) -> tuple[str, ...]:
-    """The strategy specs to compare: --strategies, or when it is not given every registered strategy."""
-    specs = tuple(REGISTRY) if config.strategies is None else config.strategies
-    if not specs:
-        raise TunelabError("--strategies is empty: name at least one strategy, or leave it out to compare all")
-    return specs
+    """The canonical specs to compare (`Strategy.spec()`): --strategies, or every registered strategy for `all`.
+
+    Canonical, so 'lora:8' and 'lora' (8 is its default) are one strategy, listed twice, and every
+    folder, config.yaml and report row names a strategy the same way. (`all` rather than an unset value:
+    on the command line `none` reads as unset, and `--strategies none` must mean the strategy `none`.)
+    """
+    every = config.strategies is None or tuple(config.strategies) == ALL  # None: a library caller's "unset"
+    given = tuple(REGISTRY) if every else tuple(s for s in config.strategies if s.strip())
+    if not given:
+        raise TunelabError(
+            "no strategy given in --strategies: name at least one (e.g. none,full), or leave it out to compare all"
+        )
+    specs: dict[str, str] = {}
+    for spec in given:
+        canonical = parse_strategy(spec).spec()  # a bad spec fails here, before hours of training
+        if canonical in specs:
+            same = f"'{spec}'" if spec == specs[canonical] else f"'{specs[canonical]}' and '{spec}' (both {canonical})"
+            raise TunelabError(f"--strategies lists one strategy twice: {same}; listed twice, it would train twice")
+        specs[canonical] = spec
+    return tuple(specs)
 
 
-def learning_rates(config: CompareConfig) -> dict[str, float]:
-    """Parse the spec=lr overrides; every named spec must be one of the compared strategies."""
-    specs = strategy_specs(config)
+def learning_rates(config: CompareConfig, specs: tuple[str, ...]) -> dict[str, float]:
+    """Parse the spec=lr overrides (keys as canonical specs); every spec must be compared, every lr positive."""
     rates = {}
     for item in config.lrs:
         spec, sep, value = item.rpartition("=")
-        if not sep or spec not in specs:
+        canonical = _canonical_or_none(spec) if sep else None
+        if canonical not in specs:
             raise TunelabError(
-                f"--lrs item '{item}': expected <strategy>=<lr> with a strategy from --strategies ({', '.join(specs)})"
+                f"--lrs item '{brief(item)}': expected <strategy>=<lr> with a strategy from --strategies "
+                f"({', '.join(specs)})"
             )
         try:
-            rates[spec] = float(value)
+            rate = float(value)
         except ValueError:
-            raise TunelabError(f"--lrs item '{item}': '{value}' is not a number") from None
+            raise TunelabError(f"--lrs item '{brief(item)}': '{brief(value)}' is not a number") from None
+        if not (math.isfinite(rate) and rate > 0):
+            raise TunelabError(f"--lrs item '{brief(item)}': a learning rate must be a positive finite number")
+        rates[canonical] = rate
     return rates
+
+
+def _canonical_or_none(spec: str) -> str | None:
+    try:
+        return parse_strategy(spec).spec()
+    except TunelabError:
+        return None
 
 
 def planned_runs(config: CompareConfig) -> list[TrainConfig]:
     """One TrainConfig per (fraction, seed, fold, strategy): the whole comparison, in the order it runs.
 
-    Every setting group CompareConfig shares with TrainConfig reaches each run unchanged; only the per-run
-    fields (strategy, seed, fold, train fraction, run folder, resume) and a --lrs override differ.
+    Every setting group CompareConfig shares with TrainConfig reaches each run unchanged, except that
+    augmentation left unset is off for every run (see the module docstring); only the per-run fields
+    (strategy, seed, fold, train fraction, run folder, resume) and a --lrs override differ.
     """
     specs = strategy_specs(config)
-    for spec in specs:
-        parse_strategy(spec)  # fail on a bad spec before hours of training
-    if len(set(specs)) != len(specs):
-        raise TunelabError(f"--strategies lists a strategy twice: {', '.join(specs)}")
-    if config.seeds < 1:
-        raise TunelabError(f"--seeds must be at least 1, got {config.seeds}")
-    rates = learning_rates(config)
-    shared = shared_settings(config, TrainConfig)
+    rates = learning_rates(config, specs)
+    shared = shared_settings(config, TrainConfig) | {"augment": bool(config.augment)}
     folds = range(config.folds) if config.folds else [None]
     runs = []
     # Seed-major order: an interrupted comparison already holds every strategy for its first seeds.
@@ -85,20 +134,154 @@ def planned_runs(config: CompareConfig) -> list[TrainConfig]:
     return runs
 
 
+def augmentation_line(config: CompareConfig) -> str:
+    """The augmentation policy of a compare, said once at its start."""
+    if config.augment:
+        return "augmentation: on for every strategy (so no image strategy caches features)"
+    return (
+        "augmentation: off for every strategy (--augment turns it on for all; then no image strategy caches features)"
+    )
+
+
+def check_report_scope(runs: list[TrainConfig], config: CompareConfig) -> None:
+    """Refuse to shrink a report: a report in --out next to finished runs outside this grid stays as it is.
+
+    The report this compare writes covers the runs of its own grid; one written by an earlier compare
+    into the same --out covered that compare's runs. Finished runs under <out>/runs that this grid does
+    not hold are runs the old report shows and the new one would silently drop.
+    """
+    out = Path(config.out)
+    if config.replace_report or not any((out / name).exists() for name in REPORT_FILES):
+        return
+    planned = {Path(run.out).resolve() for run in runs}
+    outside = sorted(
+        summary.parent
+        for summary in (out / "runs").glob("*/*/*/summary.json")
+        if summary.parent.resolve() not in planned
+    )
+    if outside:
+        example = outside[0].relative_to(out).as_posix()
+        raise TunelabError(
+            f"{out} holds a report over {len(outside)} finished run(s) outside this comparison (e.g. {example}); "
+            "its report would be replaced by one without them: give another --out, or --replace-report to replace it"
+        )
+
+
+# ---------------------------------------------------------------- progress
+
+
+def clock(seconds: float) -> str:
+    """MM:SS, or H:MM:SS from an hour on."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def run_label(i: int, runs: list[TrainConfig], config: CompareConfig) -> str:
+    """'[i/N] strategy, seed s (fold f, fraction x, resuming)': the parts that tell this run from the others."""
+    run = runs[i - 1]
+    parts = [f"fold {run.fold}"] if config.folds else []
+    parts += [f"fraction {run.train_fraction:g}"] if len(config.data_fractions) > 1 else []
+    parts += ["resuming"] if run.resume else []
+    return f"[{i}/{len(runs)}] {run.strategy}, seed {run.seed}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+@dataclass
+class Timer:
+    """Elapsed time of a compare and the time its remaining runs will take, from the runs finished so far.
+
+    A run still to do is estimated by the mean wall time of the finished runs of its strategy (strategies
+    differ by orders of magnitude: a cached linear probe against a full fine-tune), else of all of them.
+    """
+
+    started: float = field(default_factory=time.monotonic)
+    """When the compare began (time.monotonic)."""
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    """Wall times of the runs finished so far, by strategy."""
+
+    def finished(self, run: TrainConfig, seconds: float) -> None:
+        self.seconds.setdefault(run.strategy, []).append(seconds)
+
+    def status(self, pending: list[TrainConfig]) -> str:
+        """'elapsed MM:SS, about MM:SS left' for the runs in `pending` (this one included)."""
+        elapsed = f"elapsed {clock(time.monotonic() - self.started)}"
+        every = [s for times in self.seconds.values() for s in times]
+        if not every:
+            return f"{elapsed}, estimating the time left"
+        overall = sum(every) / len(every)
+        left = sum(_mean(self.seconds.get(run.strategy)) or overall for run in pending)
+        return f"{elapsed}, about {clock(left)} left"
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+# ---------------------------------------------------------------- the comparison
+
+
 def compare(config: CompareConfig) -> Path:
-    """Run (or finish) every planned run, then write the report; returns the path of report.html."""
+    """Run (or finish) every planned run, each in its own process, then write the report; returns report.html
+    (the CLI then prints the results table on stdout and this path on stderr).
+
+    Before anything trains: the report in --out may not shrink (`check_report_scope`) and a run already in
+    a planned folder is reused only with the same settings (`runs.identity.check_reuse`; --rerun retrains
+    it). A run that fails is reported as failed and the others go on; if every run failed, this raises
+    TunelabError. Ctrl-C stops the running child (it keeps its last committed epoch) and re-raises.
+    """
+    from tunelab.comparison.executor import train_in_child
     from tunelab.comparison.report import report_from_runs
-    from tunelab.runs.loop import train
+    from tunelab.runs.identity import check_reuse, discard_run
 
     runs = planned_runs(config)
+    check_report_scope(runs, config)  # first: check_reuse may load models, and nothing may change if this fails
+    rerun = {run.out for run in check_reuse(runs, config.rerun)}
+    print(augmentation_line(config), file=sys.stderr)
+    timer, failed = Timer(), []
     for i, run in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {run.strategy}, seed {run.seed}" + (f", fold {run.fold}" if run.folds else "")
-        label += f", {run.train_fraction:g} of the training data" if len(config.data_fractions) > 1 else ""
+        if run.out in rerun:
+            run = runs[i - 1] = discard_run(run)  # right before training it: an interrupted --rerun loses only this
+        label = run_label(i, runs, config)
         if RunDir(Path(run.out)).complete:
             print(f"{label}: done before, skipped", file=sys.stderr)
             continue
-        print(f"{label}{' (resuming)' if run.resume else ''}", file=sys.stderr)
-        train(run)
-    report = report_from_runs([Path(run.out) for run in runs], Path(config.out))
-    print(f"report: {report}", file=sys.stderr)
-    return report
+        pending = [r for r in runs[i - 1 :] if r.out in rerun or not RunDir(Path(r.out)).complete]
+        print(f"{label}: {timer.status(pending)}", file=sys.stderr)
+        outcome = train_in_child(run)
+        if outcome.ok and RunDir(Path(run.out)).complete:
+            timer.finished(run, outcome.seconds)
+            continue
+        reason = outcome.reason or "the run ended without writing summary.json"
+        failed.append(failed_run(run, config, reason))
+        remove_empty_folders(Path(run.out), Path(config.out))
+        print(f"{label}: failed: {reason}; going on with the other runs", file=sys.stderr)
+    done = [Path(run.out) for run in runs if RunDir(Path(run.out)).complete]
+    if not done:
+        first = failed[0]
+        raise TunelabError(f"every run failed; the first, {first.strategy} seed {first.seed}: {first.reason}")
+    return report_from_runs(done, Path(config.out), failed=failed)
+
+
+def remove_empty_folders(path: Path, top: Path) -> None:
+    """Remove `path` and the folders above it up to (not including) `top` while they are empty.
+
+    A run that fails at its start removes its own folder (`runs.rundir.clean_up_after_failure`), but not
+    the strategy and fraction folders above it that were made for it.
+    """
+    for folder in (path, *path.parents):
+        if folder == top or top not in folder.parents:
+            return
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
+
+
+def failed_run(run: TrainConfig, config: CompareConfig, reason: str):
+    """The report's record of a run that did not finish."""
+    from tunelab.comparison.results import FailedRun
+
+    fold = run.fold if config.folds else None
+    return FailedRun(Path(run.out), run.strategy, run.seed, fold, run.train_fraction, reason)

@@ -1,11 +1,12 @@
-"""The report as text: the tables (Markdown and HTML), a plain-language conclusion, and one self-contained page.
+"""The report as text: the tables (Markdown and HTML) and one self-contained page.
 
-Both tables are built from the same rows, so results.md and report.html always show the same numbers.
-The page embeds its plots as base64 data URIs and its CSS inline, and needs no JavaScript: it can be mailed,
-archived or opened offline and shows the same thing years later. Every number in the conclusion is computed
-from the results passed in; nothing is assumed about which strategy wins.
+Both formats are built from the same `Table` rows and the same sentences (conclusion.py), so results.md
+and report.html always show the same numbers. The page embeds its plots as base64 data URIs and its CSS
+inline, and needs no JavaScript: it can be mailed, archived or opened offline and shows the same thing
+years later.
 
-May import: compare.results (the numbers), compare.plots (the strategy labels and marks the plots also show).
+May import: comparison.results (the numbers), comparison.paired (the rule), comparison.conclusion (the
+words), comparison.plots (the strategy labels and marks the plots also show).
 """
 
 from __future__ import annotations
@@ -13,114 +14,184 @@ from __future__ import annotations
 import base64
 import html
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from tunelab.comparison.plots import MARKS, label
-from tunelab.comparison.results import SCRATCH, StrategyResult, TransferBenefit, at_fraction, largest_fraction
+from tunelab.comparison.conclusion import (
+    conclusion,
+    failed_lines,
+    flag_lines,
+    fmt_augment,
+    fmt_bytes,
+    fmt_cached,
+    fmt_flags,
+    fmt_fraction,
+    fmt_gain,
+    fmt_metric,
+    fmt_params,
+    fmt_score,
+    fmt_seconds,
+    fmt_vs_best,
+    meta_line,
+    run_name,
+    warnings,
+)
+from tunelab.comparison.paired import RULE
+from tunelab.comparison.plots import MARKS, label, score_name
+from tunelab.comparison.results import (
+    FailedRun,
+    StrategyResult,
+    TransferBenefit,
+    at_fraction,
+    is_scratch,
+    largest_fraction,
+    scratch_baseline,
+    strategy_order,
+)
 
 CAPTIONS = {
-    "learning_curves.png": "Validation {metric} after each epoch, mean over runs (band: ±1 std); scratch is dashed.",
-    "cost_vs_metric.png": "Mean training time per run (log scale) against {metric}; error bars: ±1 std over runs.",
-    "data_fractions.png": "Mean {metric} against the number of training examples (log scale); error bars: ±1 std.",
+    "learning_curves.png": "Validation {metric} after each epoch, mean over runs (band: ±1 std, clipped to [0, 1]); "
+    "scratch is dashed.",
+    "cost_vs_metric.png": "Mean training time per run (log scale) against the mean {score}; error bars: ±1 std over "
+    "runs, clipped to [0, 1].",
+    "data_fractions.png": "Mean {score} against the number of training examples (log scale); error bars: ±1 std, "
+    "clipped to [0, 1].",
 }
 """Figure captions by file name, in page order."""
 
-NOTES = (
-    "★ highest mean score at a training-set size. ◆ cheapest within noise of the best: the least mean wall-clock "
-    "training time among strategies whose mean is at least the best mean minus the best's standard deviation "
-    "(ties: fewer trainable parameters). ± is the sample standard deviation over seeds or folds. Train time is the "
-    "whole run's wall-clock time, feature caching and validation included. Three benefits (Torrey & Shavlik), "
-    "from each strategy's mean curve: start = after the first epoch; slope = mean gain per epoch over the first "
-    "three epochs; asymptote = best epoch."
+LEGEND = (
+    f"{MARKS['best']} highest mean score at a training-set size; {MARKS['within_noise']} within noise of the best; "
+    f"{MARKS['cheapest_near_best']} cheapest within noise of the best; {MARKS['flagged']} a run raised a sanity "
+    f"flag; {MARKS['failed']} a failed run (in no mean)."
 )
-"""How the marks and columns are defined; printed under the tables of both the Markdown and the HTML report."""
+"""What the marks after a strategy's name mean: the line under the results table."""
+
+NOTES = (
+    "n = finished runs in the mean; ± is the sample standard deviation over seeds or folds, shown only for n ≥ 2. "
+    "Score = each run's score at the epoch with its best validation score (on the test set when the run had one), "
+    "averaged over runs; the conclusion quotes these same numbers. vs best = mean paired difference to the best "
+    "strategy over the seeds/folds both finished, with its 95% t-interval. Eval n = examples the score was "
+    "measured on. Augment and Cached blocks = the training conditions each strategy ran under. Cheapest = least "
+    "mean wall-clock training time (ties: fewer trainable parameters); train time is the whole run, feature "
+    "caching and evaluation included. Three benefits (Torrey & Shavlik), from each strategy's mean validation "
+    "curve: start = after the first epoch; slope = mean gain per epoch over the first three epochs; "
+    "asymptote = best epoch of the mean curve."
+)
+"""How the columns are defined; printed under the tables of both the Markdown and the HTML report."""
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;margin:0;background:#fafafa}
-main{max-width:1150px;margin:0 auto;padding:24px 28px 48px;background:#fff}
+main{max-width:1400px;margin:0 auto;padding:24px 28px 48px;background:#fff}
 h1{font-size:1.6em;margin:.2em 0 .1em}h2{font-size:1.2em;margin:1.6em 0 .5em;border-bottom:1px solid #ddd}
 .meta,.note,figcaption{color:#555;font-size:.9em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.92em}
-th,td{padding:4px 10px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+.warn{background:#fff4e0;border-left:4px solid #e69500;padding:6px 12px;margin:.5em 0}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+th,td{padding:4px 8px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
 th{background:#f2f2f4;border-bottom:2px solid #ccc}.text{text-align:left}
-tr.best td{font-weight:600}tr.split td{border-top:2px solid #bbb}
+tr.best td{font-weight:600}tr.split td{border-top:2px solid #bbb}tr.failed td{color:#a11}
 ul.conclusion li{margin:.35em 0}
 figure{margin:1.2em 0}img{max-width:100%;height:auto;border:1px solid #eee}
 """
 """The page's whole style sheet, inlined so the file stands alone."""
 
-
-# ---------------------------------------------------------------- numbers as text
-
-
-def fmt_metric(value: float) -> str:
-    return f"{value:.3f}"
+FAILED_REASON_WIDTH = 90
+"""Characters of a failure's reason shown in the table; the whole reason is listed under Failed runs."""
 
 
-def fmt_gain(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.3f}"
+@dataclass(frozen=True)
+class Table:
+    """A table as display text, the one source of both the Markdown and the HTML version."""
 
-
-def fmt_params(count: float) -> str:
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if count >= limit:
-            return f"{count / limit:.3g}{suffix}"
-    return f"{count:.0f}"
-
-
-def fmt_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    return f"{seconds / 60:.3g} min" if seconds < 3600 else f"{seconds / 3600:.3g} h"
-
-
-def fmt_bytes(count: float) -> str:
-    for limit, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if count >= limit:
-            return f"{count / limit:.3g} {suffix}"
-    return f"{count:.0f} B"
-
-
-def fmt_fraction(fraction: float) -> str:
-    return f"{fraction * 100:.3g}%"
+    header: list[str]
+    """Column titles."""
+    rows: list[list[str]]
+    """One list of cells per row."""
+    text_columns: frozenset[int]
+    """Columns aligned left (text); the others are numbers, aligned right."""
+    classes: list[str]
+    """Per row, the HTML classes: 'best', 'failed', 'split' (first row of a new training-set size)."""
 
 
 # ---------------------------------------------------------------- tables
 
 
-def results_rows(results: list[StrategyResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and one row of display text per strategy x fraction."""
+def results_table(results: Sequence[StrategyResult], failed: Sequence[FailedRun] = ()) -> Table:
+    """One row per strategy x fraction, and one per failed run right after its strategy's row.
+
+    Flags come right after the score, so a flag or a failure's reason is seen without scrolling sideways.
+    """
     header = [
         "Strategy",
         "Training data",
-        "Runs",
-        f"Val {results[0].metric} (mean ± std)",
+        "n",
+        f"{score_name(list(results))} (mean ± std)",
+        "vs best (paired 95% CI)",
+        "Flags",
+        "Eval n",
+        "Scored on",
+        "Augment",
+        "Cached blocks",
         "Trainable params",
         "Train time",
         "Time/epoch",
         "Peak memory",
         "Checkpoint",
     ]
-    rows = [
-        [
-            label(r),
-            f"{fmt_fraction(r.train_fraction)} ({r.train_examples:.0f} examples)",
-            str(r.n_runs),
-            f"{fmt_metric(r.score_mean)} ± {fmt_metric(r.score_std)}",
-            f"{fmt_params(r.trainable_params)} ({r.trainable_percent:.3g}%)",
-            fmt_seconds(r.train_seconds_mean),
-            fmt_seconds(r.seconds_per_epoch_mean),
-            f"{r.peak_memory_mb_max:.0f} MB",
-            fmt_bytes(r.checkpoint_bytes_mean),
-        ]
-        for r in results
+    rows, classes = [], []
+    fractions = sorted({r.train_fraction for r in results} | {f.train_fraction for f in failed})
+    for fraction in fractions:
+        group = {r.strategy: r for r in at_fraction(results, fraction)}
+        lost = [f for f in failed if f.train_fraction == fraction]
+        first = True
+        for spec in sorted(set(group) | {f.strategy for f in lost}, key=strategy_order):
+            lines = [(_result_cells(group[spec]), "best" if group[spec].best else "")] if spec in group else []
+            lines += [(_failed_cells(f, len(header)), "failed") for f in lost if f.strategy == spec]
+            for cells, cls in lines:
+                split = "split" if first and rows else ""
+                rows.append(cells)
+                classes.append(" ".join(c for c in (cls, split) if c))
+                first = False
+    text = frozenset(
+        i for i, name in enumerate(header) if name in ("Strategy", "Training data", "Scored on", "Augment", "Flags")
+    )
+    return Table(header, rows, text, classes)
+
+
+def _result_cells(r: StrategyResult) -> list[str]:
+    return [
+        label(r),
+        f"{fmt_fraction(r.train_fraction)} ({r.train_examples:.0f} examples)",
+        str(r.n_runs) + (f" (+{r.n_failed} failed)" if r.n_failed else ""),
+        fmt_score(r),
+        fmt_vs_best(r),
+        fmt_flags(r),
+        f"{r.eval_examples:.0f}",
+        r.scored_on,
+        fmt_augment(r.augment),
+        fmt_cached(r.cached_blocks),
+        f"{fmt_params(r.trainable_params)} ({r.trainable_percent:.3g}%)",
+        fmt_seconds(r.train_seconds_mean),
+        fmt_seconds(r.seconds_per_epoch_mean),
+        f"{r.peak_memory_mb_max:.0f} MB",
+        fmt_bytes(r.checkpoint_bytes_mean),
     ]
-    return header, rows
 
 
-def benefit_rows(table: list[TransferBenefit]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the three-benefits table; the 'vs scratch' columns only when scratch was run."""
-    header = ["Strategy", "Start (epoch 1)", "Slope (per epoch, first 3)", "Asymptote (best)"]
-    with_scratch = any(b.strategy.split(":")[0] == SCRATCH for b in table)
+def _failed_cells(f: FailedRun, width: int) -> list[str]:
+    """A failed run's row: marked, no numbers, its reason (shortened) in the Flags column."""
+    name = run_name(f.strategy, f.seed, f.fold).removeprefix(f.strategy).strip()
+    reason = " ".join(f.reason.split())
+    if len(reason) > FAILED_REASON_WIDTH:
+        reason = reason[: FAILED_REASON_WIDTH - 1] + "…"
+    cells = [f"{f.strategy} {MARKS['failed']} ({name})", fmt_fraction(f.train_fraction), "failed", "failed", "—"]
+    return cells + [f"failed: {reason}"] + ["—"] * (width - len(cells) - 1)
+
+
+def three_benefits_table(table: Sequence[TransferBenefit], results: Sequence[StrategyResult]) -> Table:
+    """The three-benefits table; the 'vs scratch' columns when scratch ran (shown as — when it is unusable)."""
+    header = ["Strategy", "Start (epoch 1)", "Slope (per epoch, first 3)", "Asymptote (best epoch)"]
+    with_scratch = scratch_baseline(results).result is not None
     if with_scratch:
         header += ["Δ start vs scratch", "Δ slope vs scratch", "Δ asymptote vs scratch"]
     rows = []
@@ -129,171 +200,76 @@ def benefit_rows(table: list[TransferBenefit]) -> tuple[list[str], list[list[str
         if with_scratch:
             row += [fmt_gain(b.start_gain), fmt_gain(b.slope_gain), fmt_gain(b.asymptote_gain)]
         rows.append(row)
-    return header, rows
+    return Table(header, rows, frozenset({0}), [""] * len(rows))
 
 
-def _markdown_table(header: list[str], rows: list[list[str]], text_columns: int) -> str:
+def markdown_table(table: Table) -> str:
+    """A GitHub-flavoured Markdown table; '|' inside a cell is escaped."""
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
-    return "\n".join([line(header), "| " + " | ".join(align) + " |", *map(line, rows)]) + "\n"
+    align = ["---" if i in table.text_columns else "---:" for i in range(len(table.header))]
+    return "\n".join([line(table.header), "| " + " | ".join(align) + " |", *map(line, table.rows)]) + "\n"
 
 
-def render_markdown(title: str, results: list[StrategyResult], table: list[TransferBenefit]) -> str:
-    """results.md: the results table to paste anywhere, the three-benefits table and the conclusion."""
+def html_table(table: Table, table_id: str) -> str:
+    def cell(tag: str, i: int, text: str) -> str:
+        attribute = ' class="text"' if i in table.text_columns else ""
+        return f"<{tag}{attribute}>{html.escape(text)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(table.header))
+    body = []
+    for row, classes in zip(table.rows, table.classes):
+        cls = f' class="{classes}"' if classes else ""
+        body.append(f"<tr{cls}>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>")
+    return (
+        f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody></table></div>"
+    )
+
+
+def _benefits_title(results: Sequence[StrategyResult]) -> str:
     examples = at_fraction(results, largest_fraction(results))[0].train_examples
-    parts = [
-        f"# {title}\n",
-        _markdown_table(*results_rows(results), 2),
-        f"{MARKS['best']} best, {MARKS['cheapest_near_best']} cheapest within noise of the best.\n",
-        f"## Three benefits of transfer ({examples:.0f} training examples)\n",
-        _markdown_table(*benefit_rows(table), 1),
+    return f"Three benefits of transfer ({examples:.0f} training examples, mean validation curves)"
+
+
+def _benefits_warning(results: Sequence[StrategyResult]) -> str | None:
+    baseline = scratch_baseline(results)
+    top = at_fraction(results, largest_fraction(results))
+    return baseline.warning if any(not is_scratch(r.strategy) for r in top) else None
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def render_markdown(
+    title: str,
+    results: Sequence[StrategyResult],
+    table: Sequence[TransferBenefit],
+    failed: Sequence[FailedRun] = (),
+) -> str:
+    """results.md: the warnings, the results table to paste anywhere, flags, failures, benefits, conclusion."""
+    parts = [f"# {title}\n", meta_line(results, failed) + "\n"]
+    parts += [f"> ⚠ {line}\n" for line in warnings(results, failed)]
+    parts += [markdown_table(results_table(results, failed)), LEGEND + " " + RULE + "\n"]
+    flags = flag_lines(results)
+    if flags:
+        parts += ["## Flags\n", "".join(f"- {line}\n" for line in flags)]
+    if failed:
+        parts += ["## Failed runs\n", "".join(f"- {line}\n" for line in failed_lines(failed))]
+    parts.append(f"## {_benefits_title(results)}\n")
+    warning = _benefits_warning(results)
+    if warning:
+        parts.append(f"> ⚠ {warning}\n")
+    parts += [
+        markdown_table(three_benefits_table(table, results)),
         "## Conclusion\n",
         "".join(f"- {sentence}\n" for sentence in conclusion(results, table)),
         NOTES + "\n",
     ]
     return "\n".join(parts)
-
-
-def _html_table(
-    header: list[str], rows: list[list[str]], table_id: str, text_columns: int, classes: list[str] | None = None
-) -> str:
-    def cell(tag: str, i: int, text: str) -> str:
-        attribute = ' class="text"' if i < text_columns else ""
-        return f"<{tag}{attribute}>{html.escape(text)}</{tag}>"
-
-    head = "".join(cell("th", i, h) for i, h in enumerate(header))
-    body = []
-    for n, row in enumerate(rows):
-        cls = f' class="{classes[n]}"' if classes and classes[n] else ""
-        body.append(f"<tr{cls}>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>")
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table>"
-
-
-# ---------------------------------------------------------------- the conclusion
-
-
-def _is_scratch(r: StrategyResult | TransferBenefit) -> bool:
-    return r.strategy.split(":")[0] == SCRATCH
-
-
-def _more(value: float, more: str, less: str, unit: str = "") -> str:
-    if value == 0:
-        return "the same"
-    return f"{abs(value):.3f}{unit} {more if value > 0 else less}"
-
-
-def _where(r: StrategyResult, several: bool) -> str:
-    if several:
-        return f"At {r.train_examples:.0f} training examples ({fmt_fraction(r.train_fraction)} of the data)"
-    return f"On {r.train_examples:.0f} training examples"
-
-
-def conclusion(results: list[StrategyResult], table: list[TransferBenefit]) -> list[str]:
-    """Plain-language findings, each number taken from `results`.
-
-    In order: the best, the cheapest near the best, transfer against scratch, and how the data size changed that.
-    """
-    fractions = sorted({r.train_fraction for r in results})
-    top = at_fraction(results, fractions[-1])
-    metric = top[0].metric
-    best = next(r for r in top if r.best)
-    cheap = next(r for r in top if r.cheapest_near_best)
-    runs = f"{best.n_runs} run{'s' * (best.n_runs > 1)}"
-    said = [
-        f"{_where(best, len(fractions) > 1)}, {best.strategy} scored best: mean validation {metric} "
-        + f"{fmt_metric(best.score_mean)} ± {fmt_metric(best.score_std)} over {runs}"
-    ]
-    if len(top) == 1:
-        said[0] += "; it was the only strategy run."
-    else:
-        runner = max((r for r in top if r is not best), key=lambda r: r.score_mean)
-        gap = best.score_mean - runner.score_mean
-        said[0] += f", {gap:.3f} above the runner-up {runner.strategy} ({fmt_metric(runner.score_mean)})."
-        if max(r.n_runs for r in top) == 1:
-            said[0] += (
-                " With one run per strategy there is no estimate of run-to-run noise; repeat with --seeds 3 "
-                "(or --folds 5) before trusting small differences."
-            )
-        elif gap < max(best.score_std, runner.score_std):
-            said[0] += " That gap is smaller than the run-to-run standard deviation, so the two are hard to tell apart."
-        if cheap is best:
-            said.append(
-                f"No strategy within noise of {best.strategy} trained faster, so it is also the cheapest good "
-                f"choice ({fmt_seconds(best.train_seconds_mean)} of training per run)."
-            )
-        else:
-            ratio = best.train_seconds_mean / max(cheap.train_seconds_mean, 1e-9)
-            said.append(
-                f"{cheap.strategy} is the cheapest strategy within noise of the best: {fmt_metric(cheap.score_mean)}, "
-                f"{best.score_mean - cheap.score_mean:.3f} below {best.strategy} "
-                f"(within its ± {fmt_metric(best.score_std)}), "
-                f"in {fmt_seconds(cheap.train_seconds_mean)} of training "
-                f"instead of {fmt_seconds(best.train_seconds_mean)} "
-                f"({ratio:.1f}× less), with {fmt_params(cheap.trainable_params)} trainable parameters instead of "
-                f"{fmt_params(best.trainable_params)}."
-            )
-    said.extend(_transfer_sentences(results, table, fractions))
-    return said
-
-
-def _transfer_sentences(
-    results: list[StrategyResult], table: list[TransferBenefit], fractions: list[float]
-) -> list[str]:
-    top = at_fraction(results, fractions[-1])
-    if not any(_is_scratch(r) for r in top):
-        return ["Scratch was not run, so what transfer buys cannot be measured; add scratch to --strategies."]
-    transfer = [r for r in top if not _is_scratch(r)]
-    if not transfer:
-        return []
-    lead = max(transfer, key=lambda r: r.score_mean)
-    b = next(row for row in table if row.strategy == lead.strategy)
-    s = next(row for row in table if _is_scratch(row))
-    slope = (
-        "with a single epoch there is no slope to compare"
-        if b.slope_gain is None
-        else f"climbed {_more(b.slope_gain, 'faster', 'slower', ' per epoch')} over the first epochs "
-        f"({fmt_gain(b.slope)} vs {fmt_gain(s.slope)})"
-    )
-    said = [
-        (
-            f"Against training from scratch, {lead.strategy} (the best transferring strategy) started "
-            f"{_more(b.start_gain, 'higher', 'lower')} after the first epoch "
-            f"({fmt_metric(b.start)} vs {fmt_metric(s.start)}), "
-            f"{slope}, and reached a best epoch {_more(b.asymptote_gain, 'higher', 'lower')} "
-            f"({fmt_metric(b.asymptote)} vs {fmt_metric(s.asymptote)})."
-        )
-    ]
-    if b.slope_gain is not None and b.slope_gain < 0 < b.start_gain:
-        said[0] += " A slower climb is expected when transfer already starts high."
-    if len(fractions) < 2:
-        return said
-    margins = []
-    for fraction in fractions:
-        group = at_fraction(results, fraction)
-        base = next((r for r in group if _is_scratch(r)), None)
-        others = [r for r in group if not _is_scratch(r)]
-        if base is not None and others:
-            winner = max(others, key=lambda r: r.score_mean)
-            margins.append((winner.score_mean - base.score_mean, winner, base))
-    if len(margins) < 2:
-        return said
-    listed = ", ".join(f"{w.train_examples:.0f} examples {gain:+.3f}" for gain, w, _ in margins)
-    gain, winner, base = max(margins, key=lambda m: m[0])
-    if gain <= 0:
-        said.append(
-            f"Scratch matched or beat every transferring strategy at every training-set size (best margin of "
-            f"transfer over scratch: {listed})."
-        )
-    else:
-        said.append(
-            f"Transfer helped most at {winner.train_examples:.0f} training examples "
-            f"({fmt_fraction(winner.train_fraction)} of the data), where {winner.strategy} beat scratch by "
-            f"{gain:.3f} ({fmt_metric(winner.score_mean)} vs {fmt_metric(base.score_mean)}). Best margin of "
-            f"transfer over scratch by training-set size: {listed}."
-        )
-    return said
 
 
 # ---------------------------------------------------------------- the page
@@ -306,9 +282,9 @@ def png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-def _figure(name: str, png: bytes, metric: str) -> str:
+def _figure(name: str, png: bytes, metric: str, score: str) -> str:
     width, height = png_size(png)
-    caption = html.escape(CAPTIONS.get(name, name).format(metric=metric))
+    caption = html.escape(CAPTIONS.get(name, name).format(metric=metric, score=score))
     data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure><img src="data:image/png;base64,{data}" alt="{caption}" width="{width}" height="{height}">'
@@ -316,40 +292,43 @@ def _figure(name: str, png: bytes, metric: str) -> str:
     )
 
 
+def _html_list(title: str, lines: list[str]) -> list[str]:
+    if not lines:
+        return []
+    return [f"<h2>{title}</h2>", "<ul>", *(f"<li>{html.escape(line)}</li>" for line in lines), "</ul>"]
+
+
 def render_html(
-    title: str, results: list[StrategyResult], table: list[TransferBenefit], plots: dict[str, bytes]
+    title: str,
+    results: Sequence[StrategyResult],
+    table: Sequence[TransferBenefit],
+    plots: dict[str, bytes],
+    failed: Sequence[FailedRun] = (),
 ) -> str:
     """One self-contained page: no scripts, no external references; plots embedded as data URIs."""
-    metric = results[0].metric
-    fractions = sorted({r.train_fraction for r in results})
-    runs = sum(r.n_runs for r in results)
-    specs = len({r.strategy for r in results})
-    meta = (
-        f"{runs} runs: {specs} strategies × {len(fractions)} training-set size{'s' * (len(fractions) > 1)}; "
-        f"score = validation {metric} of each run's best epoch."
-    )
-    classes = ["best" if r.best else "" for r in results]
-    classes = [
-        c + (" split" if i and r.train_fraction != results[i - 1].train_fraction else "")
-        for i, (c, r) in enumerate(zip(classes, results))
-    ]
-    examples = at_fraction(results, fractions[-1])[0].train_examples
+    metric, score = results[0].metric, score_name(list(results))
     order = [name for name in CAPTIONS if name in plots] + [name for name in plots if name not in CAPTIONS]
+    warning = _benefits_warning(results)
     body = "\n".join(
         [
             f"<h1>{html.escape(title)}</h1>",
-            f'<p class="meta">{html.escape(meta)}</p>',
+            f'<p class="meta">{html.escape(meta_line(results, failed))}</p>',
+            *(f'<p class="warn">⚠ {html.escape(line)}</p>' for line in warnings(results, failed)),
             "<h2>Conclusion</h2>",
             '<ul class="conclusion">',
             *(f"<li>{html.escape(sentence)}</li>" for sentence in conclusion(results, table)),
             "</ul>",
             "<h2>Results</h2>",
-            _html_table(*results_rows(results), "results", 2, [c.strip() for c in classes]),
+            html_table(results_table(results, failed), "results"),
+            f'<p class="note">{html.escape(LEGEND)} {html.escape(RULE)}</p>',
             f'<p class="note">{html.escape(NOTES)}</p>',
+            *_html_list("Flags", flag_lines(results)),
+            *_html_list("Failed runs", failed_lines(failed)),
             "<h2>Plots</h2>",
-            *(_figure(name, plots[name], metric) for name in order),
-            f"<h2>Three benefits of transfer ({examples:.0f} training examples)</h2>",
-            _html_table(*benefit_rows(table), "benefits", 1),
+            *(_figure(name, plots[name], metric, score) for name in order),
+            f"<h2>{html.escape(_benefits_title(results))}</h2>",
+            *([f'<p class="warn">⚠ {html.escape(warning)}</p>'] if warning else []),
+            html_table(three_benefits_table(table, results), "benefits"),
         ]
     )
     return (

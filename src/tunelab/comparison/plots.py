@@ -18,8 +18,12 @@ from tunelab.errors import TunelabError
 DPI = 110
 """Resolution of the PNGs: sharp enough on a laptop screen, small enough to embed in one HTML page."""
 
-MARKS = {"best": "★", "cheapest_near_best": "◆"}
-"""Symbols after a strategy's name: best mean score; cheapest within noise of the best."""
+MARKS = {"best": "★", "within_noise": "≈", "cheapest_near_best": "◆", "flagged": "⚑", "failed": "✗"}
+"""Symbols after a strategy's name: best mean score; within noise of the best (not the best itself);
+cheapest within noise of the best; a run raised a sanity flag; (a table row of) a failed run."""
+
+LOW, HIGH = 0.0, 1.0
+"""The range of every metric the tasks report (accuracy, F1): bands and error bars are clipped to it."""
 
 
 def _figure(width: float, height: float):
@@ -49,13 +53,42 @@ def _styles(results: list[StrategyResult]) -> dict[str, dict]:
 
 
 def label(r: StrategyResult) -> str:
-    """Strategy spec followed by its marks (★ best, ◆ cheapest near best)."""
-    marks = "".join(symbol for flag, symbol in MARKS.items() if getattr(r, flag))
+    """Strategy spec followed by its marks: ★ best, ≈ within noise of it, ◆ cheapest of those, ⚑ flagged."""
+    on = {
+        "best": r.best,
+        "within_noise": r.within_noise and not r.best,
+        "cheapest_near_best": r.cheapest_near_best,
+        "flagged": bool(r.flags),
+    }
+    marks = "".join(MARKS[name] for name, shown in on.items() if shown)
     return f"{r.strategy} {marks}".rstrip()
+
+
+def clipped(mean: float, spread: float) -> tuple[float, float]:
+    """(low, high) of mean ± spread inside the metric's range [0, 1]: a band never promises 1.05 accuracy."""
+    return max(LOW, mean - spread), min(HIGH, mean + spread)
+
+
+def _yerr(group: list[StrategyResult]) -> list[list[float]]:
+    """Asymmetric error bars of ±std clipped to [0, 1], as matplotlib's 2 x N yerr."""
+    bounds = [clipped(r.score_mean, r.score_std) for r in group]
+    return [
+        [r.score_mean - low for r, (low, _) in zip(group, bounds)],
+        [high - r.score_mean for r, (_, high) in zip(group, bounds)],
+    ]
 
 
 def _metric_label(results: list[StrategyResult]) -> str:
     return f"validation {results[0].metric}"
+
+
+def score_name(results: list[StrategyResult]) -> str:
+    """What the scores are: 'test accuracy', 'validation accuracy', or 'accuracy (test or validation)' when mixed."""
+    on = {r.scored_on for r in results}
+    metric = results[0].metric
+    if on == {"test"}:
+        return f"test {metric}"
+    return f"validation {metric}" if on == {"validation"} else f"{metric} (test or validation)"
 
 
 def _log_x(ax, values: list[float]) -> None:
@@ -71,6 +104,11 @@ def _log_x(ax, values: list[float]) -> None:
 
 def learning_curves(results: list[StrategyResult]) -> bytes:
     """Validation metric per epoch per strategy, a ±std band where runs were averaged; one panel per fraction."""
+    return _png(learning_curves_figure(results))
+
+
+def learning_curves_figure(results: list[StrategyResult]):
+    """The learning-curve Figure itself (bands clipped to [0, 1]), so a test can read the drawn data back."""
     styles = _styles(results)
     fractions = sorted({r.train_fraction for r in results})
     cols = min(len(fractions), 3)
@@ -87,8 +125,7 @@ def learning_curves(results: list[StrategyResult]) -> bytes:
             name = label(r) if len(fractions) == 1 else r.strategy  # marks differ between panels
             ax.plot(epochs, r.curve_mean, marker="o", markersize=3, label=name, **style)
             if r.n_runs > 1:
-                low = [m - s for m, s in zip(r.curve_mean, r.curve_std)]
-                high = [m + s for m, s in zip(r.curve_mean, r.curve_std)]
+                low, high = zip(*(clipped(m, s) for m, s in zip(r.curve_mean, r.curve_std)))
                 ax.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)
         ax.set_title(f"{group[0].train_examples:.0f} training examples ({fraction:.0%} of the data)", fontsize=10)
         ax.set_xlabel("epoch")
@@ -97,8 +134,8 @@ def learning_curves(results: list[StrategyResult]) -> bytes:
     for ax in axes[:, 0]:
         ax.set_ylabel(_metric_label(results))
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=9, title="strategy (±1 std band)")
-    return _png(fig)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=9, title="strategy (±1 std band, in [0, 1])")
+    return fig
 
 
 def cost_vs_metric(results: list[StrategyResult]) -> bytes:
@@ -109,12 +146,12 @@ def cost_vs_metric(results: list[StrategyResult]) -> bytes:
     ax = fig.subplots()
     for r in group:
         seconds = max(r.train_seconds_mean, 1e-3)  # a log axis cannot show 0
-        ax.errorbar(seconds, r.score_mean, yerr=r.score_std, fmt="o", capsize=4, color=styles[r.strategy]["color"])
+        ax.errorbar(seconds, r.score_mean, yerr=_yerr([r]), fmt="o", capsize=4, color=styles[r.strategy]["color"])
         ax.annotate(label(r), (seconds, r.score_mean), xytext=(6, 4), textcoords="offset points", fontsize=9)
     _log_x(ax, [max(r.train_seconds_mean, 1e-3) for r in group])
     ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("mean training time per run (s, log scale)")
-    ax.set_ylabel(f"{_metric_label(results)} (mean ± std)")
+    ax.set_ylabel(f"{score_name(results)} (mean ± std)")
     ax.set_title(
         f"Cost against {results[0].metric} at {group[0].train_examples:.0f} training examples "
         "(★ best, ◆ cheapest within noise of the best)",
@@ -134,7 +171,7 @@ def data_fractions(results: list[StrategyResult]) -> bytes:
         ax.errorbar(
             [r.train_examples for r in line],
             [r.score_mean for r in line],
-            yerr=[r.score_std for r in line],
+            yerr=_yerr(line),
             marker="o",
             markersize=4,
             capsize=3,
@@ -143,7 +180,7 @@ def data_fractions(results: list[StrategyResult]) -> bytes:
         )
     _log_x(ax, [r.train_examples for r in results])
     ax.set_xlabel("training examples (log scale)")
-    ax.set_ylabel(f"{_metric_label(results)} (mean ± std)")
+    ax.set_ylabel(f"{score_name(results)} (mean ± std)")
     ax.set_title("How much data each strategy needs", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)

@@ -1,81 +1,49 @@
-"""Comparison results: collect finished runs and aggregate them per (data fraction, strategy): the numbers.
+"""Comparison results: aggregate finished runs per (data fraction, strategy): the numbers.
 
-Runs are read from run directories alone (config.yaml, metrics.jsonl, summary.json), so a report can be
-redone after the fact, from any subset of runs, without retraining. This module owns the dataclasses and
-the arithmetic; plots.py draws them, html.py writes them as text and report.py writes the report files.
+Runs are read by records.py (from their directories alone); this module owns the aggregated dataclasses
+and the arithmetic, paired.py the noise rule; plots.py draws the numbers, html.py writes them as text and
+report.py writes the report files. The run-level names (RunRecord, FailedRun, collect, ...) are re-exported
+here, so a caller needs one import for "read these runs and aggregate them".
 
-Aggregation rules, so two reports built from the same runs always agree:
+Aggregation rules, so two reports built from the same runs always agree and the table and the conclusion
+use one definition of each number:
 - runs are grouped by (train_fraction, strategy spec); seeds and folds of a group are repetitions;
-- std is the sample standard deviation (n-1), 0 for a single run;
-- `best` is the highest mean score at a fraction (ties: less training time);
-- `cheapest_near_best` is, among strategies whose mean is at least best mean - best std ("within noise of
-  the best"), the one with the least mean wall-clock training time (ties: fewer trainable parameters).
-  With one run per strategy the std is 0, so only ties with the best count as "within noise".
+  a failed run is listed but counts in no mean;
+- a run's score is its summary's `score`: the test score when the run had a test set, else its best
+  validation score; a group's score is the mean of its runs' scores, with the sample std (n-1) for n >= 2;
+- `best` is the highest mean score at a fraction (ties: less training time, then fewer trainable params);
+- every other strategy is compared with the best by the paired rule `paired.RULE`: "within noise" when
+  the 95% t-interval of the mean per-(seed, fold) difference includes 0;
+- `cheapest_near_best` is, among the best and the strategies within noise of it, the one with the least
+  mean wall-clock training time (ties: fewer trainable parameters).
 
-May import: runs (the run directory), strategies (registry order), settings, fileio, errors.
+May import: comparison.records, comparison.paired, strategies (registry order).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from tunelab.errors import TunelabError
-from tunelab.fileio import load_json
-from tunelab.runs.rundir import FORMAT_VERSION, RunDir
-from tunelab.settings import TrainConfig, from_yaml_file
+from tunelab.comparison.paired import WITHIN, Paired, paired
+from tunelab.comparison.records import FailedRun as FailedRun
+from tunelab.comparison.records import RunFlag as RunFlag
+from tunelab.comparison.records import RunRecord as RunRecord
+from tunelab.comparison.records import collect as collect
+from tunelab.comparison.records import find_run_dirs as find_run_dirs
 from tunelab.strategies import REGISTRY
 
 SCRATCH = "scratch"
 """Strategy key of the no-transfer baseline that the three benefits are measured against."""
 
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finished run, reduced to what a comparison needs."""
-
-    path: Path
-    """The run directory."""
-    model: str
-    """Model name as given to the run."""
-    data: str
-    """Training data path as given to the run."""
-    strategy: str
-    """Strategy spec, as the run wrote it in summary.json (canonical, e.g. 'retrain:3')."""
-    seed: int
-    """Random seed of the run."""
-    fold: int | None
-    """Validation fold under K-fold cross-validation; None without folds."""
-    train_fraction: float
-    """Fraction of the training split the run trained on."""
-    train_examples: int
-    """Training examples actually used."""
-    val_examples: int
-    """Validation examples the score was measured on."""
-    metric: str
-    """Name of the validation metric ('accuracy'); the curve holds val_<metric> per epoch."""
-    score: float
-    """Best validation metric over the epochs."""
-    trainable_params: int
-    """Parameters the strategy trained."""
-    total_params: int
-    """All parameters of the model."""
-    train_seconds: float
-    """Wall-clock time of the whole run, caching and evaluation included."""
-    seconds_per_epoch: float
-    """Mean wall-clock seconds per epoch, from metrics.jsonl."""
-    peak_memory_mb: float
-    """Peak GPU memory (or CPU resident memory) of the run."""
-    checkpoint_bytes: int
-    """Size of model.safetensors: what the strategy needs to store per task."""
-    curve: tuple[float, ...]
-    """Validation metric after each epoch."""
+DEGENERATE = ("at-chance", "one-class")
+"""Flags that mean a run never learned anything: a scratch baseline with them is no baseline."""
 
 
 @dataclass(frozen=True)
 class StrategyResult:
-    """All runs of one strategy at one training-set fraction, aggregated."""
+    """All finished runs of one strategy at one training-set fraction, aggregated."""
 
     strategy: str
     """Strategy spec."""
@@ -84,13 +52,13 @@ class StrategyResult:
     train_examples: float
     """Mean number of training examples (folds can differ by one)."""
     n_runs: int
-    """Runs aggregated (seeds x folds)."""
+    """Finished runs aggregated (seeds x folds): the n of every mean."""
     metric: str
-    """Name of the validation metric."""
+    """Name of the metric."""
     score_mean: float
-    """Mean over runs of each run's best validation metric."""
+    """Mean over runs of each run's score: the number the table and the conclusion both report."""
     score_std: float
-    """Sample standard deviation of the scores; 0 for one run."""
+    """Sample standard deviation of the scores; 0 for one run (shown as n=1, not as a spread)."""
     trainable_params: int
     """Trainable parameters (the same in every run of a strategy)."""
     total_params: int
@@ -109,15 +77,37 @@ class StrategyResult:
     """Element-wise mean validation curve; runs that stopped early are padded with their last value."""
     curve_std: tuple[float, ...]
     """Element-wise sample std of the padded curves (0 for one run): the band in the learning-curve plot."""
+    val_score_mean: float
+    """Mean best validation score (the selection score); equals score_mean when scored on validation."""
+    scored_on: str
+    """'test', 'validation', or 'test+validation' when its runs differ."""
+    eval_examples: float
+    """Mean size of the set the scores were measured on."""
+    chance_score: float | None
+    """Mean score of always predicting the most frequent class; None when no run recorded it."""
+    augment: tuple[bool, ...]
+    """Augmentation settings its runs trained with, each once (empty: not recorded)."""
+    cached_blocks: tuple[int, ...]
+    """Cached-block counts of its runs, each once (empty: not recorded)."""
+    flags: tuple[RunFlag, ...]
+    """Every sanity flag its runs raised."""
+    run_scores: tuple[tuple[int, int | None, float], ...]
+    """(seed, fold, score) of each run: what the paired comparison pairs."""
+    n_failed: int = 0
+    """Runs of this strategy and fraction that failed: listed, not in any mean."""
+    vs_best: Paired | None = None
+    """Paired comparison with the best strategy at this fraction; None for the best itself."""
     best: bool = False
     """Highest mean score at this fraction."""
+    within_noise: bool = False
+    """The best itself, or its paired interval with the best includes 0."""
     cheapest_near_best: bool = False
-    """Least training time among the strategies within one best-std of the best mean."""
+    """Least training time among the best and the strategies within noise of it."""
 
 
 @dataclass(frozen=True)
 class TransferBenefit:
-    """Torrey & Shavlik's three benefits of transfer for one strategy, from its mean curve."""
+    """Torrey & Shavlik's three benefits of transfer for one strategy, from its mean validation curve."""
 
     strategy: str
     """Strategy spec."""
@@ -126,138 +116,27 @@ class TransferBenefit:
     slope: float | None
     """Mean gain per epoch over the first min(3, epochs) epochs; None with a single epoch."""
     asymptote: float
-    """Best value of the mean curve: where training ends up."""
+    """Best value of the mean validation curve: where training ends up."""
     start_gain: float | None
-    """start minus scratch's start; None for scratch itself or when scratch was not run."""
+    """start minus scratch's start; None for scratch itself, without scratch, or against a degenerate scratch."""
     slope_gain: float | None
-    """slope minus scratch's slope; None when either slope or scratch is missing."""
+    """slope minus scratch's slope; None when either slope or a usable scratch is missing."""
     asymptote_gain: float | None
-    """asymptote minus scratch's asymptote; None for scratch itself or when scratch was not run."""
+    """asymptote minus scratch's asymptote; None for scratch itself or without a usable scratch."""
 
 
-# ---------------------------------------------------------------- collecting runs
+@dataclass(frozen=True)
+class Baseline:
+    """The scratch baseline at the largest fraction, and whether the three benefits can be measured against it."""
 
-
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Run directories (holding config.yaml) among `paths` or anywhere below them, each once, in order."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if RunDir(path).config.is_file():
-            found.append(path)
-            continue
-        if not path.exists():
-            raise TunelabError(f"{path}: no such run directory")
-        below = sorted(config.parent for config in path.rglob("config.yaml")) if path.is_dir() else []
-        if not below:
-            raise TunelabError(
-                f"{path} is not a run directory (no config.yaml) and holds none; "
-                "give run directories or the folder above them"
-            )
-        found.extend(below)
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)  # a run given directly and through its parent counts once
-    return list(unique.values())
-
-
-def collect(run_dirs: list[Path]) -> list[RunRecord]:
-    """Read every finished run in `run_dirs` (run directories or folders above them) as a RunRecord.
-
-    Incomplete runs are an error rather than silently left out: a report missing a seed would look like
-    an honest mean. Runs of different models or data are refused because their scores do not compare.
-    """
-    dirs = find_run_dirs(run_dirs)
-    incomplete = [d for d in dirs if not RunDir(d).complete]
-    if incomplete:
-        shown = ", ".join(map(str, incomplete[:3])) + (
-            f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else ""
-        )
-        raise TunelabError(
-            f"incomplete run{'s' if len(incomplete) > 1 else ''} (no summary.json): {shown}; finish "
-            f"{'each' if len(incomplete) > 1 else 'it'} "
-            f"with `tunelab train --config {incomplete[0] / 'config.yaml'} --resume` "
-            f"or remove {'them' if len(incomplete) > 1 else 'it'}"
-        )
-    records = [_read_run(d) for d in dirs]
-    for name in ("model", "data", "metric"):
-        values = sorted({getattr(r, name) for r in records})
-        if len(values) > 1:
-            raise TunelabError(
-                f"the runs have different {name}s ({', '.join(map(repr, values))}); "
-                f"a report compares strategies on one {name}: give only matching runs"
-            )
-    seen: dict[tuple, Path] = {}
-    for r in records:
-        key = (r.train_fraction, r.strategy, r.seed, r.fold)
-        if key in seen:
-            raise TunelabError(
-                f"{seen[key]} and {r.path} are the same run (strategy {r.strategy}, seed {r.seed}, fold {r.fold}, "
-                f"fraction {r.train_fraction:g}); a repeat would shrink the std: keep one"
-            )
-        seen[key] = r.path
-    return records
-
-
-def _read_run(path: Path) -> RunRecord:
-    run = RunDir(path)
-    config = from_yaml_file(TrainConfig, run.config)
-    summary = load_json(run.summary)
-    if not isinstance(summary, dict):
-        raise TunelabError(f"{run.summary}: expected a JSON object; the run is damaged")
-    if int(summary.get("format_version", 0)) > FORMAT_VERSION:
-        raise TunelabError(
-            f"{path} was written by a newer tunelab (format {summary['format_version']}); upgrade tunelab"
-        )
-    missing = [
-        k
-        for k in (
-            "strategy",
-            "score",
-            "trainable_params",
-            "total_params",
-            "train_examples",
-            "val_examples",
-            "train_seconds",
-            "peak_memory_mb",
-            "checkpoint_bytes",
-        )
-        if k not in summary
-    ]
-    if missing:
-        raise TunelabError(
-            f"{run.summary} lacks {', '.join(missing)}; the run is damaged or from an older tunelab: train it again"
-        )
-    metric = summary.get("metric", "accuracy")
-    try:
-        epochs = run.read_metrics()
-        curve = tuple(float(m[f"val_{metric}"]) for m in epochs)
-        seconds = [float(m["seconds"]) for m in epochs]
-    except (ValueError, KeyError, TypeError) as e:
-        raise TunelabError(f"{run.metrics}: damaged epoch records ({e}); train the run again") from None
-    if not curve:
-        raise TunelabError(
-            f"{path} has summary.json but no epochs in metrics.jsonl; the run is damaged: train it again"
-        )
-    return RunRecord(
-        path=path,
-        model=config.model,
-        data=config.data,
-        strategy=str(summary["strategy"]),
-        seed=config.seed,
-        fold=config.fold if config.folds else None,
-        train_fraction=config.train_fraction,
-        train_examples=int(summary["train_examples"]),
-        val_examples=int(summary["val_examples"]),
-        metric=metric,
-        score=float(summary["score"]),
-        trainable_params=int(summary["trainable_params"]),
-        total_params=int(summary["total_params"]),
-        train_seconds=float(summary["train_seconds"]),
-        seconds_per_epoch=statistics.fmean(seconds),
-        peak_memory_mb=float(summary["peak_memory_mb"]),
-        checkpoint_bytes=int(summary["checkpoint_bytes"]),
-        curve=curve,
-    )
+    result: StrategyResult | None
+    """Scratch's aggregated result; None when scratch did not run (or every run of it failed)."""
+    degenerate_runs: int
+    """Scratch runs flagged at-chance or one-class."""
+    usable: bool
+    """A baseline to subtract: it ran and not every run of it is degenerate."""
+    warning: str | None
+    """What the reader must know about it; None when nothing."""
 
 
 # ---------------------------------------------------------------- aggregation
@@ -268,6 +147,11 @@ def strategy_order(spec: str) -> tuple[int, str]:
     keys = list(REGISTRY)
     key = spec.split(":")[0]
     return (keys.index(key) if key in keys else len(keys), spec)
+
+
+def is_scratch(spec: str) -> bool:
+    """Whether a strategy spec is the no-transfer baseline."""
+    return spec.split(":")[0] == SCRATCH
 
 
 def _std(values: list[float]) -> float:
@@ -282,11 +166,12 @@ def _mean_curve(curves: list[tuple[float, ...]]) -> tuple[tuple[float, ...], tup
     return tuple(statistics.fmean(c) for c in columns), tuple(_std(list(c)) for c in columns)
 
 
-def _group(strategy: str, fraction: float, runs: list[RunRecord]) -> StrategyResult:
+def _group(strategy: str, fraction: float, runs: list[RunRecord], n_failed: int) -> StrategyResult:
     scores = [r.score for r in runs]
     trainable = round(statistics.fmean(r.trainable_params for r in runs))
     total = round(statistics.fmean(r.total_params for r in runs))
     curve_mean, curve_std = _mean_curve([r.curve for r in runs])
+    chances = [r.chance_score for r in runs if r.chance_score is not None]
     return StrategyResult(
         strategy=strategy,
         train_fraction=fraction,
@@ -304,35 +189,58 @@ def _group(strategy: str, fraction: float, runs: list[RunRecord]) -> StrategyRes
         checkpoint_bytes_mean=statistics.fmean(r.checkpoint_bytes for r in runs),
         curve_mean=curve_mean,
         curve_std=curve_std,
+        val_score_mean=statistics.fmean(r.val_score for r in runs),
+        scored_on="+".join(sorted({r.scored_on for r in runs})),
+        eval_examples=statistics.fmean(r.eval_examples for r in runs),
+        chance_score=statistics.fmean(chances) if chances else None,
+        augment=tuple(sorted({r.augment for r in runs if r.augment is not None})),
+        cached_blocks=tuple(sorted({r.cached_blocks for r in runs if r.cached_blocks is not None})),
+        flags=tuple(flag for r in sorted(runs, key=_run_key) for flag in r.flags),
+        run_scores=tuple((r.seed, r.fold, r.score) for r in sorted(runs, key=_run_key)),
+        n_failed=n_failed,
     )
 
 
-def aggregate(records: list[RunRecord]) -> list[StrategyResult]:
-    """One StrategyResult per (train_fraction, strategy), ordered by fraction then strategy, best/cheapest marked."""
+def _run_key(r: RunRecord) -> tuple[int, int]:
+    return (r.seed, -1 if r.fold is None else r.fold)
+
+
+def aggregate(records: Sequence[RunRecord], failed: Sequence[FailedRun] = ()) -> list[StrategyResult]:
+    """One StrategyResult per (train_fraction, strategy), ordered by fraction then strategy, best/cheapest marked.
+
+    `failed` runs only set each group's n_failed: they are in no mean and no paired comparison.
+    """
     groups: dict[tuple[float, str], list[RunRecord]] = {}
     for r in records:
         groups.setdefault((r.train_fraction, r.strategy), []).append(r)
     results = []
     for fraction in sorted({f for f, _ in groups}):
         row = sorted((s for f, s in groups if f == fraction), key=strategy_order)
-        results.extend(_mark([_group(s, fraction, groups[fraction, s]) for s in row]))
+        lost = {s: sum(1 for f in failed if (f.train_fraction, f.strategy) == (fraction, s)) for s in row}
+        results.extend(_mark([_group(s, fraction, groups[fraction, s], lost[s]) for s in row]))
     return results
 
 
 def _mark(results: list[StrategyResult]) -> list[StrategyResult]:
-    """Flag the best and the cheapest-within-noise-of-the-best among the strategies of one fraction."""
-    best = max(results, key=lambda r: (r.score_mean, -r.train_seconds_mean))
-    near = [r for r in results if r.score_mean >= best.score_mean - best.score_std]
-    cheapest = min(near, key=lambda r: (r.train_seconds_mean, r.trainable_params))
-    return [replace(r, best=r is best, cheapest_near_best=r is cheapest) for r in results]
+    """Mark the best, the strategies within noise of it, and the cheapest of those, among one fraction's."""
+    best = max(results, key=lambda r: (r.score_mean, -r.train_seconds_mean, -r.trainable_params))
+    marked = []
+    for r in results:
+        if r is best:
+            marked.append(replace(r, best=True, within_noise=True))
+        else:
+            vs = paired(r.run_scores, best.run_scores, best.strategy)
+            marked.append(replace(r, vs_best=vs, within_noise=vs.verdict == WITHIN))
+    cheapest = min((r for r in marked if r.within_noise), key=lambda r: (r.train_seconds_mean, r.trainable_params))
+    return [replace(r, cheapest_near_best=r is cheapest) for r in marked]
 
 
-def at_fraction(results: list[StrategyResult], fraction: float) -> list[StrategyResult]:
+def at_fraction(results: Sequence[StrategyResult], fraction: float) -> list[StrategyResult]:
     """The results at one training-set fraction, in report order."""
     return [r for r in results if r.train_fraction == fraction]
 
 
-def largest_fraction(results: list[StrategyResult]) -> float:
+def largest_fraction(results: Sequence[StrategyResult]) -> float:
     """The largest training-set fraction in the results: where learning curves and benefits are compared."""
     return max(r.train_fraction for r in results)
 
@@ -353,15 +261,44 @@ def benefits(curve: tuple[float, ...] | list[float]) -> tuple[float, float | Non
     return curve[0], slope, max(curve)
 
 
+def scratch_baseline(results: Sequence[StrategyResult]) -> Baseline:
+    """Scratch at the largest fraction, and whether its flags leave it usable as the benefits' baseline.
+
+    Every scratch run flagged at-chance or one-class: the baseline never left chance, so differences against
+    it would only measure that transfer learned something at all; the gains are not computed. Some runs
+    flagged: they are computed, with a warning that they overstate what transfer buys.
+    """
+    top = at_fraction(results, largest_fraction(results))
+    base = next((r for r in top if is_scratch(r.strategy)), None)
+    if base is None:
+        return Baseline(None, 0, False, None)
+    runs = {(f.seed, f.fold) for f in base.flags if f.flag in DEGENERATE}
+    names = ", ".join(sorted({f.flag for f in base.flags if f.flag in DEGENERATE}))
+    if not runs:
+        return Baseline(base, 0, True, None)
+    if len(runs) >= base.n_runs:
+        warning = (
+            f"Gains against scratch not computed: the scratch baseline never left chance ({names} in "
+            f"{len(runs)} of {base.n_runs} run{'s' * (base.n_runs > 1)})."
+        )
+        return Baseline(base, len(runs), False, warning)
+    warning = (
+        f"Scratch is flagged {names} in {len(runs)} of {base.n_runs} runs: the gains against it overstate "
+        "what transfer buys."
+    )
+    return Baseline(base, len(runs), True, warning)
+
+
 def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def benefit_table(results: list[StrategyResult]) -> list[TransferBenefit]:
-    """The three benefits of every strategy at the largest fraction, with differences against scratch if it ran."""
+def benefit_table(results: Sequence[StrategyResult]) -> list[TransferBenefit]:
+    """The three benefits of every strategy at the largest fraction, with differences against a usable scratch."""
     top = at_fraction(results, largest_fraction(results))
-    base = next((r for r in top if r.strategy.split(":")[0] == SCRATCH), None)
-    ref = benefits(base.curve_mean) if base is not None else (None, None, None)
+    baseline = scratch_baseline(results)
+    base = baseline.result
+    ref = benefits(base.curve_mean) if base is not None and baseline.usable else (None, None, None)
     rows = []
     for r in top:
         start, slope, asymptote = benefits(r.curve_mean)

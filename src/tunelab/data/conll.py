@@ -9,6 +9,7 @@ with one rule that leaves valid BIO unchanged: an `I-X` that does not continue a
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from tunelab.data.examples import Examples
 from tunelab.data.text import read_utf8
 from tunelab.errors import DataError
+from tunelab.fileio import open_regular
 
 TAG = re.compile(r"O|[BI]-\S+")
 """A tag of the BIO family: O, B-<type> or I-<type>."""
@@ -115,7 +117,7 @@ def read_conll(path: Path, classes: Sequence[str] | None = None) -> Examples:
 def looks_like_conll(path: Path) -> bool:
     """True when the first non-blank line is -DOCSTART- or 'token ... tag' with a BIO-family tag (no header)."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8-sig", errors="replace") as f:
             for line in f:
                 fields = line.split()
                 if fields:

@@ -16,6 +16,7 @@ import numpy as np
 
 from tunelab.data.examples import Examples
 from tunelab.errors import DataError
+from tunelab.fileio import open_regular
 
 IMAGES_MAGIC = 0x00000803
 """Magic number of an idx3 file of uint8 images (type 0x08, 3 dimensions: count, rows, columns)."""
@@ -28,7 +29,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def _read_bytes(path: Path) -> bytes:
     """File contents, gunzipped when the file starts with the gzip magic (whatever its name says)."""
     try:
-        data = path.read_bytes()
+        with open_regular(path) as f:  # a named pipe or a device is refused, not waited on
+            data = f.read()
     except FileNotFoundError:
         raise DataError("idx file not found", path) from None
     except OSError as exc:

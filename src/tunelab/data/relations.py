@@ -10,6 +10,7 @@ becomes a `Relation`: the plain text and the two spans, so the model side decide
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from tunelab.data.examples import Examples
 from tunelab.data.text import read_utf8
 from tunelab.errors import DataError, TunelabError
+from tunelab.fileio import open_regular
 
 SEMEVAL_LINE = re.compile(r'(\d+)\t"(.*)"\s*')
 TAGS = re.compile(r"</?e[12]>")
@@ -179,7 +181,7 @@ def read_relations(path: Path, classes: Sequence[str] | None = None) -> Examples
 def looks_like_relations(path: Path) -> bool:
     """True for a SemEval-style first line (ID, tab, quoted sentence with <e1>) or a JSONL record with head and tail."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8-sig", errors="replace") as f:
             for line in f:
                 if not line.strip():
                     continue

@@ -3,7 +3,8 @@
 Transfer-learning data sets are often small and unbalanced, so a plain random split can leave a class
 out of validation entirely; every function here works class by class instead. They return index lists
 (into the label list given) so they apply equally to images, text or anything else `Examples` holds;
-`split_examples` applies the hold-out split to an `Examples` and is what the loaders use.
+`split_examples` applies the hold-out split to an `Examples` and is what the loaders use, and
+`split_test_examples` holds a test set out of the training data before any of that happens.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ def stratified_split(
     labels: Sequence[int],
     val_fraction: float,
     seed: int = 0,
+    *,
+    keep: int = 1,
 ) -> tuple[list[int], list[int]]:
     """Split indices into (train, val), taking about `val_fraction` of every class for val.
 
-    Each class with at least two examples gets at least one example on each side, so validation can
-    measure every class the model learns; a class with one example stays in train. Both lists are sorted.
+    Each class with more than `keep` examples gets at least one example in val and keeps at least `keep`
+    in train, so validation can measure every class the model learns; a class with `keep` examples or
+    fewer stays whole in train. Both lists are sorted.
     """
     _check_fraction("val_fraction", val_fraction, allow_one=False)
     rng = np.random.default_rng(seed)
@@ -53,7 +57,7 @@ def stratified_split(
     val: list[int] = []
     for members in _by_class(labels, rng).values():
         n = len(members)
-        n_val = 0 if n < 2 else min(max(int(round(n * val_fraction)), 1), n - 1)
+        n_val = 0 if n <= keep else min(max(int(round(n * val_fraction)), 1), n - keep)
         val.extend(members[:n_val])
         train.extend(members[n_val:])
     return sorted(train), sorted(val)
@@ -123,3 +127,30 @@ def split_examples(examples: Examples, val_fraction: float, seed: int) -> Splits
             )
     train_idx, val_idx = stratified_split(examples.labels, val_fraction, seed)
     return Splits(examples.subset(train_idx), examples.subset(val_idx))
+
+
+TEST_SEED = 0x7E57
+"""Seed of the --test-fraction split, fixed and independent of a run's --seed: every seed, strategy, fold and
+training fraction of a comparison is scored on the same test examples, so their scores are comparable."""
+
+TEST_KEEP = 2
+"""Examples of each class the test split leaves for training: two, so the rest can still be split into
+train and validation with the class on both sides (a class this small is not in the test set at all)."""
+
+
+def split_test_examples(examples: Examples, fraction: float, strata: Sequence[int]) -> tuple[Examples, Examples]:
+    """Hold about `fraction` of every stratum out as a test set: (the rest, test), both in reading order.
+
+    The split uses `TEST_SEED`, not the run's seed, and happens before the validation split, the folds and
+    the training fraction, so the test examples never reach training or epoch selection. `strata` is one
+    integer per example (its class, or 0 for examples with many labels such as tagged sentences).
+    """
+    _check_fraction("test_fraction", fraction, allow_one=False)
+    rest, test = stratified_split(strata, fraction, TEST_SEED, keep=TEST_KEEP)
+    if not test:
+        raise DataError(
+            f"test_fraction {fraction:g} holds out no example: a class needs at least {TEST_KEEP + 1} examples to "
+            "give one to the test set; add examples, raise the fraction or give a separate test file (test_data)",
+            examples.source,
+        )
+    return examples.subset(rest), examples.subset(test)

@@ -36,6 +36,8 @@ class TextInput:
     """A Hugging Face (fast) tokenizer; called as tokenizer(texts, truncation=True, max_length=...)."""
     max_length: int = 128
     """Default maximum number of tokens per example (longer inputs are truncated)."""
+    max_positions: int | None = None
+    """The most tokens the model can take at all (its position embeddings); None = no fixed limit."""
 
 
 Input = ImageInput | TextInput

@@ -3,6 +3,8 @@
     loop.py           `train(config)`: the loop, read top to bottom; it receives parameter groups, not strategies
     job.py            what a run trains on: data loaded, model prepared, datasets built (with the feature cache)
     rundir.py         every rule about a run folder: layout, what it may hold, may this run start or resume here
+    run_lock.py       one process per run folder (an OS lock the kernel releases when the process ends)
+    run_files.py      summary.json, state.json, metrics.jsonl, model metadata: read back and checked
     checkpoints.py    `CheckpointSaver`: the epoch checkpoint, the best model, the atomic pointer, restoring
     trained.py        the trained tensors of a run, and `load_run` (a finished run rebuilt as a model)
     checkpoint_io.py  safetensors files for tensors and optimizer state, no pickle

@@ -55,7 +55,10 @@ def is_run_dir(path: Path) -> bool:
 
 
 def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = False) -> Backbone:
-    """The backbone a finished run trained (LoRA merged, adapters kept, its preprocessing), named by its path."""
+    """The backbone a finished run trained (LoRA merged, adapters kept, its preprocessing), named by its path.
+
+    A run whose model is itself, or another run that leads back to it, is refused by `load_run` (a cycle).
+    """
     run = load_run(path, trust_remote_code)
     task = run.config.task
     sources = single_label_tasks()

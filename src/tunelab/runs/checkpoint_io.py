@@ -7,6 +7,8 @@ tensors (into safetensors) plus plain numbers and lists (into the safetensors me
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import safetensors.torch
@@ -39,12 +41,33 @@ def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+OS_ERROR = re.compile(r"\(os error (\d+)\)")
+"""How safetensors (Rust) reports the operating system's error code inside its own exception's message."""
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> None:
+    """safetensors.torch.save_file, with a file-system failure raised as the OSError it is.
+
+    safetensors raises its own SafetensorError for everything, a full disk included ("I/O error: No space
+    left on device (os error 28)"); as an OSError it gets what every other failed write gets
+    (`fileio.atomic_write`): the temporary file removed, the old file kept, one line for the user.
+    """
+    try:
+        safetensors.torch.save_file(tensors, path, metadata)
+    except SafetensorError as e:
+        code = OS_ERROR.search(str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from e
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors (and string metadata) as one safetensors file, atomically."""
     # save_file streams each tensor from its own memory; safetensors.torch.save would first build the whole
     # file as bytes (twice), which for a checkpoint's optimizer state is hundreds of MB of extra peak memory.
     tensors = _storable(tensors)
-    atomic_write(path, lambda temp: safetensors.torch.save_file(tensors, temp, metadata))
+    atomic_write(path, lambda temp: _write_safetensors(tensors, temp, metadata))
 
 
 def load_tensors(path: str | Path, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -126,13 +149,18 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
         raise TunelabError(f"{path} holds {saved} state; cannot load it into {current}")
     try:
         hook = _decoder(tensors, path)
-        state = {int(index): values for index, values in json.loads(metadata["state"], object_hook=hook).items()}
+        saved_state = json.loads(metadata["state"], object_hook=hook)
         groups = json.loads(metadata["param_groups"], object_hook=hook)
+        if not isinstance(saved_state, dict) or not all(isinstance(v, dict) for v in saved_state.values()):
+            raise ValueError("'state' is not an object of objects")
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and "params" in g for g in groups):
+            raise ValueError("'param_groups' is not a list of groups with params")
+        state = {int(index): values for index, values in saved_state.items()}
     except (KeyError, ValueError) as e:
-        raise TunelabError(f"{path}: damaged optimizer metadata ({e})") from None
+        raise TunelabError(f"{path}: damaged optimizer metadata ({e}); the run is damaged: train it again") from None
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except ValueError as e:  # torch: different number of groups or of parameters per group
+    except (ValueError, KeyError, TypeError) as e:  # torch: other groups or parameters per group, damaged values
         raise TunelabError(
             f"{path}: optimizer state does not fit this model ({e}); was it saved for another run?"
         ) from None

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from tunelab.fileio import atomic_write_text, load_json, save_json
+from tunelab.fileio import atomic_write_text, save_json
 from tunelab.runs.checkpoint_io import load_optimizer, save_optimizer
-from tunelab.runs.rundir import CheckpointFiles, RunDir
+from tunelab.runs.run_files import read_state
+from tunelab.runs.rundir import CheckpointFiles, RunDir, remove
 from tunelab.runs.trained import load_trained, save_trained
 
 
@@ -83,28 +83,40 @@ class CheckpointSaver:
         Metrics and the best model first, the checkpoint that commits the epoch last: a kill in between
         resumes from the previous epoch and rewrites both exactly as they were.
         """
-        atomic_write_text(self.run.metrics, "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in progress.metrics))
+        run = self.run
+        atomic_write_text(
+            run.inside(run.metrics), "".join(f"{json.dumps(m, sort_keys=True)}\n" for m in progress.metrics)
+        )
         if improved:
-            save_trained(self.run.model, self.model, self.meta)
+            save_trained(run.inside(run.model), self.model, self.meta)
         self._commit(progress)
 
     def _commit(self, progress: Progress) -> None:
-        """Write checkpoint/epoch-N/ completely, then point checkpoint/latest at it, then drop older ones."""
-        files = self.run.epoch_checkpoint(progress.epoch)
-        shutil.rmtree(files.path, ignore_errors=True)  # a half-written folder of a killed earlier attempt
-        files.path.mkdir(parents=True)
-        save_trained(files.trained, self.model, self.meta)
-        save_optimizer(files.optimizer, self.optimizer)
-        save_json(files.state, {**asdict(progress), "scheduler": self.scheduler.state_dict()})
-        atomic_write_text(self.run.latest, files.path.name)
-        for old in self.run.checkpoint.glob("epoch-*"):
+        """Write checkpoint/epoch-N/ completely, then point checkpoint/latest at it, then drop older ones.
+
+        A failure while the folder is written (a full disk) removes it again: what stays is the previous
+        commit, whole, and no partial epoch folder beside it.
+        """
+        run, files = self.run, self.run.epoch_checkpoint(progress.epoch)
+        remove(run, files.path)  # a half-written folder of a killed earlier attempt
+        try:
+            run.inside(files.path).mkdir(parents=True)
+            save_trained(run.inside(files.trained), self.model, self.meta)
+            save_optimizer(run.inside(files.optimizer), self.optimizer)
+            save_json(run.inside(files.state), {**asdict(progress), "scheduler": self.scheduler.state_dict()})
+        except BaseException:
+            remove(run, files.path, strict=False)
+            raise
+        atomic_write_text(run.inside(run.latest), files.path.name)
+        for old in run.checkpoint.glob("epoch-*"):
             if old.name != files.path.name:
-                shutil.rmtree(old, ignore_errors=True)
+                remove(run, old)
 
     def restore(self, files: CheckpointFiles) -> Progress:
         """Load a committed checkpoint into the model, optimizer and scheduler; returns the loop's progress."""
         load_trained(files.trained, self.model)
         load_optimizer(files.optimizer, self.optimizer)
-        state = load_json(files.state)
-        self.scheduler.load_state_dict(state.pop("scheduler"))
-        return Progress(**{**state, "metrics": tuple(state["metrics"])})
+        state = read_state(files.state)  # checked: a damaged file is one line naming the key
+        self.scheduler.load_state_dict(state["scheduler"])
+        saved = {f.name: state[f.name] for f in fields(Progress) if f.name in state}
+        return Progress(**{**saved, "metrics": tuple(state["metrics"])})

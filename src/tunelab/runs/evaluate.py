@@ -1,24 +1,27 @@
 """Evaluate a finished run on labelled data, and predict labels for new inputs.
 
-`predict_logits` is also how the training loop validates each epoch.
+`predict_logits` is also how the training loop validates each epoch, and `score_once` how it scores the
+best epoch at the end of a run (on the test set, or on validation when there is none).
 
-May import: data, tasks, runs.loaders, runs.trained. accelerate is imported lazily, where an Accelerator is
+May import: data, tasks, runs.loaders, runs.sanity, runs.trained. accelerate is imported lazily, where an Accelerator is
 made (the heavy-library exception): modules that only call `predict_logits` bring their own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from tunelab.data import Examples
+from tunelab.data import Examples, image_pixel_limit
 from tunelab.runs.loaders import make_loader
+from tunelab.runs.sanity import constant_logits, majority_label, run_flags
 from tunelab.runs.trained import load_run
 from tunelab.tasks import get_task
-from tunelab.tasks.base import IGNORE, Prediction, Report, labelled_positions
+from tunelab.tasks.base import IGNORE, Prediction, Report, Task, labelled_positions
 
 
 @torch.no_grad()
@@ -45,32 +48,92 @@ def predict_logits(accelerator, model, loader: DataLoader, start: int = 0) -> tu
     return torch.cat(all_logits), torch.cat(all_labels).numpy()
 
 
-def _loader(task, examples: Examples, backbone, config, batch_size: int) -> DataLoader:
-    dataset = task.dataset(examples, backbone, train=False, augment=False, max_length=config.max_length)
+@dataclass(frozen=True)
+class Scored:
+    """A model measured once on the set that scores its run, beside the majority-class baseline on that set."""
+
+    set_name: str
+    """Which set: "test" or "validation"."""
+    metrics: dict[str, float]
+    """The task's scores (its `metric` among them)."""
+    examples: int
+    """Examples in the set (sentences for NER)."""
+    chance: float
+    """The metric of always predicting the most frequent training class, on the same set."""
+    flags: list[dict]
+    """Sanity flags ({"flag", "message"}), empty when nothing looks wrong (`runs.sanity`)."""
+
+
+def score_once(
+    accelerator,
+    model,
+    loader: DataLoader,
+    start: int,
+    task: Task,
+    examples: Examples,
+    set_name: str,
+    backbone,
+    max_length: int | None,
+    train_labels: list,
+) -> Scored:
+    """Measure `model` on `examples` (batched by `loader`, entering at block `start`): scores, chance and flags.
+
+    Chance goes through the task's own scorer with constant predictions of the most frequent training
+    label, so it is exactly the run's metric for that baseline on this set (entity F1 0 for all-`O`).
+    """
+    logits, labels = predict_logits(accelerator, model, loader, start)
+    score = task.scorer(examples, backbone, max_length)
+    metrics = score(logits, labels)
+    majority = majority_label(train_labels)
+    chance = score(constant_logits(len(labels), logits.shape[-1], majority), labels)[task.metric]
+    degenerate = task.degenerate(logits.argmax(-1).numpy(), examples.classes)
+    flags = run_flags(degenerate, metrics[task.metric], chance, task.metric, set_name, examples.classes[majority])
+    return Scored(set_name, metrics, len(examples), chance, flags)
+
+
+def _loader(task, examples: Examples, backbone, config, batch_size: int, max_image_pixels: int | None) -> DataLoader:
+    """Batches of `examples` in order; images over `max_image_pixels` (None: the run's setting) are refused."""
+    limit = config.max_image_pixels if max_image_pixels is None else max_image_pixels
+    with image_pixel_limit(limit):
+        dataset = task.dataset(examples, backbone, train=False, augment=False, max_length=config.max_length)
     return make_loader(dataset, batch_size, task.collate(backbone, config.max_length), 0)
 
 
-def evaluate(run_path: str | Path, data: str | Path, batch_size: int = 64, trust_remote_code: bool = False) -> Report:
+def evaluate(
+    run_path: str | Path,
+    data: str | Path,
+    batch_size: int = 64,
+    trust_remote_code: bool = False,
+    max_image_pixels: int | None = None,
+) -> Report:
     """The task's report of a run's best model on labelled data: accuracy, macro-F1, per class and the
-    confusion matrix; entity-level P/R/F1 for NER; the official macro-F1 for relations."""
+    confusion matrix; entity-level P/R/F1 for NER; the official macro-F1 for relations.
+
+    `max_image_pixels` bounds the images decoded (None: the run's own max_image_pixels)."""
     from accelerate import Accelerator
 
     run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     task = get_task(run.task)
     examples = task.read(str(data), run.classes, run.config)
-    loader = _loader(task, examples, backbone, run.config, batch_size)
+    loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
     logits, labels = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
     return task.report(examples, backbone, run.config.max_length, logits, labels)
 
 
 def predict(
-    run_path: str | Path, inputs: list[str], k: int = 3, batch_size: int = 64, trust_remote_code: bool = False
+    run_path: str | Path,
+    inputs: list[str],
+    k: int = 3,
+    batch_size: int = 64,
+    trust_remote_code: bool = False,
+    max_image_pixels: int | None = None,
 ) -> list[Prediction]:
     """Per input: top-k labels with probabilities (classification, relations) or the entities found (NER).
 
     Inputs are image paths or text lines; for relations a line marks the entities as <e1>..</e1> and
-    <e2>..</e2>, or is a JSON object with text, head and tail spans.
+    <e2>..</e2>, or is a JSON object with text, head and tail spans. `max_image_pixels` bounds the images
+    decoded (None: the run's own max_image_pixels).
     """
     from accelerate import Accelerator
 
@@ -78,6 +141,6 @@ def predict(
     backbone = run.plan.backbone
     task = get_task(run.task)
     examples = task.inputs(list(inputs), run.classes)
-    loader = _loader(task, examples, backbone, run.config, batch_size)
+    loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
     logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
     return task.predictions(list(inputs), examples, backbone, run.config.max_length, logits, run.classes, k)

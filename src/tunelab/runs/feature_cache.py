@@ -8,11 +8,12 @@ Features are stored row-wise in one float32 array: an image feature map is one r
 row per token (unpadded). The array lives in memory, or in a memory-mapped file once it would exceed the
 memory budget, so the cache never takes more RAM than the user allows.
 
-May import: models, tasks.
+May import: errors, fileio, models, tasks.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from tunelab.errors import TunelabError
+from tunelab.fileio import make_folder
 from tunelab.models.contract import TokenState, TransferModel
 from tunelab.tasks.base import IGNORE
 
@@ -35,8 +38,7 @@ class FeatureStore:
         self.nbytes = 4 * int(np.prod(shape, dtype=np.int64))
         self.on_disk = self.nbytes > budget_mb * 2**20
         if self.on_disk:
-            spill_path.parent.mkdir(parents=True, exist_ok=True)
-            self.data = np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.float32, shape=shape)
+            self.data = _spill_file(spill_path, shape)
         else:
             self.data = np.empty(shape, dtype=np.float32)
 
@@ -48,6 +50,31 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+
+def _spill_file(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A float32 .npy file of `shape`, memory-mapped, with its disk space allocated before it is mapped.
+
+    A memory-mapped file is written by touching memory, not by write() calls: a page that finds no free
+    disk block cannot return an error, and the kernel ends the process with SIGBUS and no message. numpy
+    creates the file sparse (no blocks allocated), so a full disk would surface that way in the middle of
+    caching. posix_fallocate reserves every block first: a full disk is then an ordinary ENOSPC here, one
+    line for the user, before a single feature is stored.
+    """
+    make_folder(path.parent)
+    try:
+        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        if hasattr(os, "posix_fallocate"):  # POSIX; elsewhere (macOS, Windows) the file stays as numpy made it
+            with open(path, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        needed = 4 * int(np.prod(shape, dtype=np.int64)) / 2**20
+        raise TunelabError(
+            f"cannot spill the feature cache to {path} ({needed:,.0f} MB): {e.strerror or e}; free disk space, "
+            "raise --cache-memory-mb to keep it in memory, or turn the cache off with --no-cache"
+        ) from e
+    return data
 
 
 class CachedFeatures(Dataset):

@@ -5,7 +5,7 @@ those blocks' output computed once (`runs.feature_cache`): `none` then costs a h
 a backbone.
 
 May import: errors, fileio, settings, strategies, data, tasks, runs.adversary, runs.feature_cache,
-runs.loaders, runs.prepare, runs.rundir.
+runs.identity, runs.loaders, runs.prepare, runs.rundir.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from typing import TYPE_CHECKING
 
 from torch.utils.data import Dataset
 
-from tunelab.data.examples import Splits
+from tunelab.data.examples import Examples, Splits
 from tunelab.fileio import atomic_write_text
 from tunelab.runs.adversary import Adversary, make_adversary
 from tunelab.runs.feature_cache import build_cache, collate_features
+from tunelab.runs.identity import resolved
 from tunelab.runs.loaders import (
     check_modality,
     collate_for,
     example_dataset,
     infer_task,
     length_order,
-    load_splits,
+    load_sets,
     make_loader,
     select_splits,
 )
@@ -45,10 +46,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Job:
-    """What a run trains: its settings with task and lr worked out, the data and the prepared model."""
+    """What a run trains: its settings with every automatic value worked out, the data and the prepared model."""
 
     config: TrainConfig
-    """The run's settings; `task` and `lr` are resolved (never 'auto' / None)."""
+    """The run's settings, resolved (`runs.identity.resolved`): task, lr, max_length (text), augment are set."""
     task: Task
     """The task: how labels are read, scored and predicted."""
     splits: Splits
@@ -57,33 +58,39 @@ class Job:
     """The backbone with the strategy applied, and the parameter groups it trains."""
     adversary: Adversary | None
     """Adversarial training on the word embeddings, when asked for."""
+    test: Examples | None = None
+    """The test set that scores the best epoch once at the end (length order for text); None = scored on val."""
 
 
 def load_job(config: TrainConfig) -> Job:
     """Read the data, prepare the model for it, and resolve the settings that depend on both."""
     task = infer_task(config.data, config.task)
-    splits = load_splits(
-        task, config.data, config.val_data, config.val_fraction, config.seed, config.text_column, config.label_column
-    )
+    splits, test = load_sets(task, config)  # the test set is held out first; it never trains or selects
     splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
     plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
     check_modality(task, plan.backbone)
     adversary = make_adversary(config, plan.backbone)
-    order = length_order(splits.val)  # validation only measures: run it with the least padding
-    if order is not None:
-        splits = Splits(splits.train, splits.val.subset(order))
-    config = replace(config, task=task, lr=config.lr or plan.strategy.default_lr)
-    return Job(config, get_task(task), splits, plan, adversary)
+    splits = Splits(splits.train, _in_length_order(splits.val))  # validation and test only measure
+    test = None if test is None else _in_length_order(test)
+    config = resolved(config, plan, task)  # every automatic setting worked out: what config.yaml records
+    return Job(config, get_task(task), splits, plan, adversary, test)
+
+
+def _in_length_order(examples: Examples) -> Examples:
+    """Texts shortest first, so a measuring pass pays the least padding (images as they are)."""
+    order = length_order(examples)
+    return examples if order is None else examples.subset(order)
 
 
 def announce(run: RunDir, job: Job) -> None:
     """Create the run directory with its settings, and say what is about to train."""
     config, plan, splits = job.config, job.plan, job.splits
     run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, to_yaml(replace(config, resume=False)))  # the run's settings, not how it was started
+    atomic_write_text(run.inside(run.config), to_yaml(replace(config, resume=False)))  # its settings, not how started
     print(
         f"{config.model} + {plan.strategy.spec()} on {config.task}: {len(splits.train)} train / "
-        f"{len(splits.val)} val examples, {len(splits.train.classes)} classes",
+        f"{len(splits.val)} val{'' if job.test is None else f' / {len(job.test)} test'} examples, "
+        f"{len(splits.train.classes)} classes",
         file=sys.stderr,
     )
     print(plan.summary_line(), file=sys.stderr)
@@ -122,7 +129,7 @@ class Feed:
 def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
     """The datasets: the raw examples, or the output of the frozen prefix computed once when that is allowed."""
     config, backbone, k = job.config, job.plan.backbone, job.plan.cached_prefix
-    augment = config.augment if config.augment is not None else not (config.cache and k > 0)
+    augment = config.augment  # resolved by load_job (runs.identity.automatic_augment when unset)
     # A frozen prefix is a pure function of the input only without augmentation; the adversary perturbs the
     # embeddings every step, so with it they cannot be computed once either.
     use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment) and job.adversary is None
@@ -146,7 +153,7 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
                 make_loader(plain, config.batch_size, collate, config.num_workers),
                 plain.labels,
                 config.cache_memory_mb / 2,
-                run.cache / f"{name}-{accelerator.process_index}.npy",
+                run.inside(run.cache / f"{name}-{accelerator.process_index}.npy"),  # never through a link
                 accelerator.device,
                 desc=f"caching {name} features (blocks 0-{k - 1})",
             )

@@ -8,6 +8,7 @@ May import: errors, models, data, tasks.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tunelab.data import Examples, Splits, stratified_kfold, stratified_subset
+from tunelab.data.splits import split_test_examples
 from tunelab.errors import DataError, TunelabError, brief
 from tunelab.models.contract import Backbone
 from tunelab.tasks import get_task
@@ -29,11 +31,7 @@ def infer_task(data: str, task: str) -> str:
 def load_splits(
     task: str, data: str, val_data: str | None, val_fraction: float, seed: int, text_column, label_column
 ) -> Splits:
-    """Read the user's data as train/val splits for the task."""
-    if not data:
-        raise TunelabError(
-            "no training data: give --data PATH (an image folder, a text table, a CoNLL or a relation file)"
-        )
+    """Read the user's data as train/val splits for the task (no test set: see `load_sets`)."""
     config = SimpleNamespace(
         data=data,
         val_data=val_data,
@@ -41,15 +39,53 @@ def load_splits(
         seed=seed,
         text_column=text_column,
         label_column=label_column,
+        test_data=None,
+        test_fraction=None,
     )
-    splits = get_task(task).load_splits(config)
+    return load_sets(task, config)[0]
+
+
+def load_sets(task: str, config) -> tuple[Splits, Examples | None]:
+    """The train/val splits and the test set (None without one) that `config` (a TrainConfig) asks for.
+
+    The test set comes first: --test-data read with the training classes (an unknown label is a DataError at
+    its line), or --test-fraction held out of the training examples with a seed of its own
+    (`data.splits.TEST_SEED`), so it is the same for every seed, strategy and fold. Only then is validation
+    split off what is left (when no validation data was given), so test examples never train or select.
+    """
+    if not config.data:
+        raise TunelabError(
+            "no training data: give --data PATH (an image folder, a text table, a CoNLL or a relation file)"
+        )
+    _check_test_data(config)
+    kind = get_task(task)
+    train, val = kind.read_sets(config)
+    test = None
+    if config.test_data is not None:
+        test = kind.read(config.test_data, train.classes, config)
+    elif config.test_fraction is not None:
+        train, test = split_test_examples(train, config.test_fraction, _strata(train.labels))
+    splits = Splits(train, val) if val is not None else kind.split(train, config)
     if len(splits.train.classes) < 2:
         raise DataError(
             f"every training example has the label '{brief(splits.train.classes[0])}'; "
             "a classifier needs at least 2 classes",
             splits.train.source,
         )
-    return splits
+    return splits, test
+
+
+def _check_test_data(config) -> None:
+    """Refuse a test file that is the training or validation data: its score would not be a test score."""
+    if config.test_data is None:
+        return
+    test = Path(config.test_data).resolve()
+    for name, other in (("data", config.data), ("val_data", config.val_data)):
+        if other is not None and Path(other).resolve() == test:
+            raise TunelabError(
+                f"test_data is the same path as {name} ({config.test_data}): a test set must be held out of "
+                "training and validation; give another file, or test_fraction to hold part of the data out"
+            )
 
 
 def select_splits(splits: Splits, folds: int | None, fold: int, train_fraction: float, seed: int) -> Splits:

@@ -1,13 +1,15 @@
 """The one training loop, on Hugging Face accelerate: the same code on one CPU and under `accelerate launch`.
 
 `train(config)` reads top to bottom: check the run directory, load the data and prepare the model (and
-the feature cache), build what a step needs, restore a checkpoint when resuming, run the epochs, write the
+the feature cache), build what a step needs, restore a checkpoint when resuming, run the epochs (chosen on
+validation), score the best epoch once (on the test set when there is one; `runs.sanity` flags), write the
 summary. The loop receives parameter groups from a Plan and knows nothing about strategies. Its
-collaborators: `runs.rundir` (may a run start here, what a failed run leaves), `runs.job` (the data, the
-model, the datasets), `runs.checkpoints.CheckpointSaver` (saving each epoch, restoring for --resume) and
+collaborators: `runs.rundir` (may a run start here, what a failed run leaves), `runs.identity` (may it
+resume with these settings, compared resolved), `runs.job` (the data, the model, the datasets),
+`runs.checkpoints.CheckpointSaver` (saving each epoch, restoring for --resume) and
 `runs.adversary` (adversarial gradients). A run is complete when summary.json exists.
 
-May import: errors, fileio, settings, strategies, tasks, and the other runs modules. accelerate is imported
+May import: errors, fileio, settings, strategies, data, tasks, and the other runs modules. accelerate is imported
 lazily when training starts (the heavy-library exception).
 """
 
@@ -29,14 +31,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from tunelab.data.images import image_pixel_limit
 from tunelab.errors import TunelabError
 from tunelab.fileio import load_json, save_json
 from tunelab.runs.adversary import Adversary
 from tunelab.runs.checkpoints import CheckpointSaver, Progress
-from tunelab.runs.evaluate import predict_logits
+from tunelab.runs.evaluate import Scored, predict_logits, score_once
+from tunelab.runs.identity import check_resume
 from tunelab.runs.job import Feed, Job, announce, build_feed, load_job, model_meta
-from tunelab.runs.loaders import EpochShuffle, make_loader
+from tunelab.runs.loaders import EpochShuffle, collate_for, example_dataset, make_loader
 from tunelab.runs.memory import PeakMemory
+from tunelab.runs.run_lock import locked_run
 from tunelab.runs.rundir import (
     FORMAT_VERSION,
     RunDir,
@@ -46,6 +51,8 @@ from tunelab.runs.rundir import (
     remove_leftovers,
     remove_stale_temp_files,
 )
+from tunelab.runs.sanity import warning_lines
+from tunelab.runs.trained import load_trained
 from tunelab.settings import TrainConfig
 from tunelab.strategies import set_train_mode
 from tunelab.tasks.base import task_loss
@@ -62,15 +69,20 @@ def train(config: TrainConfig) -> dict:
     epoch was committed, so bad input never leaves a half-written run behind.
     """
     run = RunDir(Path(config.out))
-    created = not run.path.exists()
-    start = check_start(run, config)  # before anything in `out` is touched: it may not be ours
-    try:
-        with PeakMemory() as memory:
-            return _train(config, run, start, memory)
-    except BaseException:  # KeyboardInterrupt too: Ctrl-C leaves the same state as an error
-        if _is_main_process():
-            clean_up_after_failure(run, created)
-        raise
+    # One process per run folder (runs.run_lock), held until the run has finished or tidied up; taken before
+    # the folder is looked at, so two processes cannot both find it free.
+    with locked_run(run.path, main=_is_main_process()) as created:
+        start = check_start(run, config)  # before anything in `out` is written: it may not be ours
+        if start.checkpoint is not None:
+            check_resume(run, config)  # the settings that need no model: refused in a second, nothing loaded
+        try:
+            # Every image dataset of the run (train, validation, test) refuses images over max_image_pixels.
+            with PeakMemory() as memory, image_pixel_limit(config.max_image_pixels):
+                return _train(config, run, start, memory)
+        except BaseException:  # KeyboardInterrupt (Ctrl-C, and SIGTERM from the CLI) too: the same state as an error
+            if _is_main_process():
+                clean_up_after_failure(run, created)
+            raise
 
 
 def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemory) -> dict:
@@ -93,6 +105,8 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
     seed_everything(config.seed)
 
     job = load_job(config)  # the data, the model prepared for it, the settings that depend on both
+    if start.checkpoint is not None:  # every setting resolved, before announce rewrites config.yaml
+        check_resume(run, job.config, job.plan)
     if main:
         announce(run, job)
     feed = build_feed(job, run, accelerator)  # raw examples, or the frozen prefix's output computed once
@@ -105,11 +119,13 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
             print(f"resuming after epoch {progress.epoch} from {start.checkpoint.path}", file=sys.stderr)
 
     progress = _fit(job, step, validation, saver, progress)
+    scored = _score_best(job, step, validation, run)  # the chosen epoch, scored once: on test when there is one
 
     summary = _summary(
         job,
         feed,
         progress,
+        scored,
         {
             "train_seconds": time.perf_counter() - started,
             "peak_memory_mb": memory.mb,
@@ -118,13 +134,11 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
         },
     )
     if main:
-        save_json(run.summary, summary)
+        save_json(run.inside(run.summary), summary)
         remove_leftovers(run)  # the run is complete: nothing left to resume
-        print(
-            f"best val {job.task.metric} {summary['score']:.4f} at epoch {summary['best_epoch']}; "
-            f"run saved in {run.path}",
-            file=sys.stderr,
-        )
+        print(f"{_result_line(job.task.metric, progress, scored)}; run saved in {run.path}", file=sys.stderr)
+        for line in warning_lines(scored.flags):
+            print(line, file=sys.stderr)
     accelerator.end_training()
     return summary
 
@@ -274,16 +288,56 @@ def _kept(completed_epochs: int, config: TrainConfig) -> str:
     return f"; the last good checkpoint (epoch {completed_epochs}) is kept in {config.out}"
 
 
-def _summary(job: Job, feed: Feed, progress: Progress, measured: dict) -> dict:
-    """summary.json: what was trained, how well, and the cost (`measured`: time, memory, size, processes)."""
+def _score_best(job: Job, step: Step, validation: Validation, run: RunDir) -> Scored:
+    """The best epoch's model (model.safetensors) measured once: on the test set, else on validation again.
+
+    The epoch was chosen on validation, so its validation score is optimistic; a test set scores it on
+    examples that took no part in training or selection. Test examples enter at block 0 (the frozen prefix
+    computes what the feature cache holds for validation), in length order.
+    """
+    config, backbone, accelerator = job.config, job.plan.backbone, step.accelerator
+    if run.model.is_file():  # written by the best epoch (absent only when no epoch produced a score)
+        load_trained(run.model, backbone.model)
+    if job.test is None:
+        examples, set_name, loader, start = job.splits.val, "validation", validation.loader, step.start
+    else:
+        dataset = example_dataset(job.test, backbone, False, False, config.task, config.max_length)
+        collate = collate_for(backbone, config.max_length, config.task)
+        loader = accelerator.prepare(make_loader(dataset, config.batch_size, collate, config.num_workers))
+        examples, set_name, start = job.test, "test", 0
+    train_labels = job.splits.train.labels
+    return score_once(
+        accelerator, step.model, loader, start, job.task, examples, set_name, backbone, config.max_length, train_labels
+    )
+
+
+def _result_line(metric: str, progress: Progress, scored: Scored) -> str:
+    """The run's last line: the epoch validation chose, and which set scored the run."""
+    chosen = f"best val {metric} {progress.best_score:.4f} at epoch {progress.best_epoch}"
+    if scored.set_name == "test":
+        return f"{chosen}; test {metric} {scored.metrics[metric]:.4f} on {scored.examples} examples"
+    return f"{chosen} (selected and scored on the same validation set: optimistic)"
+
+
+def _summary(job: Job, feed: Feed, progress: Progress, scored: Scored, measured: dict) -> dict:
+    """summary.json: what was trained, how well (`scored`: the set that scores it), and the cost (`measured`)."""
     config, plan, splits = job.config, job.plan, job.splits
+    tested = scored.set_name == "test"
     return {
         "format_version": FORMAT_VERSION,
         "model": config.model,
         "strategy": plan.strategy.spec(),
         "task": config.task,
         "metric": job.task.metric,
-        "score": progress.best_score,
+        "score": scored.metrics[job.task.metric] if tested else progress.best_score,  # what a run reports
+        "val_score": progress.best_score,  # chose the epoch
+        "selected_on": "validation",
+        "scored_on": scored.set_name,
+        "eval_examples": scored.examples,  # of the set `score` was measured on
+        "test_examples": len(job.test) if job.test is not None else 0,
+        "chance_score": scored.chance,  # always predicting the most frequent training class, on that set
+        "flags": scored.flags,
+        "test_metrics": scored.metrics if tested else None,
         "best_epoch": progress.best_epoch,
         "epochs": progress.epoch,
         "trainable_params": plan.trainable_params,

@@ -5,23 +5,25 @@ trained: head, adapters or LoRA, unfrozen blocks and their BatchNorm statistics.
 the zoo by name, so a `none` checkpoint of MobileNetV2 is a few kilobytes. Where these files live is
 `runs.rundir`.
 
-May import: errors, fileio, settings, strategies, runs.checkpoint_io, runs.prepare, runs.rundir.
+May import: errors, fileio, settings, strategies, runs.checkpoint_io, runs.prepare, runs.rundir, runs.run_files.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tunelab.errors import TunelabError
-from tunelab.fileio import load_json
+from tunelab.errors import TunelabError, brief
 from tunelab.runs.checkpoint_io import load_tensors, save_tensors
 from tunelab.runs.prepare import prepare
-from tunelab.runs.rundir import FORMAT_VERSION, RunDir
+from tunelab.runs.run_files import FORMAT_VERSION, read_model_meta, read_summary
+from tunelab.runs.rundir import RunDir
 from tunelab.settings import TrainConfig, from_yaml_file
 from tunelab.strategies import Plan
 
@@ -45,29 +47,33 @@ def save_trained(path: Path, model: nn.Module, metadata: dict) -> int:
 
 
 def load_trained(path: Path, model: nn.Module) -> dict:
-    """Load trained tensors into a model built the same way; returns the decoded metadata."""
-    tensors, meta = load_tensors(path)
-    version = int(meta.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise TunelabError(
-            f"{path} was written by a newer tunelab (format {version}, this one reads "
-            f"{FORMAT_VERSION}); upgrade tunelab"
-        )
+    """Load trained tensors into a model built the same way; returns the decoded metadata (checked).
+
+    The file must hold exactly what the strategy trains on this model: a tensor the model does not have, a
+    tensor of another shape, or a trained tensor missing from the file (which would silently keep its
+    initial value, and score lower without a word) is refused, naming the first such tensor.
+    """
+    tensors, raw = load_tensors(path)
+    meta = read_model_meta(raw, path)
     expected = model.state_dict()
     unknown = [k for k in tensors if k not in expected]
     wrong = [k for k in tensors if k in expected and expected[k].shape != tensors[k].shape]
-    if unknown or wrong:
+    missing = [k for k in trained_state(model) if k not in tensors]
+    if unknown or wrong or missing:
         if unknown:
             detail = f"unknown tensors {unknown[:3]}"
-        else:
+        elif wrong:
             detail = (
                 f"{wrong[0]} has shape {tuple(tensors[wrong[0]].shape)}, model needs {tuple(expected[wrong[0]].shape)}"
             )
+        else:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            detail = f"tensor {missing[0]} is missing{more}"
         raise TunelabError(
             f"{path} does not fit this model (another backbone, strategy or number of classes?): {detail}"
         )
     model.load_state_dict(tensors, strict=False)
-    return {k: json.loads(v) for k, v in meta.items() if k != "format_version"}
+    return meta
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,43 @@ class LoadedRun:
         return task if task != "auto" else f"{self.plan.backbone.modality}-classification"
 
 
+_LOADING: ContextVar[tuple[tuple[Path, str], ...]] = ContextVar("runs_being_loaded", default=())
+"""The runs being loaded right now, outermost first: (resolved path, the name it was given by)."""
+
+
+@contextmanager
+def _loading(path: Path):
+    """Mark run `path` as being loaded; meeting it again while its own model is being built is a cycle.
+
+    A run's config.yaml names its model, and that model may be another run (`runs.as_model`): a run that
+    names itself, or two runs that name each other, would otherwise recurse without end.
+    """
+    chain = _LOADING.get()
+    key = path.resolve()
+    if any(key == seen for seen, _ in chain):
+        names = [name for _, name in chain] + [str(path)]
+        raise TunelabError(
+            f"run directories name each other as their model ({brief(' -> '.join(names), 300)}); "
+            "a run's model must lead to a zoo or hub model in the end"
+        )
+    token = _LOADING.set((*chain, (key, str(path))))
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
 def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
     """Rebuild a finished run's model from the zoo plus its checkpoint.
 
     The run's own config.yaml never turns on `trust_remote_code` (a shared run directory could), only the caller.
     """
-    run = RunDir(Path(path))
+    with _loading(Path(path)):
+        return _load_run(Path(path), trust_remote_code)
+
+
+def _load_run(path: Path, trust_remote_code: bool) -> LoadedRun:
+    run = RunDir(path)
     if not run.path.is_dir():
         raise TunelabError(f"{run.path}: no such run directory")
     if not run.complete or not run.model.is_file() or not run.config.is_file():
@@ -103,14 +140,10 @@ def load_run(path: str | Path, trust_remote_code: bool = False) -> LoadedRun:
             f"{run.path}: incomplete run (no summary.json/model.safetensors); "
             "finish it with `tunelab train ... --resume`"
         )
-    summary = load_json(run.summary)
-    if int(summary.get("format_version", 0)) > FORMAT_VERSION:
-        raise TunelabError(
-            f"{run.path} was written by a newer tunelab (format {summary['format_version']}); upgrade tunelab"
-        )
+    read_summary(run.summary)  # a newer format or a damaged file: one line, before any model is built
     config = from_yaml_file(TrainConfig, run.config)
-    _, meta = load_tensors(run.model)
-    classes = tuple(json.loads(meta["classes"]))
+    _, raw = load_tensors(run.model)
+    classes = tuple(read_model_meta(raw, run.model, required=("classes",))["classes"])
     plan = prepare(
         config.model,
         config.strategy,

@@ -3,7 +3,7 @@
     fields.py   the machinery, generic over frozen dataclasses: docs from field docstrings, strict
                 validation, YAML files, argparse flags, resolve(), shared_settings()
     yaml_io.py  YAML 1.2 scalars, no duplicate keys, one-line dumps
-    groups.py   the shared groups (model, data, evaluation, epochs, loop, cache, hardware)
+    groups.py   the shared groups (model, data, evaluation, epochs, loop, cache, hardware, predict)
     train.py, compare.py, advise.py   each command's settings, composed from the groups
 
 The bottom layer above `fileio` and `errors`: imports only the standard library, PyYAML and those two,
@@ -33,6 +33,7 @@ from tunelab.settings.groups import (
     HardwareSettings,
     LoopSettings,
     ModelSettings,
+    PredictSettings,
 )
 from tunelab.settings.train import TrainConfig
 from tunelab.settings.yaml_io import load_yaml
@@ -47,6 +48,7 @@ __all__ = [
     "HardwareSettings",
     "LoopSettings",
     "ModelSettings",
+    "PredictSettings",
     "ThresholdSettings",
     "TrainConfig",
     "add_arguments",

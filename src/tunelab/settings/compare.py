@@ -3,6 +3,9 @@
 Every setting a training run takes and that is not particular to one run (strategy, seed, fold, data
 fraction, run folder) comes from the same groups as `TrainConfig`, so a comparison runs under exactly the
 settings a user trains with. May import only `tunelab.settings.fields` and `tunelab.settings.groups`.
+
+What compare decides for every run alike is said in COMPARE_NOTES, which the CLI adds to --help: a shared
+setting keeps one declaration and one doc (`tunelab.settings.groups`), and compare's policy is a note on it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from tunelab.settings.groups import (
     ModelSettings,
 )
 
+COMPARE_NOTES = {
+    "augment": "In compare, unset means off for every strategy: then every frozen prefix can be cached and all "
+    "strategies see identical inputs; --augment turns it on for all (then no image strategy caches features).",
+}
+"""Notes added to the --help of shared settings whose value compare sets for every run alike."""
+
 
 # Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
 @dataclass(frozen=True, kw_only=True)
@@ -30,11 +39,16 @@ class CompareConfig(
 
     out: str = "runs/compare"
     """Output directory: the runs (under runs/), results.csv/.md, plots and report.html."""
-    strategies: tuple[str, ...] | None = None
-    """Strategy specs to compare, comma-separated, e.g. none,full,retrain:4,lora:8; none = every registered strategy."""
+    strategies: tuple[str, ...] = ("all",)
+    """Strategy specs to compare, comma-separated, e.g. none,full,retrain:4,lora:8; all = every registered strategy."""
     seeds: int = setting(1, low=1)
     """Repetitions with seeds 0 .. seeds-1 (mean and std are reported)."""
     data_fractions: tuple[float, ...] = setting((1.0,), low=0, high=1)
     """Training-set fractions to compare at, e.g. 0.1,0.3,1.0 (stratified subsets, same validation set)."""
     lrs: tuple[str, ...] = ()
     """Per-strategy head learning rates as spec=lr, e.g. scratch=3e-3,full=5e-4; the others use lr."""
+    rerun: bool = False
+    """Retrain the runs in out whose saved settings differ from this command's (their run folders are removed
+    first); without it such a run stops the comparison before anything trains."""
+    replace_report: bool = False
+    """Let this comparison's report replace one in out that covers runs outside this grid (those run folders stay)."""

@@ -383,6 +383,50 @@ def add_arguments(
         )
 
 
+def _as_text(value, name: str, optional: bool) -> str:
+    """One value as the text `_parse_text` reads back to it; a TunelabError for text no flag can carry."""
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        items = [_as_text(v, name, False) for v in value]
+        if any(not item or item != item.strip() or "," in item for item in items):
+            raise TunelabError(
+                f"{name}: {value!r} cannot be passed as a comma-separated flag (an item is empty, has a comma or "
+                "surrounding spaces)"
+            )
+        return ",".join(items)
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back to the same float
+    text = str(value)
+    if optional and text.lower() in ("none", "null"):
+        raise TunelabError(f"{name}: the text {text!r} would read back as none on the command line")
+    return text
+
+
+def to_argv(config) -> list[str]:
+    """`config` as the flags that `add_arguments` + `resolve` read back into an equal instance.
+
+    `--name=value` for every field that differs from its default (the `=` form, so a value starting with
+    '-' is not taken for a flag), booleans as --name / --no-name, tuples comma-joined, None as `none`.
+    Settings in COMMAND_LINE_ONLY are flags like any other here: this is how one command starts another
+    with exactly its settings (compare runs each training run as `tunelab train <these flags>`).
+    """
+    hints = _hints(type(config))
+    argv = []
+    for f in dataclasses.fields(config):
+        value, default = getattr(config, f.name), _default(f)
+        if value == default and type(value) is type(default):
+            continue
+        annotation = hints[f.name]
+        if _kind(annotation) is bool:
+            if value is None:  # a bool field whose default is not None: no flag says "unset"
+                raise TunelabError(f"{f.name}: unset cannot be given on the command line")
+            argv.append(_flag(f.name) if value else "--no-" + _flag(f.name)[2:])
+        else:
+            argv.append(f"{_flag(f.name)}={_as_text(value, f.name, _optional(annotation))}")
+    return argv
+
+
 def resolve(cls: type, args: argparse.Namespace, choices: Mapping[str, Sequence[str]] | None = None):
     """The instance of `cls` the user asked for: field defaults < the --config file < flags actually given.
 

@@ -7,13 +7,15 @@ hands every group it shares with `TrainConfig` to each run without listing field
 sit in any group and composition order does not matter to the constructor.
 
 Fields whose allowed values come from a registry (task) take their choices from the command that
-parses them; this layer imports no registry. May import only `tunelab.settings.fields`.
+parses them; this layer imports no registry. May import only `tunelab.settings.fields` and `tunelab.errors`
+(a combination of settings that can never be valid is refused where the settings are built).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunelab.errors import TunelabError
 from tunelab.settings.fields import setting
 
 
@@ -40,12 +42,27 @@ class DataSettings:
     label_column: str = "label"
     """Label column of a table."""
     max_length: int | None = setting(None, low=1)
-    """Tokens per text example; none = the model's default."""
+    """Tokens per text example (a text is first cut to 100 characters a token); none = the model's default."""
+    max_image_pixels: int = setting(100_000_000, low=1)
+    """Refuse images that decode to more pixels than this (a JPEG counts at its reduced decoding size)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictSettings:
+    """How `tunelab predict` reports each input; a group so its flag is bounded like every setting."""
+
+    top_k: int = setting(3, low=1)
+    """Labels to show per input."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluationSettings:
-    """Which examples validate a run: a separate file, a held-out fraction, or K folds."""
+    """Which examples validate a run (a separate file, a held-out fraction, or K folds) and which score it.
+
+    Validation chooses the best epoch; a score measured on the same examples is optimistic (it favours
+    noisy curves), so a test set, given or held out, scores the chosen model once on examples that took
+    no part in training or selection.
+    """
 
     val_data: str | None = None
     """Validation data path; none = split val_fraction off the training data."""
@@ -53,6 +70,17 @@ class EvaluationSettings:
     """Fraction of the training data held out for validation when no val_data is given."""
     folds: int | None = setting(None, low=2)
     """K-fold cross-validation: pool train and val, split them into this many stratified folds; none = off."""
+    test_data: str | None = None
+    """Labelled test data in the training data's format: scores the best epoch once; none = no test file."""
+    test_fraction: float | None = setting(None, low=0, high=1)
+    """Hold out this stratified fraction of the training data as the test set (one split for all seeds); none = off."""
+
+    def __post_init__(self) -> None:
+        if self.test_data is not None and self.test_fraction is not None:
+            raise TunelabError(
+                "test_data and test_fraction both given: a run has one test set; "
+                "keep test_data to score on that file, or test_fraction to hold out part of the training data"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,10 @@
 """YAML for settings files: read and write plain data with YAML 1.2 scalars, refusing duplicate keys.
 
+A settings file is small and flat, so reading one is bounded before anything is expanded: at most
+`MAX_SETTINGS_BYTES` are read, and aliases (`*name`) are refused where they appear, since each one copies
+a whole node and a few hundred bytes of nested aliases (a "billion laughs" file) would expand to gigabytes
+before validation could reject them.
+
 Knows nothing about dataclasses (`tunelab.settings.fields` turns the mappings into settings). May import
 only the standard library, PyYAML, `tunelab.fileio` and `tunelab.errors`.
 """
@@ -15,6 +20,9 @@ import yaml
 from tunelab.errors import DataError
 from tunelab.fileio import read_text
 
+MAX_SETTINGS_BYTES = 1 << 20
+"""The largest settings file read (1 MiB): a run's config.yaml, comments included, is about 5 kB."""
+
 
 def _yaml12_floats(resolver_cls: type) -> None:
     """Also read 1e-3 as a number: YAML 1.1 (PyYAML) wants a dot (1.0e-3), so `lr: 1e-3` would be a string."""
@@ -27,8 +35,20 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars (only true/false are booleans, 1e-3 is a number) and no duplicate keys.
 
     YAML 1.1 reads `mixed_precision: no` as false and `lr: 1e-4` as a string; both are easy to write and
-    confusing to debug. A repeated key silently keeps the last value, so it is an error instead.
+    confusing to debug. A repeated key silently keeps the last value, so it is an error instead. An alias
+    is refused when the parser meets it, before any node is copied (see the module docstring).
     """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in a settings file; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -78,13 +98,15 @@ def type_name(value) -> str:
 def load_yaml(path: str | Path) -> dict:
     """The mapping at the top of a YAML file (empty file: {}), with errors that point at the line."""
     path = Path(path)
-    text = read_text(path, "config file")
+    text = read_text(path, "config file", limit=MAX_SETTINGS_BYTES)
     try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: plain data only
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: plain data only, no aliases
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
         raise DataError(f"invalid YAML: {problem}", path, None if mark is None else mark.line + 1) from None
+    except RecursionError:  # [[[[...]]]]: the parser recurses once per level
+        raise DataError("invalid YAML: lists or mappings nested too deeply for a settings file", path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from tunelab.data import Examples, Splits, split_examples
+from tunelab.errors import TunelabError
 from tunelab.models.contract import Backbone
 from tunelab.strategies import Plan
 
@@ -57,9 +58,35 @@ def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     return logits[keep], labels[keep]
 
 
+def one_class(predicted: np.ndarray, classes: tuple[str, ...], unit: str) -> str | None:
+    """ "predicts 'X' for all N <unit>" when every prediction is class X; None when two or more classes occur."""
+    values = np.unique(np.asarray(predicted))
+    if len(values) != 1:
+        return None
+    return f"predicts {classes[int(values[0])]!r} for all {len(predicted)} {unit}"
+
+
 def token_limit(backbone: Backbone, max_length: int | None) -> int:
-    """Tokens per text: the run's --max-length, else the model's own default."""
-    return max_length or backbone.input.max_length
+    """Tokens per text: the run's --max-length, else the model's own default; checked against the model.
+
+    Every text path (training, validation, eval, predict, embed, advise) asks here before it tokenises, so
+    a length the model cannot take is one error before any work: above its position embeddings the
+    model would index past them, and with no room beside its special tokens no text would be left.
+    """
+    limit = backbone.input.max_length if max_length is None else max_length
+    positions = backbone.input.max_positions
+    if positions is not None and limit > positions:
+        raise TunelabError(
+            f"max_length {limit} is more than {backbone.name} can take ({positions} positions); "
+            f"use --max-length {positions} or less"
+        )
+    specials = backbone.input.tokenizer.num_special_tokens_to_add(pair=False)
+    if limit <= specials:
+        raise TunelabError(
+            f"max_length {limit} leaves no room for text: {backbone.name} adds {specials} special tokens to "
+            f"every example; use --max-length {specials + 1} or more"
+        )
+    return limit
 
 
 class Task(ABC):
@@ -76,13 +103,17 @@ class Task(ABC):
     def read(self, path: str, classes: tuple[str, ...] | None, config) -> Examples:
         """Labelled examples from a file; with `classes` (training's) an unknown label is a DataError."""
 
-    def load_splits(self, config) -> Splits:
-        """Train and validation examples as `config` (a TrainConfig) asks: training from --data, validation from
-        --val-data (labels checked against training's) or else split off the training examples by `split`."""
+    def read_sets(self, config) -> tuple[Examples, Examples | None]:
+        """The training examples of --data and the validation examples the user gave (--val-data, labels checked
+        against training's), or None when validation is to be split off the training examples by `split`.
+
+        Reading and splitting are two steps so that a test set (--test-fraction) can be held out of the
+        training examples in between (`runs.loaders.load_sets`), before validation ever sees them.
+        """
         train = self.read(config.data, None, config)
-        if config.val_data is not None:
-            return Splits(train, self.read(config.val_data, train.classes, config))
-        return self.split(train, config)
+        if config.val_data is None:
+            return train, None
+        return train, self.read(config.val_data, train.classes, config)
 
     def split(self, train: Examples, config) -> Splits:
         """Hold out --val-fraction of the training examples, stratified by label."""
@@ -95,6 +126,15 @@ class Task(ABC):
     def finish(self, plan: Plan) -> Plan:
         """Add what the task trains whatever the strategy (after `Strategy.apply`); the plain head by default."""
         return plan
+
+    def degenerate(self, predicted: np.ndarray, classes: tuple[str, ...]) -> str | None:
+        """What "one class for everything" means for this task, said of `predicted` (the predicted class of every
+        labelled position of an evaluation set), or None when the predictions are not degenerate.
+
+        The default: every example gets the same class. The phrase completes "the best model ..." in a
+        warning, e.g. "predicts 'ants' for all 160 examples".
+        """
+        return one_class(predicted, classes, "examples")
 
     @abstractmethod
     def dataset(

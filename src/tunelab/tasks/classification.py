@@ -12,15 +12,13 @@ import torch
 from tunelab.data import (
     Examples,
     ImageDataset,
-    Splits,
     TextDataset,
     image_transform,
-    load_images,
-    load_text,
     read_image_folder_as,
     read_text_table,
 )
 from tunelab.data.datasets import text_collate
+from tunelab.data.images import read_image_sets
 from tunelab.errors import TunelabError
 from tunelab.tasks.base import Task, task_loss, token_limit
 from tunelab.tasks.metrics import accuracy, classification_report, macro_f1, top_k
@@ -72,9 +70,10 @@ class ImageClassification(Classification):
     def read(self, path, classes, config):
         return read_image_folder_as(Path(path), classes)
 
-    def load_splits(self, config) -> Splits:
+    def read_sets(self, config) -> tuple[Examples, Examples | None]:
+        """The image layouts `data.images.read_image_sets` recognises (train/val folders, idx files, one tree)."""
         val = None if config.val_data is None else Path(config.val_data)
-        return load_images(Path(config.data), val_fraction=config.val_fraction, seed=config.seed, val_path=val)
+        return read_image_sets(Path(config.data), val)
 
     def dataset(self, examples, backbone, train, augment, max_length):
         return ImageDataset(examples, image_transform(backbone.input, train=train, augment=augment))
@@ -97,17 +96,6 @@ class TextClassification(Classification):
 
     def read(self, path, classes, config):
         return read_text_table(Path(path), config.text_column, config.label_column, classes=classes)
-
-    def load_splits(self, config) -> Splits:
-        val = None if config.val_data is None else Path(config.val_data)
-        return load_text(
-            Path(config.data),
-            val,
-            config.val_fraction,
-            config.seed,
-            text_column=config.text_column,
-            label_column=config.label_column,
-        )
 
     def dataset(self, examples, backbone, train, augment, max_length):
         return TextDataset(examples)

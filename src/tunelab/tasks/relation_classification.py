@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from tunelab.data import Examples
 from tunelab.data.relations import Relation, parse_marked, parse_record, read_relations
+from tunelab.data.text import clip_text
 from tunelab.errors import TunelabError
 from tunelab.models.contract import TokenState
 from tunelab.strategies import ParamGroup, Plan
@@ -119,7 +120,7 @@ class RelationDataset(Dataset):
 
     def __init__(self, examples: Examples, tokenizer, max_length: int):
         self._labels = list(examples.labels)
-        marked = [mark(r) for r in examples.inputs]
+        marked = [clip_text(mark(r), max_length) for r in examples.inputs]  # bounded before tokenising
         encoded = tokenizer(marked, truncation=True, max_length=max_length) if marked else {"input_ids": []}
         e1, e2 = tokenizer.convert_tokens_to_ids(["[E1]", "[E2]"])
         self.items = []

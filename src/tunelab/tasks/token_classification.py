@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from tunelab.data import Examples, Splits, stratified_split
 from tunelab.data.conll import read_conll
+from tunelab.data.text import clip_words
 from tunelab.models.contract import TokenState
-from tunelab.tasks.base import IGNORE, Task, task_loss, token_limit
+from tunelab.tasks.base import IGNORE, Task, one_class, task_loss, token_limit
 from tunelab.tasks.entities import entities, entity_report
 
 WORD = re.compile(r"\S+")
@@ -42,7 +44,8 @@ def align(tokenizer, sentences: list[list[str]], tags: list[list[int]], max_leng
     """Tokenize word lists and put each word's tag on its first sub-token (the rest and specials IGNORE)."""
     if not sentences:
         return []
-    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length)
+    clipped = [clip_words(words, max_length) for words in sentences]  # a megabyte "word" costs no more than a short one
+    encoded = tokenizer(clipped, is_split_into_words=True, truncation=True, max_length=max_length)
     out = []
     for i, word_tags in enumerate(tags):
         labels, words, previous = [], [], None
@@ -143,6 +146,12 @@ class TokenClassification(Task):
         # a sentence has many labels, so the split is random: every sentence in one stratum
         train_idx, val_idx = stratified_split([0] * len(train), config.val_fraction, config.seed)
         return Splits(train.subset(train_idx), train.subset(val_idx))
+
+    def degenerate(self, predicted, classes):
+        """Only `O` for every word (no entity found at all), or one entity tag for every word."""
+        if len(predicted) and all(classes[int(i)] == "O" for i in np.unique(predicted)):
+            return f"predicts only O for all {len(predicted)} words: it finds no entities"
+        return one_class(predicted, classes, "words")
 
     def adapt(self, backbone, num_outputs):
         backbone.model.head = TokenHead(backbone.num_features, num_outputs)

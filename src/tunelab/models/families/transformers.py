@@ -112,13 +112,16 @@ def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bo
         sites.append(AdapterSite(i, f"blocks.{i}.layer.output.dense", config.hidden_size, "linear"))
         targets += [n for n, m in model.blocks[i].named_modules(prefix=f"blocks.{i}") if isinstance(m, nn.Linear)]
     max_length = min(int(getattr(tokenizer, "model_max_length", 512) or 512), config.max_position_embeddings, 128)
+    # RoBERTa and XLM-R number positions from padding_idx + 1, so two of their 514 embeddings are never used.
+    offset = int(config.pad_token_id or 0) + 1 if isinstance(net, (RobertaModel, XLMRobertaModel)) else 0
+    max_positions = config.max_position_embeddings - offset
     return Backbone(
         name=name,
         family=FAMILY,
         model=model,
         block_names=["embeddings", *(f"layer.{i}" for i in range(len(layers)))],
         num_features=config.hidden_size,
-        input=TextInput(tokenizer=tokenizer, max_length=max_length),
+        input=TextInput(tokenizer=tokenizer, max_length=min(max_length, max_positions), max_positions=max_positions),
         make_head=partial(text_classifier_head, dropout=dropout),
         adapter_sites=sites,
         lora_targets=targets,
