@@ -24,7 +24,6 @@ from tunelab.runs.adversary import Adversary, make_adversary
 from tunelab.runs.feature_cache import build_cache, collate_features
 from tunelab.runs.identity import resolved
 from tunelab.runs.loaders import (
-    check_modality,
     collate_for,
     example_dataset,
     infer_task,
@@ -68,7 +67,6 @@ def load_job(config: TrainConfig) -> Job:
     splits, test = load_sets(task, config)  # the test set is held out first; it never trains or selects
     splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
     plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
-    check_modality(task, plan.backbone)
     adversary = make_adversary(config, plan.backbone)
     splits = Splits(splits.train, _in_length_order(splits.val))  # validation and test only measure
     test = None if test is None else _in_length_order(test)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from tunelab.errors import TunelabError
 from tunelab.models.zoo import load_backbone
+from tunelab.runs.loaders import check_modality
 from tunelab.strategies import Plan, Strategy, parse_strategy
 from tunelab.tasks import get_task
 
@@ -31,11 +32,7 @@ def prepare(
     if task is None:
         backbone.replace_head(num_classes)
         return strategy.apply(backbone)
+    check_modality(task, backbone)
     kind = get_task(task)
-    if kind.modality != backbone.modality:
-        raise TunelabError(
-            f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; "
-            f"pick a {kind.modality} model (see `tunelab models`)"
-        )
     kind.adapt(backbone, num_classes)
     return kind.finish(strategy.apply(backbone))
