@@ -28,11 +28,11 @@ from tunelab.data.examples import Examples
 from tunelab.errors import TunelabError
 from tunelab.models.zoo import load_backbone
 from tunelab.runs.features import extract_many
-from tunelab.runs.loaders import check_modality, infer_task, load_splits
+from tunelab.runs.loaders import infer_task, load_splits
 from tunelab.runs.prepare import prepare
 from tunelab.settings import AdviseConfig, ThresholdSettings
 from tunelab.strategies import REGISTRY, Plan
-from tunelab.tasks import single_label_tasks
+from tunelab.tasks import check_modality, single_label_tasks
 
 VAL_FRACTION = 0.2
 """Held out when no validation data is given; advise pools train and val again, so it changes nothing measured."""

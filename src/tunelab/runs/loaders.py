@@ -19,7 +19,7 @@ from tunelab.data import Examples, Splits, stratified_kfold, stratified_subset
 from tunelab.data.splits import split_test_examples
 from tunelab.errors import DataError, TunelabError, brief
 from tunelab.models.contract import Backbone
-from tunelab.tasks import get_task, task_entry
+from tunelab.tasks import get_task
 from tunelab.tasks import infer_task as infer_task_of_data
 
 
@@ -113,19 +113,6 @@ def select_splits(splits: Splits, folds: int | None, fold: int, train_fraction: 
 def _strata(labels: list) -> list[int]:
     """The labels to stratify by: the class of a single-label example; one stratum for tagged sentences."""
     return [label if isinstance(label, int) else 0 for label in labels]
-
-
-def check_modality(task: str, backbone: Backbone) -> None:
-    """Refuse a text model for an image task and the other way round, before anything is trained.
-
-    The task's modality comes from its registry entry, so a new task needs no rule here.
-    """
-    want = task_entry(task).modality
-    if backbone.modality != want:
-        raise TunelabError(
-            f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; "
-            f"pick a {want} model (see `tunelab models`)"
-        )
 
 
 def length_order(examples: Examples) -> np.ndarray | None:

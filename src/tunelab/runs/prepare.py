@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from tunelab.errors import TunelabError
 from tunelab.models.zoo import load_backbone
-from tunelab.runs.loaders import check_modality
 from tunelab.strategies import Plan, Strategy, parse_strategy
-from tunelab.tasks import get_task
+from tunelab.tasks import check_modality, get_task
 
 
 def prepare(

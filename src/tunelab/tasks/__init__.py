@@ -15,6 +15,7 @@ from tunelab.tasks.infer import infer_task
 from tunelab.tasks.registry import (
     REGISTRY,
     TaskEntry,
+    check_modality,
     get_task,
     register_task,
     registered_task,
@@ -72,6 +73,7 @@ __all__ = [
     "registered_task",
     "single_label_tasks",
     "task_class",
+    "check_modality",
     "task_entry",
     "task_names",
     "unregister_task",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from tunelab.errors import TunelabError
 
 if TYPE_CHECKING:
+    from tunelab.models.contract import Backbone
     from tunelab.tasks.base import Task
 
 
@@ -104,3 +105,16 @@ def task_class(name: str) -> type[Task]:
 def get_task(name: str) -> Task:
     """A fresh instance of the task for a --task value (not 'auto': resolve that with `infer_task` first)."""
     return task_class(name)()
+
+
+def check_modality(task: str, backbone: Backbone) -> None:
+    """Refuse a text model for an image task and the other way round, before anything is trained.
+
+    The task's modality comes from its registry entry, so a new task needs no rule here.
+    """
+    want = task_entry(task).modality
+    if backbone.modality != want:
+        raise TunelabError(
+            f"{backbone.name} is a model for {backbone.modality}s but the task is {task}; "
+            f"pick a {want} model (see `tunelab models`)"
+        )
