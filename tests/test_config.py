@@ -113,7 +113,8 @@ def test_choice_flags_are_checked():
 @pytest.mark.parametrize(
     "text, words",
     [
-        ("model: m\nepoch: 3\n", ["unknown key 'epoch'", "did you mean 'epochs'", "valid keys: model, ", "strategy"]),
+        ("model: m\nepoch: 3\n", ["unknown key 'epoch'", "did you mean 'epochs'"]),
+        ("model: m\nzzz: 3\n", ["unknown key 'zzz'", "valid keys: model, ", "strategy"]),
         ("model: m\nbatch-size: 3\n", ["unknown key 'batch-size'", "did you mean 'batch_size'"]),
         ('model: m\nepochs: "5"\n', ["epochs must be an integer", "'5'", "a string", "without quotes"]),
         ("model: m\nepochs: true\n", ["epochs must be an integer", "True"]),

@@ -33,6 +33,16 @@ from tunelab.settings.yaml_io import dump_line
 
 SAVED_NAMES = {
     "model",
+    "image_size",
+    "class_names",
+    "optimizer",
+    "momentum",
+    "scheduler",
+    "grad_accumulation",
+    "label_smoothing",
+    "class_weights",
+    "metric",
+    "augmentation",
     "strategy",
     "data",
     "val_data",

@@ -242,8 +242,9 @@ def validate(cls: type, values: dict, source: str, choices: Mapping[str, Sequenc
     for key, value in values.items():
         if key not in hints:
             close = difflib.get_close_matches(str(key), hints, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TunelabError(f"{source}: unknown key '{key}'{hint}; valid keys: {', '.join(hints)}")
+            # a close match is the likely fix; the whole list (40+ keys) only when there is none
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(hints)}"
+            raise TunelabError(f"{source}: unknown key '{key}'; {hint}")
         annotation = hints[key]
         try:
             converted = _convert(value, annotation)

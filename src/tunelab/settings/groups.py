@@ -45,6 +45,10 @@ class DataSettings:
     """Tokens per text example (a text is first cut to 100 characters a token); none = the model's default."""
     max_image_pixels: int = setting(100_000_000, low=1)
     """Refuse images that decode to more pixels than this (a JPEG counts at its reduced decoding size)."""
+    image_size: int | None = setting(None, low=16)
+    """Side in pixels of the square an image is resized and cropped to; none = the model's own input size."""
+    class_names: tuple[str, ...] | None = None
+    """Names for a table's integer labels 0, 1, ..., in that order (e.g. negative,positive); none = as written."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,17 +102,36 @@ class LoopSettings:
     batch_size: int = setting(32, low=1)
     """Examples per optimisation step."""
     lr: float | None = setting(None, low=0)
-    """Head learning rate; none = the strategy's default."""
+    """Learning rate of the new head; pretrained weights train at the strategy's fraction of it (full: 0.1x),
+    and every run prints each parameter group's effective rate first; none = the strategy's default."""
+    optimizer: str = setting("adamw", choices=("adamw", "sgd"))
+    """Optimizer: adamw, or sgd (with momentum)."""
+    momentum: float = setting(0.9, low=0, high=1)
+    """SGD momentum (ignored by adamw)."""
     weight_decay: float = setting(0.01, low=0)
-    """AdamW weight decay (not applied to biases and norm weights)."""
+    """Weight decay (decoupled for adamw; not applied to biases and norm weights)."""
+    scheduler: str = setting("cosine", choices=("cosine", "linear", "constant", "onecycle"))
+    """Learning-rate schedule after warmup: cosine or linear decay to zero, constant, or onecycle."""
     warmup: float = setting(0.1, low=0, high=1)
-    """Fraction of steps with linear warmup before cosine decay."""
+    """Fraction of steps with linear warmup before the schedule (onecycle: the rising fraction)."""
+    grad_accumulation: int = setting(1, low=1)
+    """Batches whose gradients add up before one optimizer step (effective batch = batch_size x this)."""
+    label_smoothing: float = setting(0.0, low=0, high=1)
+    """Label smoothing of the classification loss (0 = off; 0.1 is common)."""
+    class_weights: str = setting("none", choices=("none", "balanced"))
+    """Loss weight per class: none, or balanced (inverse class frequency in the training split)."""
+    metric: str = "auto"
+    """Validation metric that picks the best epoch (a tie goes to the lower validation loss): auto = the
+    task's own (accuracy; entity F1 for NER), or another the task reports, e.g. macro_f1."""
     grad_clip: float | None = setting(1.0, low=0)
     """Clip the gradient norm to this value; none = no clipping."""
     patience: int | None = setting(None, low=1)
     """Early stopping: epochs without validation improvement before stopping; none = off."""
     augment: bool | None = None
     """Image train augmentation; unset = automatic: on unless a frozen prefix can be cached."""
+    augmentation: str = setting("standard", choices=("standard", "randaugment", "trivialaugment"))
+    """Which image augmentation when it is on: standard (random crop and flip), or timm's randaugment or
+    trivialaugment on top of it."""
     adversarial: str | None = setting(None, choices=("fgm", "pgd"))
     """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
     adv_epsilon: float = setting(1.0, low=0)
