@@ -102,8 +102,7 @@ class LoopSettings:
     batch_size: int = setting(32, low=1)
     """Examples per optimisation step."""
     lr: float | None = setting(None, low=0)
-    """Learning rate of the new head; pretrained weights train at the strategy's fraction of it (full: 0.1x),
-    and every run prints each parameter group's effective rate first; none = the strategy's default."""
+    """New head's learning rate; pretrained weights train at a fraction of it (full: 0.1x); none = strategy default."""
     optimizer: str = setting("adamw", choices=("adamw", "sgd"))
     """Optimizer: adamw, or sgd (with momentum)."""
     momentum: float = setting(0.9, low=0, high=1)
@@ -121,8 +120,7 @@ class LoopSettings:
     class_weights: str = setting("none", choices=("none", "balanced"))
     """Loss weight per class: none, or balanced (inverse class frequency in the training split)."""
     metric: str = "auto"
-    """Validation metric that picks the best epoch (a tie goes to the lower validation loss): auto = the
-    task's own (accuracy; entity F1 for NER), or another the task reports, e.g. macro_f1."""
+    """Validation metric that picks the best epoch, ties to the lower val loss: auto = the task's own, or e.g. macro_f1."""
     grad_clip: float | None = setting(1.0, low=0)
     """Clip the gradient norm to this value; none = no clipping."""
     patience: int | None = setting(None, low=1)
@@ -130,8 +128,7 @@ class LoopSettings:
     augment: bool | None = None
     """Image train augmentation; unset = automatic: on unless a frozen prefix can be cached."""
     augmentation: str = setting("standard", choices=("standard", "randaugment", "trivialaugment"))
-    """Which image augmentation when it is on: standard (random crop and flip), or timm's randaugment or
-    trivialaugment on top of it."""
+    """Image augmentation when on: standard (random crop and flip), or randaugment or trivialaugment on top."""
     adversarial: str | None = setting(None, choices=("fgm", "pgd"))
     """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
     adv_epsilon: float = setting(1.0, low=0)
