@@ -120,7 +120,7 @@ class LoopSettings:
     class_weights: str = setting("none", choices=("none", "balanced"))
     """Loss weight per class: none, or balanced (inverse class frequency in the training split)."""
     metric: str = "auto"
-    """Validation metric that picks the best epoch, ties to the lower val loss: auto = the task's own, or e.g. macro_f1."""
+    """Validation metric picking the best epoch (ties: lower val loss); auto = the task's own, or e.g. macro_f1."""
     grad_clip: float | None = setting(1.0, low=0)
     """Clip the gradient norm to this value; none = no clipping."""
     patience: int | None = setting(None, low=1)
