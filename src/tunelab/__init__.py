@@ -10,6 +10,7 @@ Public API:
 - `train(TrainConfig(...))`: one run, as `tunelab train` does it; `compare(CompareConfig(...))`: `tunelab compare`;
   `advise(model, data)`: the recommendation (`Advice`); `run_advise(AdviseConfig(...))`: `tunelab advise`.
 - `export(run, out)`: a finished run as an ONNX file (LoRA merged, adapters included).
+- `lr_find(LrFindConfig(...))`: the lr range test, as `tunelab lr-find` runs it (`LrFindResult`: curve, suggestion).
 
 Any `model` argument also takes a finished run directory: the model that run trained, as a new source.
 
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
     from tunelab.models.zoo import ZOO, list_models, load_backbone
     from tunelab.onnx_export import export
     from tunelab.runs.loop import train
+    from tunelab.runs.lr_find import LrFindResult, lr_find
     from tunelab.runs.prepare import prepare
-    from tunelab.settings import AdviseConfig, CompareConfig, TrainConfig
+    from tunelab.settings import AdviseConfig, CompareConfig, LrFindConfig, TrainConfig
     from tunelab.strategies import REGISTRY, Plan, Strategy, parse_strategy, set_train_mode
     from tunelab.strategies.layers import merge_lora
 
@@ -46,6 +48,8 @@ _EXPORTS = {
     "Backbone": "tunelab.models.contract",
     "CompareConfig": "tunelab.settings",
     "Embeddings": "tunelab.embedding",
+    "LrFindConfig": "tunelab.settings",
+    "LrFindResult": "tunelab.runs.lr_find",
     "Plan": "tunelab.strategies",
     "REGISTRY": "tunelab.strategies",
     "Strategy": "tunelab.strategies",
@@ -58,6 +62,7 @@ _EXPORTS = {
     "export": "tunelab.onnx_export",
     "list_models": "tunelab.models.zoo",
     "load_backbone": "tunelab.models.zoo",
+    "lr_find": "tunelab.runs.lr_find",
     "merge_lora": "tunelab.strategies.layers",
     "parse_strategy": "tunelab.strategies",
     "prepare": "tunelab.runs.prepare",
@@ -79,6 +84,8 @@ __all__ = [
     "CompareConfig",
     "DataError",
     "Embeddings",
+    "LrFindConfig",
+    "LrFindResult",
     "Plan",
     "Strategy",
     "TrainConfig",
@@ -90,6 +97,7 @@ __all__ = [
     "export",
     "list_models",
     "load_backbone",
+    "lr_find",
     "merge_lora",
     "parse_strategy",
     "prepare",

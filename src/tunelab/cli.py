@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -29,6 +30,7 @@ from tunelab.settings import (
     CompareConfig,
     DataSettings,
     LoopSettings,
+    LrFindConfig,
     PredictSettings,
     TrainConfig,
     add_arguments,
@@ -37,6 +39,7 @@ from tunelab.settings import (
     validate,
 )
 from tunelab.settings.compare import COMPARE_NOTES
+from tunelab.settings.lr_find import LR_FIND_NOTES
 from tunelab.strategies import REGISTRY
 from tunelab.tasks import task_names
 
@@ -51,7 +54,13 @@ def strategy_help(default: str) -> str:
     listed = "; ".join(
         f"{key}{f':<{cls.positional}>' if cls.positional else ''} = {cls.summary}" for key, cls in REGISTRY.items()
     )
-    text = f"transfer strategy: {listed}. Extra fields as :name=value, e.g. full:decay=0.8 (default: {default})"
+    scaled = {key: f.default for key, cls in REGISTRY.items() for f in fields(cls) if f.name == "lr_mult"}
+    scales = " and ".join(f"{key} at {mult:g}x" for key, mult in scaled.items())
+    text = (
+        f"transfer strategy: {listed}. Extra fields as :name=value, e.g. full:decay=0.8 (default: {default}). "
+        f"--lr is the new head's rate; pretrained weights train at a scale of it ({scales}: :lr_mult=1 for one "
+        "lr everywhere); each run prints every group's learning rate first"
+    )
     return text.replace("%", "%%")  # argparse formats help with %
 
 
@@ -149,6 +158,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         ) from None
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from tunelab.runs.lr_find import lr_find
+
+    result = lr_find(resolve(LrFindConfig, args, choices=setting_choices()))
+    for line in result.report():
+        print(line, file=sys.stderr)
+    print(f"suggested --lr {result.suggested_lr:.2g}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from tunelab.runs.evaluate import evaluate
 
@@ -171,7 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.file:
         inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
     if not inputs:
-        raise TunelabError("nothing to predict: give image paths or text lines, or --file")
+        raise TunelabError("nothing to predict: give image files or folders, or text lines, or --file")
     predictions = predict(
         args.run,
         inputs,
@@ -215,7 +233,9 @@ def cmd_advise(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from tunelab.comparison.report import report_from_runs
 
-    print(report_from_runs([Path(p) for p in args.runs], Path(args.out)))
+    if not (args.margin >= 0 and math.isfinite(args.margin)):
+        raise TunelabError(f"--margin must be a finite number of at least 0; got {args.margin}")
+    print(report_from_runs([Path(p) for p in args.runs], Path(args.out), margin=args.margin))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -286,13 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
+        "lr-find",
+        help="lr range test: find a learning rate for train before a long run",
+        description="The lr range test (Smith 2017; fastai's lr_find): train MODEL on DATA with STRATEGY exactly as "
+        "`tunelab train` would (the same flags work) for --steps optimizer steps while the head's learning rate "
+        "grows geometrically from --start-lr to --end-lr, every parameter group at its strategy's lr scale (full: "
+        "the backbone at 0.1x); record the loss and its smoothed average and stop once that exceeds 4x its best. "
+        "Prints two readings (the steepest descent of the smoothed loss, and one decade below its minimum) and "
+        "suggests the second: the last line on stdout is `suggested --lr X`, the head lr for train. The suggestion "
+        "is a starting point, not an answer: check it with a short run. Writes lr_find.png (loss against lr, "
+        "log scale, suggestions marked), lr_find.csv (step, lr, loss, smoothed) and lr_find.json into --out; "
+        "no run or model folder is touched and the trained weights are thrown away.",
+    )
+    add_strategy_argument(p, LrFindConfig)
+    add_arguments(p, LrFindConfig, skip=("strategy",), choices=choices, notes=LR_FIND_NOTES)
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser(
         "eval",
         help="score a finished run on labelled data",
         description="Accuracy, macro-F1, per-class "
         "precision/recall/F1 and the confusion matrix of a run's best model on labelled data.",
     )
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
-    p.add_argument("--data", required=True, help="labelled data in the run's format (image folder or text file)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="labelled data in the run's format: an image folder (a split folder with train/ and val/ or test/: "
+        "its test/, else its val/), or a text file",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default: 64)")
     p.add_argument("--max-image-pixels", type=int, default=None, help=pixels_help("the run's setting"))
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -307,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "<e2>..</e2> around the entities (or JSON objects with text, head and tail spans).",
     )
     p.add_argument("--run", required=True, help="run directory written by `tunelab train`")
-    p.add_argument("inputs", nargs="*", help="image paths (image runs) or sentences (text runs)")
+    p.add_argument("inputs", nargs="*", help="image files or folders of images (image runs), or sentences (text runs)")
     p.add_argument("--file", help="a text file with one input per line")
     p.add_argument(
         "--top-k",
@@ -328,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
         "process so its time, peak memory and a crash are its own; then print the results table and write "
         "results.csv, results.md, plots and a self-contained report.html into --out. A failed run is reported "
         "and the others go on. Running the same command again skips finished runs with the same settings; runs "
-        "saved with other settings stop it (--rerun retrains them).",
+        "saved with other settings stop it (--rerun retrains them). --executor local --workers N trains N runs "
+        "at once on this machine; --executor ray makes each run a Ray task, on a local Ray instance or a cluster.",
     )
     add_arguments(p, CompareConfig, choices=choices, notes=COMPARE_NOTES)
     p.set_defaults(func=cmd_compare)
@@ -352,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("runs", nargs="+", help="run directories, or folders containing run directories")
     p.add_argument("--out", required=True, help="folder for the report files")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.01,
+        help="largest loss against the best (metric units) still called as good; the paired 95%% interval must rule "
+        "out more (default: 0.01)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -4,7 +4,8 @@ The run is rebuilt as `tunelab eval` rebuilds it, LoRA is folded into the weight
 graph is the plain architecture), bottleneck adapters stay as the ordinary layers they are, and the network
 is traced in eval mode (dropout off, BatchNorm statistics fixed) from its input to the logits:
 
-- image runs: input `pixel_values` (batch, 3, size, size), already resized and normalised;
+- image runs: input `pixel_values` (batch, 3, size, size), already resized and normalised (size: the run's
+  image_size, else its model's own; the metadata says which);
 - text runs: the tokenizer's tensors (`input_ids`, `attention_mask`, and `token_type_ids` when the
   tokenizer makes them), batch and sequence length dynamic; the tokenizer is saved beside the model
   in `<name>.tokenizer/`, since ONNX holds no tokenizer.

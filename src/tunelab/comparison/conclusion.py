@@ -1,7 +1,7 @@
 """The report's words: number formats, the warnings above the table, and the plain-language conclusion.
 
 One definition of each number: every score in the conclusion is a table cell (the mean of per-run scores,
-`StrategyResult.score_mean`), every "within noise" is the table's paired interval (`paired.RULE`); where a
+`StrategyResult.score_mean`), every "within noise" is the table's paired interval (`paired.rule`); where a
 sentence speaks of curves, it says they are mean validation curves. Nothing is assumed about which
 strategy wins: each sentence is computed from the results passed in.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tunelab.comparison.paired import ABOVE, BELOW, NO_PAIRS, UNDECIDABLE, WITHIN, Paired
+from tunelab.comparison.paired import ABOVE, BELOW, MARGIN, NO_PAIRS, UNDECIDABLE, WIDE, WITHIN, Paired
 from tunelab.comparison.plots import score_name
 from tunelab.comparison.results import (
     FailedRun,
@@ -82,6 +82,8 @@ def fmt_vs_best(r: StrategyResult) -> str:
         return "no shared seed/fold"
     if p.verdict == UNDECIDABLE:
         return f"{p.mean:+.3f}, 1 pair: not decidable"
+    if p.verdict == WIDE:
+        return f"{fmt_interval(p)}: too few runs to tell"
     return fmt_interval(p)
 
 
@@ -265,18 +267,26 @@ def _best_sentence(best: StrategyResult, top: list[StrategyResult], several: boo
 
 def _noise_sentence(best: StrategyResult, top: list[StrategyResult]) -> str:
     others = [r for r in top if r is not best]
-    by = {v: [r for r in others if r.vs_best.verdict == v] for v in (WITHIN, BELOW, ABOVE, UNDECIDABLE, NO_PAIRS)}
+    verdicts = (WITHIN, WIDE, BELOW, ABOVE, UNDECIDABLE, NO_PAIRS)
+    by = {v: [r for r in others if r.vs_best.verdict == v] for v in verdicts}
     if len(by[UNDECIDABLE]) + len(by[NO_PAIRS]) == len(others) and max(r.n_runs for r in top) == 1:
         return (
             f"One run each: no spread, not decidable whether {best.strategy} is better than {_names(others)}; "
             "repeat with --seeds 3 (or --folds 5) before trusting the ranking."
         )
     parts = []
+    margin = next(r.vs_best.margin for r in others)
     if by[WITHIN]:
         listed = "; ".join(f"{r.strategy} {fmt_interval(r.vs_best)}" for r in by[WITHIN])
         parts.append(
-            f"Within noise of {best.strategy} (the 95% interval of the paired difference includes 0): {listed}; "
-            f"the runs do not show {best.strategy} to be better than {'it' if len(by[WITHIN]) == 1 else 'them'}"
+            f"Within noise of {best.strategy} (the 95% interval of the paired difference includes 0 and rules "
+            f"out a loss of more than {margin:g}): {listed}"
+        )
+    if by[WIDE]:
+        listed = "; ".join(f"{r.strategy} {fmt_interval(r.vs_best)}" for r in by[WIDE])
+        parts.append(
+            f"Too few runs to tell from {best.strategy} (the interval includes 0 but also losses larger than "
+            f"{margin:g}): {listed}; more seeds (or a larger test set) would decide"
         )
     if by[BELOW]:
         listed = "; ".join(f"{r.strategy} {fmt_interval(r.vs_best)}" for r in by[BELOW])
@@ -298,6 +308,10 @@ def _noise_sentence(best: StrategyResult, top: list[StrategyResult]) -> str:
     return ". ".join(parts) + "."
 
 
+def _margin(top: list[StrategyResult]) -> float:
+    return next((r.vs_best.margin for r in top if r.vs_best is not None), MARGIN)
+
+
 def _cheapest_sentence(best: StrategyResult, cheap: StrategyResult, top: list[StrategyResult]) -> str:
     time = fmt_seconds(best.train_seconds_mean)
     if cheap is best:
@@ -309,14 +323,15 @@ def _cheapest_sentence(best: StrategyResult, cheap: StrategyResult, top: list[St
         if all(r.vs_best.verdict == BELOW for r in top if r is not best):
             return f"Every other strategy is below it, so it is also the cheapest good choice ({time} per run)."
         return (
-            f"No cheaper strategy is shown to be as good, so the cheapest good choice is not decidable either; "
-            f"{best.strategy} took {time} of training per run."
+            f"No cheaper strategy is shown to be as good (within {_margin(top):g} of it), so the cheapest good "
+            f"choice is not decidable either; {best.strategy} took {time} of training per run."
         )
     ratio = best.train_seconds_mean / max(cheap.train_seconds_mean, 1e-9)
     return (
         f"{cheap.strategy} is the cheapest strategy within noise of the best: {fmt_metric(cheap.score_mean)}, "
         f"{best.score_mean - cheap.score_mean:.3f} below {best.strategy} "
-        f"(paired difference {fmt_interval(cheap.vs_best)} includes 0), "
+        f"(paired difference {fmt_interval(cheap.vs_best)}: includes 0, rules out a loss over "
+        f"{cheap.vs_best.margin:g}), "
         f"in {fmt_seconds(cheap.train_seconds_mean)} of training instead of {time} ({ratio:.1f}× less), "
         f"with {fmt_params(cheap.trainable_params)} trainable parameters instead of "
         f"{fmt_params(best.trainable_params)}."

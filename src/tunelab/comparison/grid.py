@@ -1,15 +1,18 @@
 """Compare strategies side by side on equal budgets: strategies x seeds (x folds) (x data fractions) -> report.
 
 Every comparison run is an ordinary run directory under `<out>/runs/`, trained by its own `tunelab train`
-process (`comparison.executor`), so its time, peak memory and a crash are its own. A compare that is
+process (`comparison.executor`), so its time, peak memory and a crash are its own. Which machine starts that
+process, and how many at once, is the executor's business (`comparison.executors`: serial, local, ray); this
+module hands it the runs still to do and hears back from it as each starts and ends. A compare that is
 interrupted and started again with the same `--out` skips the runs that finished with the same settings and
 resumes the one that was cut off; a run saved with other settings stops it before anything trains.
 
 Equal conditions: every run of a compare gets the same augmentation policy, chosen here (off unless
 --augment), so no strategy trains on other inputs than the rest because it happens to cache features.
 
-May import: runs, strategies, settings, fileio, errors. The training happens in the children, so this process
-loads no model, except to resolve the settings of runs already in --out (`runs.identity.check_reuse`).
+May import: comparison (executor, executors, report), runs, strategies, settings, fileio, errors. The training
+happens in the children, so this process loads no model, except to resolve the settings of runs already in
+--out (`runs.identity.check_reuse`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunelab.comparison.executor import Outcome
+from tunelab.comparison.executors.base import Job
 from tunelab.errors import TunelabError, brief
 from tunelab.runs.rundir import RunDir
 from tunelab.settings import CompareConfig, TrainConfig, shared_settings
@@ -191,26 +196,38 @@ class Timer:
     """Elapsed time of a compare and the time its remaining runs will take, from the runs finished so far.
 
     A run still to do is estimated by the mean wall time of the finished runs of its strategy (strategies
-    differ by orders of magnitude: a cached linear probe against a full fine-tune), else of all of them.
+    differ by orders of magnitude: a cached linear probe against a full fine-tune), else of all of them; a run
+    under way by that estimate less the time it has run. With `slots` runs at once the work left is shared
+    among them (a parallel executor's estimate is as rough as the runs are uneven).
     """
 
     started: float = field(default_factory=time.monotonic)
     """When the compare began (time.monotonic)."""
     seconds: dict[str, list[float]] = field(default_factory=dict)
     """Wall times of the runs finished so far, by strategy."""
+    running: dict[str, float] = field(default_factory=dict)
+    """When each run under way started, by run folder."""
+
+    def start(self, run: TrainConfig) -> None:
+        self.running[run.out] = time.monotonic()
 
     def finished(self, run: TrainConfig, seconds: float) -> None:
+        self.running.pop(run.out, None)
         self.seconds.setdefault(run.strategy, []).append(seconds)
 
-    def status(self, pending: list[TrainConfig]) -> str:
-        """'elapsed MM:SS, about MM:SS left' for the runs in `pending` (this one included)."""
-        elapsed = f"elapsed {clock(time.monotonic() - self.started)}"
+    def status(self, pending: list[TrainConfig], slots: int = 1) -> str:
+        """'elapsed MM:SS, about MM:SS left' for the runs in `pending` (not finished: this one included)."""
+        now = time.monotonic()
+        elapsed = f"elapsed {clock(now - self.started)}"
         every = [s for times in self.seconds.values() for s in times]
         if not every:
             return f"{elapsed}, estimating the time left"
         overall = sum(every) / len(every)
-        left = sum(_mean(self.seconds.get(run.strategy)) or overall for run in pending)
-        return f"{elapsed}, about {clock(left)} left"
+        left = 0.0
+        for run in pending:
+            estimate = _mean(self.seconds.get(run.strategy)) or overall
+            left += max(0.0, estimate - (now - self.running.get(run.out, now)))
+        return f"{elapsed}, about {clock(left / max(1, min(slots, len(pending))))} left"
 
 
 def _mean(values: list[float] | None) -> float | None:
@@ -224,42 +241,72 @@ def compare(config: CompareConfig) -> Path:
     """Run (or finish) every planned run, each in its own process, then write the report; returns report.html
     (the CLI then prints the results table on stdout and this path on stderr).
 
-    Before anything trains: the report in --out may not shrink (`check_report_scope`) and a run already in
-    a planned folder is reused only with the same settings (`runs.identity.check_reuse`; --rerun retrains
-    it). A run that fails is reported as failed and the others go on; if every run failed, this raises
-    TunelabError. Ctrl-C stops the running child (it keeps its last committed epoch) and re-raises.
+    Before anything trains: the executor settings must make sense (`check_executor_settings`), the report in
+    --out may not shrink (`check_report_scope`), --out must be writable (`check_writable`; under Ray on every
+    node) and a run already in a planned folder is reused only with the same settings
+    (`runs.identity.check_reuse`; --rerun retrains it). A run that fails is reported as failed and the others
+    go on; if every run failed, this raises TunelabError. Ctrl-C stops the running children (each keeps its last
+    committed epoch) and re-raises.
     """
-    from tunelab.comparison.executor import train_in_child
+    from tunelab.comparison.executors import check_executor_settings
+    from tunelab.comparison.executors.storage import check_writable
     from tunelab.comparison.report import report_from_runs
-    from tunelab.runs.identity import check_reuse, discard_run
+    from tunelab.runs.identity import check_reuse
 
+    check_executor_settings(config)
     runs = planned_runs(config)
     check_report_scope(runs, config)  # first: check_reuse may load models, and nothing may change if this fails
+    check_writable(Path(config.out))
     rerun = {run.out for run in check_reuse(runs, config.rerun)}
     print(augmentation_line(config), file=sys.stderr)
-    timer, failed = Timer(), []
+    jobs = []
     for i, run in enumerate(runs, 1):
-        if run.out in rerun:
-            run = runs[i - 1] = discard_run(run)  # right before training it: an interrupted --rerun loses only this
         label = run_label(i, runs, config)
-        if RunDir(Path(run.out)).complete:
+        if run.out not in rerun and RunDir(Path(run.out)).complete:
             print(f"{label}: done before, skipped", file=sys.stderr)
-            continue
-        pending = [r for r in runs[i - 1 :] if r.out in rerun or not RunDir(Path(r.out)).complete]
-        print(f"{label}: {timer.status(pending)}", file=sys.stderr)
-        outcome = train_in_child(run)
-        if outcome.ok and RunDir(Path(run.out)).complete:
-            timer.finished(run, outcome.seconds)
-            continue
-        reason = outcome.reason or "the run ended without writing summary.json"
-        failed.append(failed_run(run, config, reason))
-        remove_empty_folders(Path(run.out), Path(config.out))
-        print(f"{label}: failed: {reason}; going on with the other runs", file=sys.stderr)
+        else:
+            jobs.append(Job(i, len(runs), label, run))
+    failed = train_jobs(jobs, config, rerun) if jobs else []  # all done before: no executor to open (Ray)
     done = [Path(run.out) for run in runs if RunDir(Path(run.out)).complete]
     if not done:
         first = failed[0]
         raise TunelabError(f"every run failed; the first, {first.strategy} seed {first.seed}: {first.reason}")
-    return report_from_runs(done, Path(config.out), failed=failed)
+    return report_from_runs(done, Path(config.out), failed=failed, margin=config.margin)
+
+
+def train_jobs(jobs: list[Job], config: CompareConfig, rerun: set[str]) -> list:
+    """Train `jobs` on the executor --executor names, announcing each as it starts and ends; returns the failed
+    runs (`FailedRun`). Runs in `rerun` are discarded right before they start, so an interrupted --rerun loses
+    only the runs it had started."""
+    from tunelab.comparison.executors import open_executor
+    from tunelab.runs.identity import discard_run
+
+    timer, failed, pending = Timer(), [], {job.index: job.config for job in jobs}
+    with open_executor(config) as executor:
+
+        def starting(job: Job) -> TrainConfig:
+            run = discard_run(job.config) if job.config.out in rerun else job.config
+            timer.start(run)
+            print(f"{job.label}: {timer.status(list(pending.values()), executor.slots)}", file=sys.stderr)
+            return run
+
+        def finished(job: Job, outcome: Outcome) -> None:
+            del pending[job.index]
+            if outcome.ok and RunDir(Path(job.config.out)).complete:
+                timer.finished(job.config, outcome.seconds)
+                print(f"{job.label}: finished in {clock(outcome.seconds)}", file=sys.stderr)
+                return
+            reason = outcome.reason or "the run ended without writing summary.json"
+            timer.running.pop(job.config.out, None)
+            failed.append(failed_run(job.config, config, reason))
+            print(f"{job.label}: failed: {reason}; going on with the other runs", file=sys.stderr)
+
+        try:
+            executor.run(jobs, starting, finished)
+        finally:  # once no run is under way: a run that failed at its start leaves no folders for another to need
+            for run in failed:
+                remove_empty_folders(run.path, Path(config.out))
+    return failed
 
 
 def remove_empty_folders(path: Path, top: Path) -> None:

@@ -36,7 +36,7 @@ from tunelab.comparison.conclusion import (
     run_name,
     warnings,
 )
-from tunelab.comparison.paired import RULE
+from tunelab.comparison.paired import MARGIN, rule
 from tunelab.comparison.plots import MARKS, label, score_name
 from tunelab.comparison.results import (
     FailedRun,
@@ -244,6 +244,11 @@ def _benefits_warning(results: Sequence[StrategyResult]) -> str | None:
 # ---------------------------------------------------------------- Markdown
 
 
+def _margin(results: Sequence[StrategyResult]) -> float:
+    """The margin the results were judged with (the paired rule's), for the legend that states the rule."""
+    return next((r.vs_best.margin for r in results if r.vs_best is not None), MARGIN)
+
+
 def render_markdown(
     title: str,
     results: Sequence[StrategyResult],
@@ -253,7 +258,7 @@ def render_markdown(
     """results.md: the warnings, the results table to paste anywhere, flags, failures, benefits, conclusion."""
     parts = [f"# {title}\n", meta_line(results, failed) + "\n"]
     parts += [f"> ⚠ {line}\n" for line in warnings(results, failed)]
-    parts += [markdown_table(results_table(results, failed)), LEGEND + " " + RULE + "\n"]
+    parts += [markdown_table(results_table(results, failed)), LEGEND + " " + rule(_margin(results)) + "\n"]
     flags = flag_lines(results)
     if flags:
         parts += ["## Flags\n", "".join(f"- {line}\n" for line in flags)]
@@ -320,7 +325,7 @@ def render_html(
             "</ul>",
             "<h2>Results</h2>",
             html_table(results_table(results, failed), "results"),
-            f'<p class="note">{html.escape(LEGEND)} {html.escape(RULE)}</p>',
+            f'<p class="note">{html.escape(LEGEND)} {html.escape(rule(_margin(results)))}</p>',
             f'<p class="note">{html.escape(NOTES)}</p>',
             *_html_list("Flags", flag_lines(results)),
             *_html_list("Failed runs", failed_lines(failed)),

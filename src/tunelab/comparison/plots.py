@@ -5,7 +5,7 @@ no figure left open in a registry, and safe to call from a program that has its 
 Each strategy keeps one colour in every plot; scratch, the baseline, is always black and dashed.
 matplotlib is imported when a figure is drawn, not with this module, so the CLI's start-up never pays for it.
 
-May import: compare.results (the numbers), errors; matplotlib lazily.
+May import: compare.results (the numbers), errors, strategies (where a recipe's phases switch); matplotlib lazily.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import io
 
 from tunelab.comparison.results import StrategyResult, at_fraction, largest_fraction, strategy_order
 from tunelab.errors import TunelabError
+from tunelab.strategies import parse_strategy
 
 DPI = 110
 """Resolution of the PNGs: sharp enough on a laptop screen, small enough to embed in one HTML page."""
@@ -102,6 +103,15 @@ def _log_x(ax, values: list[float]) -> None:
     ax.xaxis.set_minor_formatter(plain if short else NullFormatter())
 
 
+def phase_switches(spec: str, epochs: int) -> tuple[int, ...]:
+    """Epochs (from 1) after which a strategy's next phase begins (gradual unfreezing), from its spec alone
+    (`Strategy.phase_starts`): none for a strategy with one phase, or a spec this tunelab cannot parse."""
+    try:
+        return tuple(start for start in parse_strategy(spec).phase_starts(epochs) if start > 0)
+    except TunelabError:
+        return ()
+
+
 def learning_curves(results: list[StrategyResult]) -> bytes:
     """Validation metric per epoch per strategy, a ±std band where runs were averaged; one panel per fraction."""
     return _png(learning_curves_figure(results))
@@ -124,6 +134,8 @@ def learning_curves_figure(results: list[StrategyResult]):
             style = styles[r.strategy]
             name = label(r) if len(fractions) == 1 else r.strategy  # marks differ between panels
             ax.plot(epochs, r.curve_mean, marker="o", markersize=3, label=name, **style)
+            for switch in phase_switches(r.strategy, len(r.curve_mean)):  # between the phases' epochs
+                ax.axvline(switch + 0.5, color=style["color"], linestyle=":", linewidth=1, alpha=0.7)
             if r.n_runs > 1:
                 low, high = zip(*(clipped(m, s) for m, s in zip(r.curve_mean, r.curve_std)))
                 ax.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)

@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from tunelab.comparison.html import render_html, render_markdown
+from tunelab.comparison.paired import MARGIN
 from tunelab.comparison.plots import render_plots
 from tunelab.comparison.results import (
     FailedRun,
@@ -70,17 +71,23 @@ def results_csv(results: Sequence[StrategyResult], failed: Sequence[FailedRun] =
     return buffer.getvalue()
 
 
-def write_report(records: Sequence[RunRecord], out_dir: Path, title: str, failed: Sequence[FailedRun] = ()) -> Path:
+def write_report(
+    records: Sequence[RunRecord],
+    out_dir: Path,
+    title: str,
+    failed: Sequence[FailedRun] = (),
+    margin: float = MARGIN,
+) -> Path:
     """Write results.csv, results.md, the PNG plots and a self-contained report.html into `out_dir`.
 
-    `failed` runs appear in the tables, marked, with their reasons, and count in no mean. Returns the path
-    of report.html.
+    `failed` runs appear in the tables, marked, with their reasons, and count in no mean; `margin` is the
+    paired rule's (`paired.rule`). Returns the path of report.html.
     """
     if not records:
         reasons = "; ".join(f"{f.strategy} seed {f.seed}: {f.reason}" for f in failed[:3])
         raise TunelabError("no finished runs to report on" + (f": every run failed ({reasons})" if failed else ""))
     out_dir = Path(out_dir)
-    results = aggregate(records, failed)
+    results = aggregate(records, failed, margin)
     table = benefit_table(results)
     plots = render_plots(results)
     atomic_write_text(out_dir / "results.csv", results_csv(results, failed))
@@ -102,7 +109,9 @@ def report_title(records: Sequence[RunRecord]) -> str:
     return f"{subject}: transfer strategies compared"
 
 
-def report_from_runs(paths: Sequence[Path], out_dir: Path, failed: Sequence[FailedRun] = ()) -> Path:
+def report_from_runs(
+    paths: Sequence[Path], out_dir: Path, failed: Sequence[FailedRun] = (), margin: float = MARGIN
+) -> Path:
     """Collect the runs in `paths` (run directories or folders above them) and write the report into `out_dir`.
 
     `failed`: runs of the comparison that did not finish (the compare command knows which and why); their
@@ -110,4 +119,4 @@ def report_from_runs(paths: Sequence[Path], out_dir: Path, failed: Sequence[Fail
     """
     lost = {Path(f.path).resolve() for f in failed}
     records = collect([Path(p) for p in paths if Path(p).resolve() not in lost], skip=lost)
-    return write_report(records, Path(out_dir), report_title(records) if records else "", failed)
+    return write_report(records, Path(out_dir), report_title(records) if records else "", failed, margin)

@@ -12,8 +12,8 @@ use one definition of each number:
 - a run's score is its summary's `score`: the test score when the run had a test set, else its best
   validation score; a group's score is the mean of its runs' scores, with the sample std (n-1) for n >= 2;
 - `best` is the highest mean score at a fraction (ties: less training time, then fewer trainable params);
-- every other strategy is compared with the best by the paired rule `paired.RULE`: "within noise" when
-  the 95% t-interval of the mean per-(seed, fold) difference includes 0;
+- every other strategy is compared with the best by the paired rule `paired.rule`: "within noise" when
+  the 95% t-interval of the mean per-(seed, fold) difference includes 0 and stays above -margin;
 - `cheapest_near_best` is, among the best and the strategies within noise of it, the one with the least
   mean wall-clock training time (ties: fewer trainable parameters).
 
@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from tunelab.comparison.paired import WITHIN, Paired, paired
+from tunelab.comparison.paired import MARGIN, WITHIN, Paired, paired
 from tunelab.comparison.records import FailedRun as FailedRun
 from tunelab.comparison.records import RunFlag as RunFlag
 from tunelab.comparison.records import RunRecord as RunRecord
@@ -205,10 +205,13 @@ def _run_key(r: RunRecord) -> tuple[int, int]:
     return (r.seed, -1 if r.fold is None else r.fold)
 
 
-def aggregate(records: Sequence[RunRecord], failed: Sequence[FailedRun] = ()) -> list[StrategyResult]:
+def aggregate(
+    records: Sequence[RunRecord], failed: Sequence[FailedRun] = (), margin: float = MARGIN
+) -> list[StrategyResult]:
     """One StrategyResult per (train_fraction, strategy), ordered by fraction then strategy, best/cheapest marked.
 
-    `failed` runs only set each group's n_failed: they are in no mean and no paired comparison.
+    `failed` runs only set each group's n_failed: they are in no mean and no paired comparison. `margin` is
+    the largest loss against the best that the paired rule still calls within noise (`paired.rule`).
     """
     groups: dict[tuple[float, str], list[RunRecord]] = {}
     for r in records:
@@ -217,11 +220,11 @@ def aggregate(records: Sequence[RunRecord], failed: Sequence[FailedRun] = ()) ->
     for fraction in sorted({f for f, _ in groups}):
         row = sorted((s for f, s in groups if f == fraction), key=strategy_order)
         lost = {s: sum(1 for f in failed if (f.train_fraction, f.strategy) == (fraction, s)) for s in row}
-        results.extend(_mark([_group(s, fraction, groups[fraction, s], lost[s]) for s in row]))
+        results.extend(_mark([_group(s, fraction, groups[fraction, s], lost[s]) for s in row], margin))
     return results
 
 
-def _mark(results: list[StrategyResult]) -> list[StrategyResult]:
+def _mark(results: list[StrategyResult], margin: float) -> list[StrategyResult]:
     """Mark the best, the strategies within noise of it, and the cheapest of those, among one fraction's."""
     best = max(results, key=lambda r: (r.score_mean, -r.train_seconds_mean, -r.trainable_params))
     marked = []
@@ -229,7 +232,7 @@ def _mark(results: list[StrategyResult]) -> list[StrategyResult]:
         if r is best:
             marked.append(replace(r, best=True, within_noise=True))
         else:
-            vs = paired(r.run_scores, best.run_scores, best.strategy)
+            vs = paired(r.run_scores, best.run_scores, best.strategy, margin)
             marked.append(replace(r, vs_best=vs, within_noise=vs.verdict == WITHIN))
     cheapest = min((r for r in marked if r.within_noise), key=lambda r: (r.train_seconds_mean, r.trainable_params))
     return [replace(r, cheapest_near_best=r is cheapest) for r in marked]

@@ -19,8 +19,9 @@ import os
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +30,7 @@ from PIL import Image, ImageOps
 
 from tunelab.data.examples import Examples, Splits
 from tunelab.data.idx import find_idx_pair, read_idx
+from tunelab.data.split_folders import training_folders
 from tunelab.data.splits import split_examples
 from tunelab.errors import DataError
 from tunelab.fileio import not_regular, open_regular
@@ -103,7 +105,13 @@ def _class_images(folder: Path, blocked: set[tuple[int, int]]) -> list[Path]:
     another class's images in under this class's label. A file named like an image that is not a regular
     file is a DataError.
     """
+    return _walk_images(folder, blocked)[0]
+
+
+def _walk_images(folder: Path, blocked: set[tuple[int, int]]) -> tuple[list[Path], int]:
+    """`_class_images`, and the number of visible files skipped because their names are not image names."""
     found: list[Path] = []
+    skipped = 0
     seen = set(blocked)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         key = _inode(dirpath)
@@ -114,10 +122,14 @@ def _class_images(folder: Path, blocked: set[tuple[int, int]]) -> list[Path]:
         seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in filenames:
-            if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-                _check_regular(found[-1])
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+            if _is_hidden(name):
+                continue
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                skipped += 1
+                continue
+            found.append(Path(dirpath) / name)
+            _check_regular(found[-1])
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix()), skipped
 
 
 def _check_folder(root: Path) -> None:
@@ -271,14 +283,6 @@ def load_image(path: Path, max_pixels: int = REDUCE_TO_PIXELS, pixel_limit: int 
         raise DataError(f"cannot read image: {exc}; replace or remove the file", path) from exc
 
 
-def _has_split_folders(path: Path) -> tuple[Path, Path] | None:
-    train = path / "train"
-    for name in ("val", "validation"):
-        if train.is_dir() and (path / name).is_dir():
-            return train, path / name
-    return None
-
-
 def _reindex(val: Examples, classes: tuple[str, ...], where: Path) -> Examples:
     """Map val labels onto the train class list, which must contain every val class."""
     index = {name: i for i, name in enumerate(classes)}
@@ -307,8 +311,8 @@ def read_image_sets(path: Path, val_path: Path | None = None) -> tuple[Examples,
     """The training images of a data set and, when its layout holds them, its validation images.
 
     - `val_path` given: `path` is the training ImageFolder tree and `val_path` the validation one.
-    - `path/train/` and `path/val/` (or `validation/`): those folders; val classes must be train classes,
-      and val labels index the train class list.
+    - `path/train/` and `path/val/` (or `validation/`, `valid/`; see `data.split_folders`): those folders;
+      val classes must be train classes, and val labels index the train class list.
     - `path/train/` alone: `train/`, with no validation set (None: the caller splits one off).
     - idx files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, and `t10k-*`): train, and
       t10k as the validation set when present.
@@ -319,16 +323,17 @@ def read_image_sets(path: Path, val_path: Path | None = None) -> tuple[Examples,
     if val_path is not None:
         train = read_image_folder(path)
         return train, read_image_folder_as(val_path, train.classes)
-    pair = _has_split_folders(path)
-    if pair is not None:
-        train = read_image_folder(pair[0])
-        return train, _reindex(_scan_image_folder(pair[1], min_classes=1), train.classes, pair[1])
+    folders = training_folders(path)
+    if folders is not None and folders[1] is not None:
+        train_path, val_path = folders
+        train = read_image_folder(train_path)
+        return train, _reindex(_scan_image_folder(val_path, min_classes=1), train.classes, val_path)
     train_idx = find_idx_pair(path, "train")
     if train_idx is not None:
         train = read_idx(*train_idx)
         test_idx = find_idx_pair(path, "t10k")
         return train, None if test_idx is None else read_idx(*test_idx, classes=train.classes)
-    return read_image_folder(path / "train" if (path / "train").is_dir() else path), None
+    return read_image_folder(path if folders is None else folders[0]), None
 
 
 def load_images(path: Path, val_fraction: float = 0.2, seed: int = 0, val_path: Path | None = None) -> Splits:
@@ -339,3 +344,43 @@ def load_images(path: Path, val_fraction: float = 0.2, seed: int = 0, val_path: 
     """
     train, val = read_image_sets(path, val_path)
     return Splits(train, val) if val is not None else split_examples(train, val_fraction, seed)
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """Image files to label, from command-line paths where each folder stands for the images below it."""
+
+    files: list[str]
+    """Image files in the order given, a folder's images in its place (sorted by their path inside it)."""
+    notes: list[str]
+    """One line per folder that held files that are not images (skipped), for the user to see."""
+
+
+def image_inputs(items: Sequence[str]) -> ImageInputs:
+    """Expand every folder among `items` into the image files anywhere below it; files are kept as given.
+
+    A folder is read as a class folder is (`_class_images`: recursively, sorted, hidden files skipped,
+    symlinks followed once); files whose names are not image names are skipped and counted in a note. A
+    folder with no image at all is a DataError: predicting nothing is never what was meant. A path that
+    is not a folder is left for the reader, which names it when it is missing.
+    """
+    files: list[str] = []
+    notes: list[str] = []
+    for item in items:
+        folder = Path(item)
+        if not folder.is_dir():
+            files.append(item)
+            continue
+        found, skipped = _walk_images(folder, set())
+        if not found:
+            others = f" ({skipped} other file{'s' if skipped != 1 else ''})" if skipped else ""
+            raise DataError(
+                f"no images in this folder{others}; image files end in {' '.join(IMAGE_EXTENSIONS)}", folder
+            )
+        files.extend(str(p) for p in found)
+        if skipped:
+            notes.append(
+                f"{folder}: {len(found)} image{'s' if len(found) != 1 else ''}, skipped {skipped} "
+                f"file{'s' if skipped != 1 else ''} that {'are' if skipped != 1 else 'is'} not an image"
+            )
+    return ImageInputs(files, notes)

@@ -60,12 +60,40 @@ def eval_size(spec: ImageInput) -> int:
     return math.floor(spec.size / spec.crop_pct)
 
 
-def image_transform(spec: ImageInput, train: bool, augment: bool = True) -> v2.Compose:
+AUGMENTATIONS = ("standard", "randaugment", "trivialaugment")
+"""Training augmentations by name (the augmentation setting): standard is a random resized crop and a
+horizontal flip; randaugment and trivialaugment add torchvision's RandAugment or TrivialAugmentWide after them."""
+
+
+def _policy(name: str, spec: ImageInput, interpolation: InterpolationMode) -> list[Callable[[Any], Any]]:
+    """The colour and geometry policy a preset adds after the crop and flip (none for standard).
+
+    torchvision's RandAugment / TrivialAugmentWide rather than timm's `rand_augment_transform`: they sit in
+    the same `v2` pipeline as the crop and flip and draw from the same torch random generator, so the
+    per-(seed, epoch) seeding the loop already does makes them repeat exactly on --resume (timm's draws
+    from Python's `random`, a second stream), and they take no policy string to parse. RandAugment runs its
+    defaults (2 ops at magnitude 9 of 31, the common rand-m9 setting); TrivialAugmentWide has no knobs.
+    Areas a rotation or shear uncovers are filled with the model's mean pixel, as timm fills them, so they
+    normalise to zero rather than to black.
+    """
+    if name == "standard":
+        return []
+    fill = [round(255 * m) for m in spec.mean]
+    if name == "randaugment":
+        return [v2.RandAugment(interpolation=interpolation, fill=fill)]
+    if name == "trivialaugment":
+        return [v2.TrivialAugmentWide(interpolation=interpolation, fill=fill)]
+    raise TunelabError(f"unknown augmentation '{name}'; use one of: {', '.join(AUGMENTATIONS)}")
+
+
+def image_transform(spec: ImageInput, train: bool, augment: bool | str = True) -> v2.Compose:
     """The transform from an image (PIL or uint8 array) to a normalised float tensor 3 x size x size.
 
     Evaluation resizes the short side to size / crop_pct and centre-crops `size`. Training with
-    `augment` uses a random resized crop and horizontal flip instead; training without it uses the
-    evaluation transform, which is what linear probes on frozen features want.
+    `augment` uses a random resized crop and horizontal flip instead, plus the policy of the preset when
+    `augment` names one of AUGMENTATIONS (True: standard); training without it uses the evaluation
+    transform, which is what linear probes on frozen features want. All randomness comes from torch's
+    global generator, which the loop seeds per (seed, epoch).
     """
     if not 0.0 < spec.crop_pct <= 1.0:
         raise TunelabError(f"crop_pct must be in (0, 1], got {spec.crop_pct!r}")
@@ -74,6 +102,7 @@ def image_transform(spec: ImageInput, train: bool, augment: bool = True) -> v2.C
         geometry: list[Callable[[Any], Any]] = [
             v2.RandomResizedCrop(spec.size, interpolation=interpolation),
             v2.RandomHorizontalFlip(),
+            *_policy("standard" if augment is True else str(augment), spec, interpolation),
         ]
     else:
         geometry = [

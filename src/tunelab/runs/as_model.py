@@ -10,8 +10,8 @@ classes exactly as it transfers a zoo model. What the source run learned becomes
   be folded into the weights). A new strategy treats them like the rest of their block: `none` freezes them,
   `full` trains them, `adapter` wraps a fresh adapter around the block (or layer) they sit in, and `lora`
   targets the same layers the source model's LoRA would have (looked up through the adapter wrappers).
-- **The preprocessing is the source run's**: its model's image normalisation and size, or its tokenizer
-  and the `--max-length` it was trained with.
+- **The preprocessing is the source run's**: its model's image normalisation and the size it trained at
+  (its `--image-size`, else its model's), or its tokenizer and the `--max-length` it was trained with.
 - **The head is the source run's**, until `prepare` replaces it for the new classes (a zoo model keeps its
   ImageNet head the same way); `tunelab embed` never uses it.
 
@@ -39,7 +39,7 @@ from torch import nn
 
 from tunelab.errors import TunelabError
 from tunelab.models.contract import Backbone
-from tunelab.models.inputs import TextInput
+from tunelab.models.inputs import ImageInput, TextInput
 from tunelab.models.registry import ModelSource, register_source
 from tunelab.models.zoo import load_backbone
 from tunelab.runs.rundir import RunDir
@@ -67,7 +67,7 @@ def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = Fals
     source = run.plan.backbone
     if not pretrained:
         random = load_backbone(run.config.model, pretrained=False, trust_remote_code=trust_remote_code)
-        return replace(random, name=str(path), input=_input(random, run.config.max_length))
+        return replace(random, name=str(path), input=_input(random, run.config.max_length, run.config.image_size))
     merge_lora(source.model)
     for p in source.model.parameters():
         p.requires_grad_(True)  # as loaded from the zoo: the next strategy decides what trains
@@ -75,7 +75,7 @@ def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = Fals
     return replace(
         source,
         name=str(path),
-        input=_input(source, run.config.max_length),
+        input=_input(source, run.config.max_length, run.config.image_size),
         adapter_sites=[
             replace(site, path=_through_adapters(model, site.path, into=False)) for site in source.adapter_sites
         ],
@@ -84,10 +84,12 @@ def from_run(path: Path, pretrained: bool = True, trust_remote_code: bool = Fals
     )
 
 
-def _input(backbone: Backbone, max_length: int | None):
-    """The source run's preprocessing: its model's, with the token limit the run was trained with."""
+def _input(backbone: Backbone, max_length: int | None, image_size: int | None):
+    """The source run's preprocessing: its model's, with the token limit or image size the run was trained with."""
     if isinstance(backbone.input, TextInput) and max_length is not None:
         return replace(backbone.input, max_length=max_length)
+    if isinstance(backbone.input, ImageInput) and image_size is not None:
+        return replace(backbone.input, size=image_size)
     return backbone.input
 
 

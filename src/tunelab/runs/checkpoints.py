@@ -33,7 +33,7 @@ class Progress:
     epoch: int = 0
     """Epochs completed."""
     best_score: float = -math.inf
-    """The best validation score so far (the task's metric)."""
+    """The best validation score so far (the run's selection metric: the task's own, or --metric)."""
     best_epoch: int = 0
     """The epoch (counted from 1) that scored `best_score`; model.safetensors holds its weights."""
     bad_epochs: int = 0
@@ -42,8 +42,16 @@ class Progress:
     """One record per completed epoch, as in metrics.jsonl."""
 
     def after(self, record: dict, score: float) -> tuple[Progress, bool]:
-        """The progress once one more epoch is recorded with `score`, and whether that score is the best so far."""
-        improved = score > self.best_score
+        """The progress once one more epoch is recorded with `score`, and whether that epoch is the best so far.
+
+        Best = the higher score; a tie goes to the lower validation loss (record["val_loss"]): metrics such as
+        accuracy or entity F1 on a small validation set tie often (0.0 for several epochs of a slow start),
+        and on a tie the model that is more confident where it is right is the better guess. The best
+        epoch's loss is read from its record (`best_loss`), so checkpoints keep their format and old ones
+        resume with the same rule.
+        """
+        loss = record.get("val_loss", math.inf)
+        improved = score > self.best_score or (score == self.best_score and loss < self.best_loss)
         progress = replace(
             self,
             epoch=self.epoch + 1,
@@ -53,6 +61,14 @@ class Progress:
             best_epoch=self.epoch + 1 if improved else self.best_epoch,
         )
         return progress, improved
+
+    @property
+    def best_loss(self) -> float:
+        """The validation loss of the best epoch (inf before any epoch, or when its record has none)."""
+        if not 1 <= self.best_epoch <= len(self.metrics):
+            return math.inf
+        loss = self.metrics[self.best_epoch - 1].get("val_loss", math.inf)
+        return loss if isinstance(loss, (int, float)) else math.inf
 
     def out_of_patience(self, patience: int | None) -> bool:
         """Early stopping: `patience` epochs in a row without a better score."""

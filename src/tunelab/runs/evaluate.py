@@ -9,6 +9,7 @@ made (the heavy-library exception): modules that only call `predict_logits` brin
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from tunelab.data import Examples, image_pixel_limit
+from tunelab.data.class_names import name_classes, numbered
+from tunelab.data.images import image_inputs
+from tunelab.data.split_folders import evaluation_folder
 from tunelab.runs.loaders import make_loader
 from tunelab.runs.sanity import constant_logits, majority_label, run_flags
-from tunelab.runs.trained import load_run
+from tunelab.runs.trained import LoadedRun, load_run
 from tunelab.tasks import get_task
 from tunelab.tasks.base import IGNORE, Prediction, Report, Task, labelled_positions
 
@@ -99,6 +103,26 @@ def _loader(task, examples: Examples, backbone, config, batch_size: int, max_ima
     return make_loader(dataset, batch_size, task.collate(backbone, config.max_length), 0)
 
 
+def _labelled(task: Task, run: LoadedRun, data: Path) -> Examples:
+    """The labelled examples `evaluate` scores: `data` read as the run reads data, labelled with its classes.
+
+    An image run given a split folder (train/ and val/ or test/ subfolders, as `train --data` takes) scores
+    its test/ or else its val/ subfolder (`data.split_folders.evaluation_folder`), and says which on stderr.
+    A run with class_names reads the labels as the integers they are written as, then names them.
+    """
+    if task.modality == "image":
+        chosen = evaluation_folder(data, run.classes)
+        if chosen is not None:
+            role = "the held-out test split" if chosen.name == "test" else "the validation split"
+            print(f"evaluating on {chosen} ({role} of the split folder {data})", file=sys.stderr)
+            data = chosen
+    names = run.config.class_names
+    if names is None:
+        return task.read(str(data), run.classes, run.config)
+    examples = task.read(str(data), numbered(len(run.classes)), run.config)
+    return name_classes(examples, run.classes, training=False)
+
+
 def evaluate(
     run_path: str | Path,
     data: str | Path,
@@ -115,7 +139,7 @@ def evaluate(
     run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     task = get_task(run.task)
-    examples = task.read(str(data), run.classes, run.config)
+    examples = _labelled(task, run, Path(data))
     loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
     logits, labels = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
     return task.report(examples, backbone, run.config.max_length, logits, labels)
@@ -132,15 +156,23 @@ def predict(
     """Per input: top-k labels with probabilities (classification, relations) or the entities found (NER).
 
     Inputs are image paths or text lines; for relations a line marks the entities as <e1>..</e1> and
-    <e2>..</e2>, or is a JSON object with text, head and tail spans. `max_image_pixels` bounds the images
-    decoded (None: the run's own max_image_pixels).
+    <e2>..</e2>, or is a JSON object with text, head and tail spans. An image run takes folders too: each
+    stands for the images anywhere below it, sorted (`data.images.image_inputs`; files that are not images
+    are skipped with a note on stderr, and a folder without images is refused), and gets one prediction
+    per image. `max_image_pixels` bounds the images decoded (None: the run's own max_image_pixels).
     """
     from accelerate import Accelerator
 
     run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     task = get_task(run.task)
-    examples = task.inputs(list(inputs), run.classes)
+    inputs = list(inputs)
+    if task.modality == "image":
+        expanded = image_inputs(inputs)
+        for note in expanded.notes:
+            print(f"note: {note}", file=sys.stderr)
+        inputs = expanded.files
+    examples = task.inputs(inputs, run.classes)
     loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
     logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
-    return task.predictions(list(inputs), examples, backbone, run.config.max_length, logits, run.classes, k)
+    return task.predictions(inputs, examples, backbone, run.config.max_length, logits, run.classes, k)

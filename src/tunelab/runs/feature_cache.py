@@ -8,6 +8,12 @@ Features are stored row-wise in one float32 array: an image feature map is one r
 row per token (unpadded). The array lives in memory, or in a memory-mapped file once it would exceed the
 memory budget, so the cache never takes more RAM than the user allows.
 
+What the features depend on beyond the frozen weights (the image size and preprocessing, the tokenizer's
+max_length) needs no cache key: the cache is computed by the process that trains, each time a run starts or
+resumes, and is never read back from an earlier one (the files in the run's cache/ folder only spill memory).
+A resume with another --image-size is refused before any feature is computed (`runs.identity.check_resume`:
+image_size is part of a run's settings), so features cached at 224 pixels never meet a head trained at 160.
+
 May import: errors, fileio, models, tasks.
 """
 

@@ -38,6 +38,7 @@ from tunelab.runs.run_lock import locked_run
 from tunelab.runs.rundir import RunDir, check_only_run_files
 from tunelab.settings import TrainConfig, from_yaml_file
 from tunelab.strategies import parse_strategy
+from tunelab.tasks import task_class
 
 if TYPE_CHECKING:
     from tunelab.strategies import Plan
@@ -53,7 +54,7 @@ REUSE_MAY_DIFFER = frozenset({"resume", "num_workers", "cache_memory_mb", "max_i
 """Settings in which a compare's planned run may differ from the run it reuses: epochs must match, since a
 finished 3-epoch run is not the 2-epoch run the table would claim it is."""
 
-NEEDS_MODEL = ("task", "max_length", "augment")
+NEEDS_MODEL = ("task", "max_length", "augment", "image_size", "metric")
 """Settings whose unset value can only be worked out once the data is read and the model prepared."""
 
 
@@ -67,12 +68,19 @@ class ModelDefaults:
     """Leading blocks the feature cache could compute once (see Plan.cached_prefix)."""
     modality: str
     """'image' or 'text': only images are augmented."""
+    image_size: int | None = None
+    """Side of the images the model is fed when --image-size is unset: the model's own (None for text)."""
 
     @classmethod
     def of(cls, plan: Plan) -> ModelDefaults:
         backbone = plan.backbone
         text = backbone.modality == "text"
-        return cls(backbone.input.max_length if text else None, plan.cached_prefix, backbone.modality)
+        return cls(
+            backbone.input.max_length if text else None,
+            plan.cached_prefix,
+            backbone.modality,
+            None if text else backbone.input.size,
+        )
 
 
 def automatic_augment(modality: str, cache: bool, cached_prefix: int) -> bool:
@@ -207,13 +215,16 @@ def discard_run(config: TrainConfig) -> TrainConfig:
 
 def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfig:
     """The resolution rules in one place: strategy as its canonical spec (lora:alpha=1e-1 and
-    lora:alpha=0.1 are one strategy), task from the data, lr from the strategy, max_length from a text
-    model, augment from the feature cache (`automatic_augment`). A value the user gave is kept."""
+    lora:alpha=0.1 are one strategy), task from the data, lr from the strategy, metric from the task,
+    max_length from a text model, image_size from an image model, augment from the feature cache
+    (`automatic_augment`). A value the user gave is kept."""
     config = _resolve_strategy(config)
     return replace(
         config,
         task=task if config.task == "auto" else config.task,
+        metric=task_class(task).metric if config.metric == "auto" else config.metric,
         max_length=model.max_length if config.max_length is None else config.max_length,
+        image_size=model.image_size if config.image_size is None else config.image_size,
         augment=(
             automatic_augment(model.modality, config.cache, model.cached_prefix)
             if config.augment is None

@@ -5,7 +5,7 @@ those blocks' output computed once (`runs.feature_cache`): `none` then costs a h
 a backbone.
 
 May import: errors, fileio, settings, strategies, data, tasks, runs.adversary, runs.feature_cache,
-runs.identity, runs.loaders, runs.prepare, runs.rundir.
+runs.identity, runs.loaders, runs.optim, runs.prepare, runs.rundir.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from tunelab.data.examples import Examples, Splits
 from tunelab.fileio import atomic_write_text
 from tunelab.runs.adversary import Adversary, make_adversary
 from tunelab.runs.feature_cache import build_cache, collate_features
-from tunelab.runs.identity import resolved
+from tunelab.runs.identity import automatic_augment, resolved
+from tunelab.runs.image_size import with_image_size
 from tunelab.runs.loaders import (
     collate_for,
     example_dataset,
@@ -32,6 +33,7 @@ from tunelab.runs.loaders import (
     make_loader,
     select_splits,
 )
+from tunelab.runs.optim import describe_learning_rates
 from tunelab.runs.prepare import prepare
 from tunelab.runs.rundir import RunDir
 from tunelab.settings import TrainConfig, to_yaml
@@ -50,7 +52,7 @@ class Job:
     config: TrainConfig
     """The run's settings, resolved (`runs.identity.resolved`): task, lr, max_length (text), augment are set."""
     task: Task
-    """The task: how labels are read, scored and predicted."""
+    """The task: how labels are read, scored and predicted; its `metric` is the one --metric chose."""
     splits: Splits
     """Training and validation examples (validation in length order for text)."""
     plan: Plan
@@ -67,11 +69,13 @@ def load_job(config: TrainConfig) -> Job:
     splits, test = load_sets(task, config)  # the test set is held out first; it never trains or selects
     splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
     plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
+    plan = with_image_size(plan, config.image_size)  # the model's own input size unless --image-size says
     adversary = make_adversary(config, plan.backbone)
     splits = Splits(splits.train, _in_length_order(splits.val))  # validation and test only measure
     test = None if test is None else _in_length_order(test)
     config = resolved(config, plan, task)  # every automatic setting worked out: what config.yaml records
-    return Job(config, get_task(task), splits, plan, adversary, test)
+    chosen = get_task(task).selecting(config.metric, splits.val, plan.backbone, config.max_length)  # before any epoch
+    return Job(config, chosen, splits, plan, adversary, test)
 
 
 def _in_length_order(examples: Examples) -> Examples:
@@ -92,6 +96,7 @@ def announce(run: RunDir, job: Job) -> None:
         file=sys.stderr,
     )
     print(plan.summary_line(), file=sys.stderr)
+    print(describe_learning_rates(config, plan.optimizer_groups(config.lr, config.weight_decay)), file=sys.stderr)
     if job.adversary is not None:
         print(f"adversarial training: {job.adversary.describe()}", file=sys.stderr)
 
@@ -132,10 +137,14 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
     # embeddings every step, so with it they cannot be computed once either.
     use_cache = config.cache and k > 0 and not (backbone.modality == "image" and augment) and job.adversary is None
     collate = collate_for(backbone, config.max_length, config.task)
+    if config.augmentation != "standard" and not (augment and backbone.modality == "image"):
+        if accelerator.is_main_process:  # a preset asked for and not applied is said, not silently dropped
+            print(f"tunelab: warning: {_augmentation_off(config, backbone.modality, k)}", file=sys.stderr)
 
     def dataset(examples, train: bool) -> Dataset:
+        policy = config.augmentation if augment and train else False  # a preset name: on, with its policy
         return example_dataset(
-            examples, backbone, train=train, augment=augment and train, task=config.task, max_length=config.max_length
+            examples, backbone, train=train, augment=policy, task=config.task, max_length=config.max_length
         )
 
     if not use_cache:
@@ -157,3 +166,14 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
             )
         )
     return Feed(*cached, collate_features, k, augment, time.perf_counter() - started)
+
+
+def _augmentation_off(config: TrainConfig, modality: str, cached_prefix: int) -> str:
+    """Why --augmentation has no effect on this run: augmentation is off, and how it came to be off."""
+    if modality != "image":
+        why = "a text model's inputs are not augmented"
+    elif automatic_augment(modality, config.cache, cached_prefix):
+        why = "the augment setting is off; --augment turns it on"
+    else:
+        why = "it stays off so the frozen prefix can be cached; --augment turns it on, and the cache off"
+    return f"augmentation {config.augmentation} is not applied: image augmentation is off ({why})"

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tunelab.data import Examples, Splits, stratified_kfold, stratified_subset
+from tunelab.data.class_names import check_class_names, name_classes
 from tunelab.data.splits import split_test_examples
 from tunelab.errors import DataError, TunelabError, brief
 from tunelab.models.contract import Backbone
@@ -41,6 +42,7 @@ def load_splits(
         label_column=label_column,
         test_data=None,
         test_fraction=None,
+        class_names=None,
     )
     return load_sets(task, config)[0]
 
@@ -59,12 +61,19 @@ def load_sets(task: str, config) -> tuple[Splits, Examples | None]:
         )
     _check_test_data(config)
     kind = get_task(task)
+    if config.class_names is not None:  # refused before reading: for an image folder, or a repeated name
+        check_class_names(config.class_names, task, kind.modality)
     train, val = kind.read_sets(config)
     test = None
     if config.test_data is not None:
         test = kind.read(config.test_data, train.classes, config)
     elif config.test_fraction is not None:
         train, test = split_test_examples(train, config.test_fraction, _strata(train.labels))
+    if config.class_names is not None:  # label i is class_names[i] from here on (`data.class_names`)
+        names = config.class_names
+        train = name_classes(train, names, training=True)
+        val = None if val is None else name_classes(val, names, training=False)
+        test = None if test is None else name_classes(test, names, training=False)
     splits = Splits(train, val) if val is not None else kind.split(train, config)
     if len(splits.train.classes) < 2:
         raise DataError(
@@ -148,11 +157,13 @@ def example_dataset(
     examples: Examples,
     backbone: Backbone,
     train: bool,
-    augment: bool,
+    augment: bool | str,
     task: str | None = None,
     max_length: int | None = None,
 ) -> Dataset:
-    """The task's dataset (default: single-label classification in the backbone's modality)."""
+    """The task's dataset (default: single-label classification in the backbone's modality).
+
+    `augment` is False, True, or the name of an augmentation preset (`data.transforms.AUGMENTATIONS`)."""
     return _task(backbone, task).dataset(examples, backbone, train, augment, max_length)
 
 

@@ -6,8 +6,9 @@ validation), score the best epoch once (on the test set when there is one; `runs
 summary. The loop receives parameter groups from a Plan and knows nothing about strategies. Its
 collaborators: `runs.rundir` (may a run start here, what a failed run leaves), `runs.identity` (may it
 resume with these settings, compared resolved), `runs.job` (the data, the model, the datasets),
-`runs.checkpoints.CheckpointSaver` (saving each epoch, restoring for --resume) and
-`runs.adversary` (adversarial gradients). A run is complete when summary.json exists.
+`runs.checkpoints.CheckpointSaver` (saving each epoch, restoring for --resume),
+`runs.adversary` (adversarial gradients) and `runs.recipe` (what a strategy asks beyond its groups: phases,
+a probe before epoch 1, an L2-SP pull, a weight mix after training). A run is complete when summary.json exists.
 
 May import: errors, fileio, settings, strategies, data, tasks, and the other runs modules. accelerate is imported
 lazily when training starts (the heavy-library exception).
@@ -15,13 +16,15 @@ lazily when training starts (the heavy-library exception).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +44,9 @@ from tunelab.runs.identity import check_resume
 from tunelab.runs.job import Feed, Job, announce, build_feed, load_job, model_meta
 from tunelab.runs.loaders import EpochShuffle, collate_for, example_dataset, make_loader
 from tunelab.runs.memory import PeakMemory
+from tunelab.runs.optim import build_optimizer, build_scheduler, optimizer_steps
+from tunelab.runs.optim import warmup_cosine as warmup_cosine  # re-exported: benchmarks/plain_loop.py imports it here
+from tunelab.runs.recipe import Recipe, ddp_kwargs
 from tunelab.runs.run_lock import locked_run
 from tunelab.runs.rundir import (
     FORMAT_VERSION,
@@ -55,7 +61,7 @@ from tunelab.runs.sanity import warning_lines
 from tunelab.runs.trained import load_trained
 from tunelab.settings import TrainConfig
 from tunelab.strategies import set_train_mode
-from tunelab.tasks.base import task_loss
+from tunelab.tasks.base import balanced_class_weights, target_weight, task_loss
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -92,7 +98,9 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
     started = time.perf_counter()
     # cpu=True without a GPU: under a multi-process launcher that makes accelerate use gloo (MULTI_CPU)
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config.mixed_precision), cpu=not torch.cuda.is_available()
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=ddp_kwargs(config),  # a strategy with phases leaves some parameters without gradients
     )
     main = accelerator.is_main_process
     if start.complete:  # killed after it finished: nothing to redo, only leftovers to tidy
@@ -105,20 +113,25 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
     seed_everything(config.seed)
 
     job = load_job(config)  # the data, the model prepared for it, the settings that depend on both
+    recipe = Recipe.of(job, main)  # phases checked against --epochs; the start the pull and the mix refer to
     if start.checkpoint is not None:  # every setting resolved, before announce rewrites config.yaml
         check_resume(run, job.config, job.plan)
     if main:
         announce(run, job)
     feed = build_feed(job, run, accelerator)  # raw examples, or the frozen prefix's output computed once
     step, validation = _build_step(job, feed, accelerator)
+    step = replace(step, loss=recipe.training_loss(step.loss, step.class_weight))  # + an L2-SP pull
     saver = CheckpointSaver(run, job.plan.backbone.model, step.optimizer, step.scheduler, model_meta(job))
     progress = Progress()
     if start.checkpoint is not None:
         progress = saver.restore(start.checkpoint)
         if main:
             print(f"resuming after epoch {progress.epoch} from {start.checkpoint.path}", file=sys.stderr)
+    else:  # a probe before epoch 1 (LP-FT); a resumed run's checkpoint holds the probed head already
+        recipe.probe_head(job, run, feed, accelerator, step.loss, validation)
 
-    progress = _fit(job, step, validation, saver, progress)
+    progress = _fit(job, step, validation, saver, progress, recipe)
+    progress = recipe.mix_weights(job, step, validation, run, saver.meta, progress)  # WiSE-FT: mixes model.safetensors
     scored = _score_best(job, step, validation, run)  # the chosen epoch, scored once: on test when there is one
 
     summary = _summary(
@@ -126,6 +139,7 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
         feed,
         progress,
         scored,
+        recipe,
         {
             "train_seconds": time.perf_counter() - started,
             "peak_memory_mb": memory.mb,
@@ -136,7 +150,8 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
     if main:
         save_json(run.inside(run.summary), summary)
         remove_leftovers(run)  # the run is complete: nothing left to resume
-        print(f"{_result_line(job.task.metric, progress, scored)}; run saved in {run.path}", file=sys.stderr)
+        last = f"{_result_line(job.task.metric, progress, scored)}{recipe.note()}"  # + a WiSE-FT alpha
+        print(f"{last}; run saved in {run.path}", file=sys.stderr)
         for line in warning_lines(scored.flags):
             print(line, file=sys.stderr)
     accelerator.end_training()
@@ -155,9 +170,9 @@ class Step:
     model: nn.Module
     """The prepared model (wrapped for DDP under a multi-process launch)."""
     optimizer: torch.optim.Optimizer
-    """AdamW over the plan's parameter groups."""
+    """AdamW or SGD over the plan's parameter groups (`runs.optim.build_optimizer`)."""
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    """Warmup then cosine decay, stepped once per batch."""
+    """Warmup then the --scheduler shape, stepped once per optimizer step (`runs.optim.build_scheduler`)."""
     loader: DataLoader
     """The training batches, in the (seed, epoch) order."""
     start: int
@@ -166,6 +181,12 @@ class Step:
     """The parameters the optimizer updates (the adversary adds its gradient to these)."""
     adversary: Adversary | None
     """Adds an adversarial gradient to each step, when asked for."""
+    loss: Callable[..., torch.Tensor] = task_loss
+    """The training loss: task_loss with the run's class weights and label smoothing (validation uses it plain)."""
+    class_weight: torch.Tensor | None = None
+    """The per-class loss weights `loss` applies (--class-weights balanced), on the device; None = all 1."""
+    accumulation: int = 1
+    """Batches whose gradients add up to one optimizer step (--grad-accumulation)."""
 
 
 @dataclass(frozen=True)
@@ -187,21 +208,41 @@ def _build_step(job: Job, feed: Feed, accelerator: Accelerator) -> tuple[Step, V
     train_loader = make_loader(feed.train, config.batch_size, feed.collate, config.num_workers, sampler)
     val_loader = make_loader(feed.val, config.batch_size, feed.collate, config.num_workers)
     groups = plan.optimizer_groups(config.lr, config.weight_decay)
-    optimizer = torch.optim.AdamW(groups, fused=fused_adamw(accelerator.device))
+    optimizer = build_optimizer(config, groups, accelerator.device)
     model, optimizer, train_loader, val_loader = accelerator.prepare(
         plan.backbone.model, optimizer, train_loader, val_loader
     )
-    # the schedule counts this process's batches: accelerate has sharded the loader by now
-    schedule = warmup_cosine(config.epochs * len(train_loader), config.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # the schedule counts this process's optimizer steps: accelerate has sharded the loader by now
+    total_steps = config.epochs * optimizer_steps(len(train_loader), config.grad_accumulation)
+    scheduler = build_scheduler(config, optimizer, total_steps)
     trained = tuple(p for group in plan.groups for p in group.params)
-    step = Step(accelerator, model, optimizer, scheduler, train_loader, feed.start, trained, job.adversary)
+    weight = None
+    if config.class_weights == "balanced":  # from the training split's labels (per token label for tagging)
+        classes = len(job.splits.train.classes)
+        weight = balanced_class_weights(job.splits.train.labels, classes).to(accelerator.device)
+    loss = functools.partial(task_loss, weight=weight, label_smoothing=config.label_smoothing)
+    step = Step(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        train_loader,
+        feed.start,
+        trained,
+        job.adversary,
+        loss,
+        weight,
+        config.grad_accumulation,
+    )
     score = job.task.scorer(job.splits.val, plan.backbone, config.max_length)
     return step, Validation(val_loader, score, job.task.metric)
 
 
-def _fit(job: Job, step: Step, validation: Validation, saver: CheckpointSaver, progress: Progress) -> Progress:
-    """The epochs from where `progress` stands: train, validate, save; stop early when out of patience."""
+def _fit(
+    job: Job, step: Step, validation: Validation, saver: CheckpointSaver, progress: Progress, recipe: Recipe
+) -> Progress:
+    """The epochs from where `progress` stands: train (in the epoch's phase), validate, save; stop early when out
+    of patience. Saving happens outside the phase: a checkpoint holds every tensor the plan trains."""
     config, main = job.config, step.accelerator.is_main_process
     for epoch in range(progress.epoch, config.epochs):
         if progress.out_of_patience(config.patience):
@@ -209,11 +250,13 @@ def _fit(job: Job, step: Step, validation: Validation, saver: CheckpointSaver, p
         started = time.perf_counter()
         seed_everything(config.seed * 1_000_003 + epoch)  # randomness from (seed, epoch): a resumed run repeats it
         step.loader.set_epoch(epoch)  # accelerate would otherwise count epochs itself, from 0 on resume
-        set_train_mode(job.plan.backbone.model)
-        train_loss = _train_epoch(step, epoch, config)
+        with recipe.epoch(epoch):  # the phase's frozen groups get no gradient (train mode follows them)
+            set_train_mode(job.plan.backbone.model)
+            train_loss = _train_epoch(step, epoch, config)
         val_loss, scores = _validate(step, validation)
         record = {
             "epoch": epoch + 1,
+            **recipe.record(epoch),
             "train_loss": train_loss,
             "val_loss": val_loss,
             **{f"val_{k}": v for k, v in scores.items()},
@@ -239,39 +282,98 @@ def _fit(job: Job, step: Step, validation: Validation, saver: CheckpointSaver, p
 
 
 def _train_epoch(step: Step, epoch: int, config: TrainConfig) -> float:
-    """One pass over the training batches; returns the mean training loss."""
+    """One pass over the training batches; returns the mean training loss (per batch, as the loss option computes it).
+
+    Gradient accumulation, by hand rather than with `accelerator.accumulate`: the batches of an epoch are
+    taken in groups of `step.accumulation` (the last group may be shorter, and still steps), each batch's
+    summed loss is divided by its group's summed target weight (`tasks.base.target_weight`), so a group's
+    gradient is the gradient of one batch of all its examples, a short last batch included; clipping,
+    the optimizer and the scheduler step once per group. Gradients are synchronised across processes on a
+    group's last batch only (`no_sync`). Groups never span epochs, so a resume after an epoch repeats the
+    straight run exactly.
+    """
     total, count = 0.0, 0
     hidden = not step.accelerator.is_main_process
     bar = tqdm(step.loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=hidden, leave=False, dynamic_ncols=True)
-    for inputs, labels in bar:
-        loss = _backward(step, inputs, labels)
-        if not torch.isfinite(loss):  # before the step, so the weights of the last good step are what is left
-            raise TunelabError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; "
-                f"lower --lr or check the data{_kept(epoch, config)}"
-            )
+    for group in _groups(bar, step.accumulation):
+        if len(group) == 1:
+            shares = [None]  # one batch: its plain mean loss (no accumulation, the code path of batch-size steps)
+        else:
+            weights = [target_weight(labels, step.class_weight) for _, labels in group]
+            shares = [sum(weights)] * len(group)
+        for i, ((inputs, labels), share) in enumerate(zip(group, shares)):
+            last = i == len(group) - 1
+            with contextlib.nullcontext() if last else step.accelerator.no_sync(step.model):
+                loss = _backward(step, inputs, labels, share, synced=last)
+            if not torch.isfinite(loss):  # before the step, so the weights of the last good step are what is left
+                raise TunelabError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {count + 1}; "
+                    f"lower --lr or check the data{_kept(epoch, config)}"
+                )
+            total += loss.item()
+            count += 1
         if config.grad_clip is not None:
             step.accelerator.clip_grad_norm_(step.model.parameters(), config.grad_clip)
         step.optimizer.step()
         step.scheduler.step()
         step.optimizer.zero_grad(set_to_none=True)
-        total += loss.item()
-        count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
 
 
-def _backward(step: Step, inputs, labels) -> torch.Tensor:
-    """The batch's loss, with its gradients accumulated (plus the adversarial gradient, when asked for)."""
+def _groups(batches, size: int):
+    """The batches in lists of `size` (the last list shorter when they do not divide evenly)."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _backward(step: Step, inputs, labels, share: torch.Tensor | None = None, synced: bool = True) -> torch.Tensor:
+    """The batch's loss, with its gradients accumulated (plus the adversarial gradient, when asked for).
+
+    `share`: None for a batch that is a step of its own (mean loss); else the summed target weight of the
+    accumulation group the batch belongs to: the batch's summed loss over it is its part of the group's
+    mean. Returns the batch's own mean loss either way, for display and the divergence check.
+    `synced`: whether this backward pass synchronises gradients across processes (a group's last batch).
+    """
+    batch_weight = None if share is None else target_weight(labels, step.class_weight)
 
     def compute_loss() -> torch.Tensor:
         with step.accelerator.autocast():
-            return task_loss(step.model(inputs, start=step.start), labels)
+            logits = step.model(inputs, start=step.start)
+            if share is None:
+                return step.loss(logits, labels)
+            return step.loss(logits, labels, reduction="sum") / share
 
     if step.adversary is not None:
-        return step.adversary.backward(compute_loss, step.accelerator.backward, step.trained)
-    loss = compute_loss()
-    step.accelerator.backward(loss)
+        loss = _adversarial_backward(step, compute_loss, synced)
+    else:
+        loss = compute_loss()
+        step.accelerator.backward(loss)
+    return loss if share is None else loss.detach() * share / batch_weight.clamp_min(1e-12)
+
+
+def _adversarial_backward(step: Step, compute_loss: Callable[[], torch.Tensor], synced: bool) -> torch.Tensor:
+    """The adversary's backward pass for one batch of a group: its attack follows this batch's gradient alone.
+
+    The attack reads the embedding table's gradient to choose its rows and direction; earlier batches of
+    the group have left theirs there when the table trains (full fine-tuning), so it is set aside for the
+    attack and added back after (the adversary itself keeps every other parameter's earlier gradient). On
+    a synchronising pass the set-aside part, which no process has exchanged yet, is averaged across
+    processes here, as DDP averages what it synchronises.
+    """
+    table = step.adversary.embedding.weight
+    carried, table.grad = table.grad, None
+    loss = step.adversary.backward(compute_loss, step.accelerator.backward, step.trained)
+    if carried is not None:
+        if synced and step.accelerator.num_processes > 1:
+            carried = step.accelerator.reduce(carried, reduction="mean")
+        table.grad = carried if table.grad is None else table.grad + carried
     return loss
 
 
@@ -319,8 +421,9 @@ def _result_line(metric: str, progress: Progress, scored: Scored) -> str:
     return f"{chosen} (selected and scored on the same validation set: optimistic)"
 
 
-def _summary(job: Job, feed: Feed, progress: Progress, scored: Scored, measured: dict) -> dict:
-    """summary.json: what was trained, how well (`scored`: the set that scores it), and the cost (`measured`)."""
+def _summary(job: Job, feed: Feed, progress: Progress, scored: Scored, recipe: Recipe, measured: dict) -> dict:
+    """summary.json: what was trained, how well (`scored`: the set that scores it), the recipe's phases, probe, pull
+    or weight mix, and the cost (`measured`)."""
     config, plan, splits = job.config, job.plan, job.splits
     tested = scored.set_name == "test"
     return {
@@ -348,6 +451,7 @@ def _summary(job: Job, feed: Feed, progress: Progress, scored: Scored, measured:
         "cached_blocks": feed.start,
         "cache_seconds": feed.cache_seconds,
         "augment": feed.augment,
+        **recipe.summary(),
         **measured,
         "metrics_last": progress.metrics[-1] if progress.metrics else None,
     }
@@ -359,29 +463,6 @@ def _summary(job: Job, feed: Feed, progress: Progress, scored: Scored, measured:
 def _is_main_process() -> bool:
     """Rank 0 of a launch (or the only process): without relying on an Accelerator that may not exist yet."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def warmup_cosine(total_steps: int, warmup: float):
-    """Linear warmup over the first `warmup` fraction of steps, then cosine decay to zero."""
-    warm = int(total_steps * warmup)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-def fused_adamw(device: torch.device) -> bool:
-    """Use the fused AdamW kernel where torch has one (CPU and CUDA): the same update, one kernel per step.
-
-    torch's default on the CPU is a Python loop over parameters; on MiniLM-L6 (22.6M parameters, 2 CPU
-    threads) that loop took 4-10x the time of the fused step (benchmarks/README.md, loop overhead).
-    Hugging Face `Trainer` uses the fused kernel by default too.
-    """
-    return device.type in ("cpu", "cuda")
 
 
 def seed_everything(seed: int) -> None:

@@ -5,7 +5,8 @@ trained: head, adapters or LoRA, unfrozen blocks and their BatchNorm statistics.
 the zoo by name, so a `none` checkpoint of MobileNetV2 is a few kilobytes. Where these files live is
 `runs.rundir`.
 
-May import: errors, fileio, settings, strategies, runs.checkpoint_io, runs.prepare, runs.rundir, runs.run_files.
+May import: errors, fileio, settings, strategies, runs.checkpoint_io, runs.image_size, runs.prepare, runs.rundir,
+runs.run_files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from tunelab.errors import TunelabError, brief
 from tunelab.runs.checkpoint_io import load_tensors, save_tensors
+from tunelab.runs.image_size import with_image_size
 from tunelab.runs.prepare import prepare
 from tunelab.runs.run_files import FORMAT_VERSION, read_model_meta, read_summary
 from tunelab.runs.rundir import RunDir
@@ -87,7 +89,7 @@ class LoadedRun:
     classes: tuple[str, ...]
     """Class names, in label order."""
     plan: Plan
-    """The backbone with the strategy applied and the best epoch's weights loaded."""
+    """The backbone with the strategy applied, the best epoch's weights loaded and the run's image size."""
 
     @property
     def task(self) -> str:
@@ -152,4 +154,5 @@ def _load_run(path: Path, trust_remote_code: bool) -> LoadedRun:
         task=None if config.task == "auto" else config.task,
     )
     load_trained(run.model, plan.backbone.model)
+    plan = with_image_size(plan, config.image_size)  # eval, predict and export at the size it trained at
     return LoadedRun(run, config, classes, plan)

@@ -4,7 +4,7 @@
                 validation, YAML files, argparse flags, resolve(), shared_settings()
     yaml_io.py  YAML 1.2 scalars, no duplicate keys, one-line dumps
     groups.py   the shared groups (model, data, evaluation, epochs, loop, cache, hardware, predict)
-    train.py, compare.py, advise.py   each command's settings, composed from the groups
+    train.py, compare.py, advise.py, lr_find.py   each command's settings, composed from the groups
 
 The bottom layer above `fileio` and `errors`: imports only the standard library, PyYAML and those two,
 so `tunelab --help` never waits for torch. Choices that come from registries in higher layers (task
@@ -35,6 +35,7 @@ from tunelab.settings.groups import (
     ModelSettings,
     PredictSettings,
 )
+from tunelab.settings.lr_find import LrFindConfig
 from tunelab.settings.train import TrainConfig
 from tunelab.settings.yaml_io import load_yaml
 
@@ -47,6 +48,7 @@ __all__ = [
     "EvaluationSettings",
     "HardwareSettings",
     "LoopSettings",
+    "LrFindConfig",
     "ModelSettings",
     "PredictSettings",
     "ThresholdSettings",

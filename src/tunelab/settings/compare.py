@@ -52,3 +52,22 @@ class CompareConfig(
     first); without it such a run stops the comparison before anything trains."""
     replace_report: bool = False
     """Let this comparison's report replace one in out that covers runs outside this grid (those run folders stay)."""
+    margin: float = setting(0.01, low=0)
+    """Largest loss against the best (metric units) the report still calls as good: its paired 95% interval must rule
+    out more; an interval that includes 0 but not the margin reads 'too few runs to tell'."""
+    executor: str = setting("serial", choices=("serial", "local", "ray"))
+    """Where the runs train: serial (one after another, here), local (--workers at once, here) or ray (each run a
+    Ray task, on a local Ray instance or the cluster at --ray-address; pip install 'tunelab[ray]')."""
+    workers: int | None = setting(None, low=1)
+    """Runs at once with --executor local; unset: this machine's cores divided by --run-cpus."""
+    ray_address: str | None = None
+    """Ray cluster for --executor ray: host:port of its head, ray://host:port or auto; unset: start a local Ray
+    instance on this machine. On several nodes, --out, the data and this folder must be on storage every node
+    mounts at the same path."""
+    run_cpus: int | None = setting(None, low=1)
+    """CPU threads of each run (under Ray also the CPUs each task reserves); unset: serial leaves the thread count
+    to torch (every core), local gives each run its share of the cores, ray 1. Give the same value to every
+    executor for bit-identical numbers: float sums in another order change the last digits, and over epochs
+    can change a few predictions."""
+    run_gpus: float = setting(0.0, low=0)
+    """GPUs each Ray task reserves (--executor ray); fractions share a GPU, e.g. 0.5 runs two per GPU."""

@@ -1,7 +1,8 @@
 """Transfer strategies: which parameters of a backbone train, at what learning rate, with what inserted.
 
-Owns the Strategy contract and the Plan it produces (base), the spec parser (parse), the registry
-(registry), one file per built-in strategy, and the modules strategies insert (layers: adapters, LoRA).
+Owns the Strategy contract and the Plan it produces (base), what a recipe asks of the loop beyond its groups
+(recipe: phases, a probe, an L2-SP pull, a weight mix), the spec parser (parse), the registry (registry), one
+file per built-in strategy, and the modules strategies insert (layers: adapters, LoRA).
 Adding a strategy = one file with a `@register_strategy` dataclass (the contract is on `Strategy`) + one
 import line below; nothing else in tunelab names strategies.
 
@@ -24,13 +25,18 @@ from tunelab.strategies.registry import (
 )
 
 # The built-in strategies register themselves on import. The order below is the order users see them in
-# (--help, compare's default grid, its reports): from the linear probe to the from-scratch baseline.
+# (--help, compare's default grid, its reports): from the linear probe to the from-scratch baseline, the
+# recipes beyond the classic four (bitfit, lpft, gradual, wiseft) just before it.
 # isort: off
 from tunelab.strategies import none  # noqa: F401
 from tunelab.strategies import full  # noqa: F401
 from tunelab.strategies import retrain  # noqa: F401
 from tunelab.strategies import adapter  # noqa: F401
 from tunelab.strategies import lora  # noqa: F401
+from tunelab.strategies import bitfit  # noqa: F401
+from tunelab.strategies import lpft  # noqa: F401
+from tunelab.strategies import gradual  # noqa: F401
+from tunelab.strategies import wiseft  # noqa: F401
 from tunelab.strategies import scratch  # noqa: F401
 # isort: on
 

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
+
+from tunelab.strategies.recipe import Anchor, Phase, Probe, WeightMix
 
 if TYPE_CHECKING:
     from torch import nn
 
     from tunelab.models.contract import Backbone
+
+
+DEFAULT_WEIGHT_DECAY = 0.01
+"""Weight decay of `Plan.optimizer_groups` when none is given: the default of the --weight-decay setting
+(strategies may not import settings; a test checks the two agree)."""
 
 
 @dataclass(frozen=True)
@@ -99,13 +108,58 @@ class Plan:
         trainable, total = self.trainable_params, self.total_params
         return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
 
-    def optimizer_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict]:
-        """torch.optim parameter groups: lr scaled per group; no weight decay on biases and norm weights."""
+    # What the strategy asks beyond its groups (strategies.recipe), derived from it each time: a task that
+    # rebuilds the Plan (Task.finish) keeps them. `groups`, the counts and the checkpoint are the union over
+    # the phases: every parameter that trains in some phase trains "in the plan".
+
+    def phases(self, epochs: int) -> tuple[Phase, ...]:
+        """The run's phases for `epochs` epochs (one, with nothing frozen, for a strategy without phases)."""
+        return self.strategy.phases(self, epochs)
+
+    @property
+    def probe(self) -> Probe | None:
+        """A linear probe of the head before epoch 1, or None."""
+        return self.strategy.probe()
+
+    @property
+    def anchor(self) -> Anchor | None:
+        """An L2-SP pull toward the starting weights, or None."""
+        return self.strategy.anchor(self)
+
+    @property
+    def weight_mix(self) -> WeightMix | None:
+        """A WiSE-FT interpolation after training, or None."""
+        return self.strategy.weight_mix(self)
+
+    @contextmanager
+    def in_phase(self, phase: Phase) -> Iterator[None]:
+        """Freeze the phase's groups for the `with` block, and make them trainable again after it (even on error).
+
+        Inside, `frozen_prefix`, `set_train_mode` and the optimizer (which skips parameters without a gradient)
+        all see the phase; outside, the plan is its union again, which is what is saved, counted and shown.
+        """
+        frozen = [p for g in self.groups if g.name in phase.frozen for p in g.params]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def optimizer_groups(self, lr: float, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> list[dict]:
+        """torch.optim parameter groups: lr scaled per group; no weight decay on biases and norm weights.
+
+        `weight_decay` defaults to what `tunelab train` uses (DEFAULT_WEIGHT_DECAY), so the library and the
+        CLI train the same way unless told otherwise.
+        """
         out = []
+        anchored = self.anchor.groups if self.anchor else frozenset()  # L2-SP replaces their weight decay
         for g in self.groups:
             decay = [p for p in g.params if p.ndim > 1]
             no_decay = [p for p in g.params if p.ndim <= 1]
-            for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, ".no_decay")):
+            wd_g = 0.0 if g.name in anchored else weight_decay
+            for params, wd, suffix in ((decay, wd_g, ""), (no_decay, 0.0, ".no_decay")):
                 if params:
                     out.append({"params": params, "lr": lr * g.lr_scale, "weight_decay": wd, "name": g.name + suffix})
         return out
@@ -137,6 +191,11 @@ class Strategy(ABC):
     - raises TunelabError, with what to do instead, for a setting or backbone it cannot work with.
 
     `apply` must not put modules in train or eval mode: `set_train_mode` is the one rule, applied by the loop.
+
+    Optionally, a recipe beyond one assignment of groups (the declarations are in `strategies.recipe`, carried
+    out by `runs.recipe`): `phase_starts` + `phases` (groups frozen from some epoch on), `probe` (a linear probe
+    of the head before epoch 1), `anchor` (an L2-SP pull toward the starting weights) and `weight_mix` (WiSE-FT
+    after training). Each defaults to nothing; the Plan's groups stay the union of what trains in any phase.
     Importing a strategy file must not import torch or PEFT (the CLI lists strategies in its help): import
     the torch-heavy helpers in `tunelab.strategies.layers` inside `apply`, and `Backbone` only under
     TYPE_CHECKING.
@@ -160,6 +219,27 @@ class Strategy(ABC):
     def spec(self) -> str:
         """The string that parses back to this strategy, e.g. 'retrain:3' or 'full:decay=0.8'."""
         return format_spec(self)
+
+    def phase_starts(self, epochs: int) -> tuple[int, ...]:
+        """0-based epochs at which a phase begins, first 0; the same for every model, so a report can mark the
+        switches from the spec alone. Raises TunelabError when a phase the user asked for does not fit."""
+        return (0,)
+
+    def phases(self, plan: Plan, epochs: int) -> tuple[Phase, ...]:
+        """One Phase per start of `phase_starts(epochs)`, naming the groups each freezes."""
+        return (Phase(0, "everything the plan trains"),)
+
+    def probe(self) -> Probe | None:
+        """A linear probe of the head before epoch 1 (LP-FT), or None."""
+        return None
+
+    def anchor(self, plan: Plan) -> Anchor | None:
+        """Groups pulled toward their starting weights instead of weight decay (L2-SP), or None."""
+        return None
+
+    def weight_mix(self, plan: Plan) -> WeightMix | None:
+        """Groups interpolated between their start and trained weights after training (WiSE-FT), or None."""
+        return None
 
 
 def format_spec(strategy: Strategy) -> str:
@@ -238,6 +318,27 @@ def block_groups(backbone: Backbone, start: int, lr_mult: float, decay: float | 
         return [g for g in [group(model, "backbone", prefixes, lr_mult)] if g.params]
     groups = [group(model, f"block.{i}", f"blocks.{i}", decay ** (n - i)) for i in range(start, n)]
     return [g for g in groups if g.params]
+
+
+def pretrained_groups(backbone: Backbone, lr_mult: float, decay: float | None) -> list[ParamGroup]:
+    """Every block unfrozen under `full`'s learning rates (`block_groups` from block 0); the head is left to
+    `head_group`. What the recipes built on full fine-tuning (lpft, wiseft) train."""
+    unfreeze(backbone.model)
+    return block_groups(backbone, 0, lr_mult, decay)
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Fix every BatchNorm layer: affine parameters frozen, so `set_train_mode` keeps its statistics fixed too."""
+    batchnorm = batchnorm_types()
+    for module in model.modules():
+        if isinstance(module, batchnorm):
+            freeze(module)
+
+
+def block_group_names(groups: list[ParamGroup]) -> frozenset[str]:
+    """Names of the groups `block_groups` made ('backbone', 'block.i'): the pretrained weights, not the new head
+    nor what a task added after the strategy (relation markers)."""
+    return frozenset(g.name for g in groups if g.name == "backbone" or g.name.startswith("block."))
 
 
 def head_group(backbone: Backbone) -> ParamGroup:

@@ -45,8 +45,8 @@ def parse_spec(spec: str, registry: dict[str, type[Strategy]]) -> Strategy:
 def _convert(raw: str, annotation, spec: str, name: str):
     """Convert text to a field's type (int, float, bool, or an optional of those)."""
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if type(None) in options and raw.lower() in ("none", "null", ""):
-        return None
+    if type(None) in options and raw.lower() in ("none", "null", "auto", ""):
+        return None  # an unset optional field: the strategy works the value out (`auto`) or leaves it off
     kind = next(t for t in options if t is not type(None))
     if kind is bool:
         if raw.lower() in ("true", "yes", "1", "on"):

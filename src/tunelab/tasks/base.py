@@ -13,6 +13,7 @@ May import: errors, models, data, strategies.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol
@@ -47,9 +48,48 @@ class Prediction(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over every labelled position: (B, C) vs (B,) for a sentence, (B, T, C) vs (B, T) for tokens."""
-    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)
+def task_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Literal["mean", "sum"] = "mean",
+) -> torch.Tensor:
+    """Cross-entropy over every labelled position: (B, C) vs (B,) for a sentence, (B, T, C) vs (B, T) for tokens.
+
+    Training may weight classes (`weight`, one per class: --class-weights; per token label for tagging) and
+    smooth labels (--label-smoothing); "mean" then divides by the summed weight of the labelled positions
+    (`target_weight`). Validation, eval reports and chance call it plain: their loss is the model's
+    unweighted, unsmoothed cross-entropy, so it compares across epochs and across runs trained with other
+    loss options, and a tie in the selection metric is broken on it.
+    """
+    return F.cross_entropy(
+        logits.flatten(0, -2).float(),
+        labels.flatten(),
+        weight=weight,
+        ignore_index=IGNORE,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+
+
+def target_weight(labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """What task_loss's "mean" divides its sum by: the labelled positions, each counted at its class's weight."""
+    kept = labels[labels != IGNORE]
+    return kept.new_tensor(kept.numel(), dtype=torch.float32) if weight is None else weight[kept].float().sum()
+
+
+def balanced_class_weights(labels: list, num_classes: int) -> torch.Tensor:
+    """n / (k x count of the class) over every label in `labels` (per token label when an example has many).
+
+    The inverse-frequency weighting of sklearn's class_weight="balanced": each class then carries the same
+    total weight in the loss, so a rare class is not ignored. A class with no label (never a target) gets 1.
+    """
+    flat = np.asarray([y for x in labels for y in (x if isinstance(x, (list, tuple)) else (x,))], dtype=np.int64)
+    flat = flat[flat != IGNORE]
+    counts = np.bincount(flat, minlength=num_classes)[:num_classes].astype(np.float64)
+    weights = np.where(counts > 0, len(flat) / (num_classes * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +138,22 @@ class Task(ABC):
     """Which backbones fit."""
     metric: ClassVar[str] = "accuracy"
     """Name of the model-selection score: the summary's `metric`; each epoch records val_<metric>."""
+
+    def selecting(self, metric: str, examples: Examples, backbone: Backbone, max_length: int | None) -> Task:
+        """This task with `metric` (--metric; "auto" = the task's own) as its model-selection score.
+
+        Checked against the names the task's scorer reports, asked of the scorer itself on no examples (so
+        the list cannot drift from what a run records): a bad --metric is refused before any epoch.
+        """
+        if metric == "auto":
+            return self
+        reported = self.scorer(examples.subset([]), backbone, max_length)(torch.zeros(0, 1), np.zeros(0, np.int64))
+        if metric not in reported:
+            valid = f"{', '.join(reported)}, or auto ({self.metric})"
+            raise TunelabError(f"--metric {metric}: {self.name} reports no such metric; use one of {valid}")
+        chosen = copy.copy(self)
+        chosen.metric = metric  # an instance value over the class default: get_task gives each run its own task
+        return chosen
 
     @abstractmethod
     def read(self, path: str, classes: tuple[str, ...] | None, config) -> Examples:

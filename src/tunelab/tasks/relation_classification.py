@@ -33,7 +33,7 @@ from tunelab.models.contract import TokenState
 from tunelab.strategies import ParamGroup, Plan
 from tunelab.tasks.base import Task, task_loss, token_limit
 from tunelab.tasks.classification import TopLabels
-from tunelab.tasks.metrics import ClassificationReport, accuracy, classification_report, top_k
+from tunelab.tasks.metrics import ClassificationReport, accuracy, classification_report, macro_f1, top_k
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 NEGATIVE = "Other"
@@ -233,6 +233,7 @@ class RelationClassification(Task):
             return {
                 "official_f1": official_f1(labels, predicted, examples.classes)[0],
                 "accuracy": accuracy(labels, predicted),
+                "macro_f1": macro_f1(labels, predicted, len(examples.classes)),  # every class, Other too (--metric)
             }
 
         return score
