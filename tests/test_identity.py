@@ -262,3 +262,50 @@ def test_resolution_fills_what_the_run_works_out_and_keeps_what_was_given(data):
     assert differing_settings(resolved, same, REUSE_MAY_DIFFER) == []
     given = resolve_settings(TrainConfig(model="tiny-bert", data=str(data["text"]), max_length=8, augment=True))
     assert (given.max_length, given.augment) == (8, True)
+
+
+# ---------------------------------------------------------------- a task's own default lr
+
+
+@pytest.mark.parametrize(
+    "strategy, task, given, expected",
+    [
+        ("adapter", "token-classification", None, 1e-2),  # only new weights train: the task's default
+        ("none", "token-classification", None, 1e-2),
+        ("lora", "token-classification", None, 1e-2),
+        ("full", "token-classification", None, 1e-3),  # pretrained weights train: the strategy's
+        ("adapter", "token-classification", 3e-4, 3e-4),  # a given --lr is kept
+        ("adapter", "text-classification", None, 1e-3),  # the task has no default of its own
+    ],
+)
+def test_tagging_defaults_a_higher_lr_for_strategies_that_train_only_new_weights(strategy, task, given, expected):
+    from tunelab.runs.identity import resolved
+    from tunelab.runs.prepare import prepare
+
+    plan = prepare("tiny-bert", strategy, 3)
+    config = TrainConfig(model="tiny-bert", strategy=strategy, task=task, lr=given)
+    assert resolved(config, plan, task).lr == pytest.approx(expected)
+
+
+def test_a_tagging_run_resumes_with_the_lr_its_task_chose(tmp_path):
+    data = tmp_path / "ner.txt"
+    sentences = ["John B-PER\nSmith I-PER\nflew O\nto O\nParis B-LOC", "Mary B-PER\nwent O\nhome O"] * 8
+    data.write_text("\n\n".join(sentences) + "\n")
+    argv = ["train", "--model", "tiny-bert", "--strategy", "adapter", "--data", str(data), "--epochs", "2"]
+    argv += ["--out", str(tmp_path / "run"), "--batch-size", "4"]
+    assert main(argv) == 0
+    saved = from_yaml_file(TrainConfig, tmp_path / "run" / "config.yaml")
+    assert saved.lr == pytest.approx(1e-2) and saved.task == "token-classification"
+    # the same command with --resume: no lr given, so the check without a model leaves lr to the one with it
+    from dataclasses import replace
+
+    from tunelab.runs.identity import check_resume, resolved
+    from tunelab.runs.prepare import prepare
+    from tunelab.runs.rundir import RunDir
+
+    wanted = replace(saved, lr=None, task="auto", resume=True)
+    check_resume(RunDir(tmp_path / "run"), wanted)
+    plan = prepare("tiny-bert", "adapter", len(["O", "B-PER", "I-PER", "B-LOC"]))
+    check_resume(RunDir(tmp_path / "run"), resolved(wanted, plan, "token-classification"), plan)
+    with pytest.raises(TunelabError, match=r"lr \(0\.01 -> 0\.001\)"):  # a different lr given is still refused
+        check_resume(RunDir(tmp_path / "run"), replace(wanted, lr=1e-3))

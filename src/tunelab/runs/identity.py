@@ -54,7 +54,7 @@ REUSE_MAY_DIFFER = frozenset({"resume", "num_workers", "cache_memory_mb", "max_i
 """Settings in which a compare's planned run may differ from the run it reuses: epochs must match, since a
 finished 3-epoch run is not the 2-epoch run the table would claim it is."""
 
-NEEDS_MODEL = ("task", "max_length", "augment", "image_size", "metric")
+NEEDS_MODEL = ("task", "lr", "max_length", "augment", "image_size", "metric")
 """Settings whose unset value can only be worked out once the data is read and the model prepared."""
 
 
@@ -70,16 +70,21 @@ class ModelDefaults:
     """'image' or 'text': only images are augmented."""
     image_size: int | None = None
     """Side of the images the model is fed when --image-size is unset: the model's own (None for text)."""
+    new_weights_only: bool = False
+    """Whether the plan trains only new weights (the head, inserted modules): a task may want another lr then."""
 
     @classmethod
     def of(cls, plan: Plan) -> ModelDefaults:
         backbone = plan.backbone
         text = backbone.modality == "text"
+        added = plan.inserted_params
+        new_only = all(name in added for g in plan.groups if g.name != "head" for name in g.names)
         return cls(
             backbone.input.max_length if text else None,
             plan.cached_prefix,
             backbone.modality,
             None if text else backbone.input.size,
+            new_only,
         )
 
 
@@ -132,9 +137,9 @@ def check_resume(run: RunDir, wanted: TrainConfig, plan: Plan | None = None) -> 
     """
     saved = _saved_settings(run)
     skip = set(RESUME_MAY_DIFFER)
-    if plan is None:
-        saved, wanted = _resolve_strategy(saved), _resolve_strategy(wanted)
+    if plan is None:  # which settings are unset is read before the strategy resolves an lr into them
         skip |= {k for k in NEEDS_MODEL if _unset(saved, k) or _unset(wanted, k)}
+        saved, wanted = _resolve_strategy(saved), _resolve_strategy(wanted)
     else:
         saved = resolved(saved, plan, wanted.task)
     keys = differing_settings(saved, wanted, skip)
@@ -215,13 +220,17 @@ def discard_run(config: TrainConfig) -> TrainConfig:
 
 def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfig:
     """The resolution rules in one place: strategy as its canonical spec (lora:alpha=1e-1 and
-    lora:alpha=0.1 are one strategy), task from the data, lr from the strategy, metric from the task,
+    lora:alpha=0.1 are one strategy), task from the data, lr from the task or the strategy, metric from the task,
     max_length from a text model, image_size from an image model, augment from the feature cache
     (`automatic_augment`). A value the user gave is kept."""
+    task = task if config.task == "auto" else config.task
+    task_lr = task_class(task).new_weights_lr if model.new_weights_only else None
+    if config.lr is None and task_lr is not None:
+        config = replace(config, lr=task_lr)  # the task's default beats the strategy's
     config = _resolve_strategy(config)
     return replace(
         config,
-        task=task if config.task == "auto" else config.task,
+        task=task,
         metric=task_class(task).metric if config.metric == "auto" else config.metric,
         max_length=model.max_length if config.max_length is None else config.max_length,
         image_size=model.image_size if config.image_size is None else config.image_size,
@@ -234,7 +243,11 @@ def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfi
 
 
 def _resolve_strategy(config: TrainConfig) -> TrainConfig:
-    """The settings that follow from the strategy spec alone (no model, no data): its canonical spec and lr."""
+    """The settings that follow from the strategy spec alone (no model, no data): its canonical spec and lr.
+
+    The lr is the strategy's default unless given; `_resolve` first puts a task's own default in (see
+    `Task.new_weights_lr`), which is why lr is in NEEDS_MODEL for the checks made without a model.
+    """
     strategy = parse_strategy(config.strategy)
     return replace(config, strategy=strategy.spec(), lr=strategy.default_lr if config.lr is None else config.lr)
 

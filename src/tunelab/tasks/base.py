@@ -136,6 +136,9 @@ class Task(ABC):
     """The --task value."""
     modality: ClassVar[Literal["image", "text"]]
     """Which backbones fit."""
+    new_weights_lr: ClassVar[float | None] = None
+    """Default head learning rate, instead of the strategy's, for a strategy that trains only new weights
+    (the head and inserted modules: none, adapter, lora) when --lr is not given; None = the strategy's."""
     metric: ClassVar[str] = "accuracy"
     """Name of the model-selection score: the summary's `metric`; each epoch records val_<metric>."""
 

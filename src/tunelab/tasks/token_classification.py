@@ -138,6 +138,11 @@ class TokenClassification(Task):
     name = "token-classification"
     modality = "text"
     metric = "entity_f1"
+    new_weights_lr = 1e-2
+    """A tag per word, most of them O: at the strategies' 1e-3 a head and adapters on a few hundred sentences
+    still tag everything O after 3 epochs. Measured (MiniLM-L6, CoNLL-2003, 3 epochs, val entity F1):
+    200 sentences: adapter 0.017 -> 0.485 at 1e-2, none 0.133 -> 0.292; 1000 sentences: adapter 0.408 -> 0.776.
+    Strategies that train pretrained weights keep their default (they move the backbone too)."""
 
     def read(self, path, classes, config):
         return read_conll(Path(path), classes)
