@@ -290,3 +290,21 @@ def test_class_names_follow_the_integer_order_not_the_sorted_one(tmp_path):
         name_classes(read, names, training=True)
     named = name_classes(read, names, training=False)
     assert named.classes == names and named.labels == [0, 1, 10]
+
+
+def test_test_data_in_idx_files_scores_like_a_class_folder(tmp_path):
+    """MNIST-style idx files work as --test-data too (the t10k pair, else the train pair of that folder)."""
+    import numpy as np
+
+    from tunelab.data.idx import write_idx
+    from tunelab.fileio import load_json
+
+    rng = np.random.default_rng(0)
+    for name, count in (("train", 24), ("test", 9)):
+        (tmp_path / name).mkdir()
+        labels = [i % 3 for i in range(count)]
+        write_idx(tmp_path / name, "train", rng.integers(0, 255, (count, 8, 8), dtype=np.uint8), labels)
+    argv = ["train", "--model", "tiny-cnn", "--data", str(tmp_path / "train"), "--test-data", str(tmp_path / "test")]
+    assert main([*argv, "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "run")]) == 0
+    summary = load_json(tmp_path / "run" / "summary.json")
+    assert (summary["scored_on"], summary["test_examples"], summary["classes"]) == ("test", 9, ["0", "1", "2"])

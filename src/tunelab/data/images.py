@@ -300,10 +300,15 @@ def _reindex(val: Examples, classes: tuple[str, ...], where: Path) -> Examples:
 def read_image_folder_as(path: Path, classes: tuple[str, ...]) -> Examples:
     """An ImageFolder tree labelled with a given class list (validation or test data of a trained model).
 
-    It may hold a subset of the classes; a class the list does not know is a DataError.
+    It may hold a subset of the classes; a class the list does not know is a DataError. A folder of idx files
+    (MNIST's layout) is read too, its `t10k-*` pair if it has one, else its `train-*` pair: labels are
+    class indices there, named by `classes` as training named them.
     """
     path = Path(path)
     _check_folder(path)
+    pair = find_idx_pair(path, "t10k") or find_idx_pair(path, "train")
+    if pair is not None:
+        return read_idx(*pair, classes=classes)
     return _reindex(_scan_image_folder(path, min_classes=1), classes, path)
 
 
