@@ -33,6 +33,12 @@ from tunelab.settings.yaml_io import dump_line
 
 SAVED_NAMES = {
     "model",
+    "target_data",
+    "adapt",
+    "adapt_weight",
+    "log_with",
+    "tracking_dir",
+    "length_grouping",
     "image_size",
     "class_names",
     "optimizer",

@@ -16,11 +16,13 @@ from tunelab.settings.fields import setting
 from tunelab.settings.groups import (
     CacheSettings,
     DataSettings,
+    DomainSettings,
     EpochSettings,
     EvaluationSettings,
     HardwareSettings,
     LoopSettings,
     ModelSettings,
+    TrackingSettings,
 )
 
 COMPARE_NOTES = {
@@ -33,7 +35,15 @@ COMPARE_NOTES = {
 # Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
 @dataclass(frozen=True, kw_only=True)
 class CompareConfig(
-    HardwareSettings, CacheSettings, LoopSettings, EpochSettings, EvaluationSettings, DataSettings, ModelSettings
+    TrackingSettings,
+    HardwareSettings,
+    CacheSettings,
+    DomainSettings,
+    LoopSettings,
+    EpochSettings,
+    EvaluationSettings,
+    DataSettings,
+    ModelSettings,
 ):
     """Everything `tunelab compare` needs; every strategy trains under the same shared settings."""
 

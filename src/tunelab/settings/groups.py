@@ -129,12 +129,37 @@ class LoopSettings:
     """Image train augmentation; unset = automatic: on unless a frozen prefix can be cached."""
     augmentation: str = setting("standard", choices=("standard", "randaugment", "trivialaugment"))
     """Image augmentation when on: standard (random crop and flip), or randaugment or trivialaugment on top."""
+    length_grouping: bool = False
+    """Text: batch sentences of similar length (sorted within random mega-batches) to cut padding."""
     adversarial: str | None = setting(None, choices=("fgm", "pgd"))
     """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
     adv_epsilon: float = setting(1.0, low=0)
     """L2 size of the adversarial perturbation of the embedding rows a batch uses."""
     adv_steps: int = setting(3, low=1)
     """PGD: attack steps per batch (FGM takes one)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainSettings:
+    """Unsupervised domain adaptation: labelled source data (--data) and unlabelled target data."""
+
+    target_data: str | None = None
+    """Unlabelled target-domain examples (an image folder, or a text file; labels in it are ignored); none = off."""
+    adapt: str | None = setting(None, choices=("dann", "adabn"))
+    """Domain adaptation to the target data: dann (adversarial domain classifier) or adabn (BatchNorm statistics
+    re-estimated on the target); none = off."""
+    adapt_weight: float = setting(1.0, low=0)
+    """DANN: largest weight of the domain loss (reached by the usual ramp over training)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingSettings:
+    """Experiment tracking: per-epoch metrics, the settings and the summary sent to trackers users already use."""
+
+    log_with: tuple[str, ...] = ()
+    """Experiment trackers (accelerate's), comma-separated: tensorboard, mlflow, wandb, ...; empty = none."""
+    tracking_dir: str | None = None
+    """Where file-based trackers write (tensorboard event files, an mlflow file store); none = <out>/tracking."""
 
 
 @dataclass(frozen=True, kw_only=True)

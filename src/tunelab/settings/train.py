@@ -13,11 +13,13 @@ from tunelab.settings.fields import setting
 from tunelab.settings.groups import (
     CacheSettings,
     DataSettings,
+    DomainSettings,
     EpochSettings,
     EvaluationSettings,
     HardwareSettings,
     LoopSettings,
     ModelSettings,
+    TrackingSettings,
 )
 
 
@@ -25,7 +27,15 @@ from tunelab.settings.groups import (
 # order their fields appear in --help and config.yaml: model first, the per-run fields last.
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(
-    HardwareSettings, CacheSettings, LoopSettings, EpochSettings, EvaluationSettings, DataSettings, ModelSettings
+    TrackingSettings,
+    HardwareSettings,
+    CacheSettings,
+    DomainSettings,
+    LoopSettings,
+    EpochSettings,
+    EvaluationSettings,
+    DataSettings,
+    ModelSettings,
 ):
     """Everything `tunelab train` needs; saved as config.yaml in the run so eval and --resume see the same run.
 
