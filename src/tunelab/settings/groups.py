@@ -146,8 +146,7 @@ class DomainSettings:
     target_data: str | None = None
     """Unlabelled target-domain examples (an image folder, or a text file; labels in it are ignored); none = off."""
     adapt: str | None = setting(None, choices=("dann", "adabn"))
-    """Domain adaptation to the target data: dann (adversarial domain classifier) or adabn (BatchNorm statistics
-    re-estimated on the target); none = off."""
+    """Adapt to target_data: dann (adversarial domain classifier) or adabn (target BatchNorm statistics); none = off."""
     adapt_weight: float = setting(1.0, low=0)
     """DANN: largest weight of the domain loss (reached by the usual ramp over training)."""
 
