@@ -179,3 +179,21 @@ def test_a_run_in_a_compare_measures_only_its_own_peak_memory(tmp_path):
     alone = peaks(tmp_path / "alone", ("none",))["none"]
     assert both["full"] > 1.3 * both["none"], both  # the test can tell a shared peak from an own one
     assert abs(both["none"] - alone) <= 0.10 * alone, (both, alone)
+
+
+def test_the_python_api_returns_the_numbers_the_report_shows(small_images, tmp_path):
+    import tunelab
+
+    out = tmp_path / "api"
+    config = tunelab.CompareConfig(
+        model="tiny-cnn", data=str(small_images), out=str(out), strategies=("none", "full"), epochs=1, batch_size=8
+    )
+    result = tunelab.compare(config)
+    assert result.report == out / "report.html" and result.report.is_file()
+    assert {r.strategy for r in result.results} == {"none", "full"} and result.best().best
+    table = (out / "results.md").read_text()
+    for r in result.results:  # every number the script reads is the table's
+        assert f"| {r.strategy}" in table and f"{r.score_mean:.3f}" in table
+    assert result.at("none").n_runs == 1
+    with pytest.raises(KeyError, match="strategies: full, none"):
+        result.at("lora")

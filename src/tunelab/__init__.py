@@ -7,7 +7,8 @@ Public API:
 - `set_train_mode(model)`: train mode except frozen blocks and frozen BatchNorm.
 - `merge_lora(model)`: fold LoRA updates into the weights.
 - `embed(model, data)`: pooled features, labels and example ids of a data set under any model or run (`Embeddings`).
-- `train(TrainConfig(...))`: one run, as `tunelab train` does it; `compare(CompareConfig(...))`: `tunelab compare`;
+- `train(TrainConfig(...))`: one run, as `tunelab train` does it (its summary); `compare(CompareConfig(...))`:
+  `tunelab compare`, returning its numbers (`Comparison`);
   `advise(model, data)`: the recommendation (`Advice`); `run_advise(AdviseConfig(...))`: `tunelab advise`.
 - `export(run, out)`: a finished run as an ONNX file (LoRA merged, adapters included).
 - `lr_find(LrFindConfig(...))`: the lr range test, as `tunelab lr-find` runs it (`LrFindResult`: curve, suggestion).
@@ -31,7 +32,7 @@ from tunelab.errors import DataError, TunelabError
 if TYPE_CHECKING:
     from tunelab.advice.api import advise
     from tunelab.advice.command import run_advise
-    from tunelab.comparison.grid import compare
+    from tunelab.comparison.api import Comparison, compare
     from tunelab.embedding import Embeddings, embed
     from tunelab.models.contract import Backbone, TransferModel
     from tunelab.models.zoo import ZOO, list_models, load_backbone
@@ -47,6 +48,7 @@ _EXPORTS = {
     "AdviseConfig": "tunelab.settings",
     "Backbone": "tunelab.models.contract",
     "CompareConfig": "tunelab.settings",
+    "Comparison": "tunelab.comparison.api",
     "Embeddings": "tunelab.embedding",
     "LrFindConfig": "tunelab.settings",
     "LrFindResult": "tunelab.runs.lr_find",
@@ -57,7 +59,7 @@ _EXPORTS = {
     "TransferModel": "tunelab.models.contract",
     "ZOO": "tunelab.models.zoo",
     "advise": "tunelab.advice.api",
-    "compare": "tunelab.comparison.grid",
+    "compare": "tunelab.comparison.api",
     "embed": "tunelab.embedding",
     "export": "tunelab.onnx_export",
     "list_models": "tunelab.models.zoo",
@@ -82,6 +84,7 @@ __all__ = [
     "AdviseConfig",
     "Backbone",
     "CompareConfig",
+    "Comparison",
     "DataError",
     "Embeddings",
     "LrFindConfig",
