@@ -232,7 +232,8 @@ def test_decide_reports_the_measurements_and_its_inputs_in_the_record():
     assert "parameter_efficient" not in record  # the JSON keeps the keys it always had
     text = advice.format().splitlines()
     assert text[0] == "recommendation: none    runner-up: adapter"
-    assert text[-1] == "measured some-model on 400 of 80 examples in 2.2 s"
+    assert text[-1] == "measured some-model on all 80 examples in 2.2 s"  # a sample no larger than the data
+    assert text[-2].startswith("  per-block LogME of the pretrained features: ") and "(peak)" in text[-2]
     assert decide(m, Thresholds(transfer_drop=0.1), Budget(params=10**9)) == advice  # pure: same input, same advice
 
 
@@ -357,3 +358,15 @@ def test_bad_input_is_a_one_line_error(tmp_path, text, monkeypatch):
     monkeypatch.setattr(measure_module, "load_backbone", broken)
     with pytest.raises(TunelabError, match="cannot extract features from tiny-bert"):
         advise("tiny-bert", str(text), progress=False)
+
+
+def test_the_measured_line_says_what_the_sample_was_drawn_from():
+    from dataclasses import replace
+
+    m = measured(20, 0.5)
+    wider = replace(m, evidence=replace(m.evidence, sample_size=400, pool_size=500))
+    assert decide(wider).format().splitlines()[-1] == (
+        "measured some-model on 400 of 500 examples (80 training + 420 validation) in 2.2 s"
+    )
+    whole = replace(m, evidence=replace(m.evidence, sample_size=80, pool_size=80))
+    assert decide(whole).format().splitlines()[-1] == "measured some-model on all 80 examples in 2.2 s"

@@ -117,6 +117,9 @@ class Evidence:
     """Fréchet distance per dimension between train and val features (only with separate val data)."""
     train_halves_shift: float | None = None
     """The same between two random halves of the train features: the no-shift baseline."""
+    pool_size: int = 0
+    """Examples the sample was drawn from: the training data, plus the validation data when it was given
+    separately (the profile's `n` counts the training data alone then); 0 = not recorded."""
 
 
 @dataclass(frozen=True)
@@ -161,12 +164,23 @@ class Advice:
         e = self.evidence
         lines = [f"recommendation: {self.recommendation}    runner-up: {self.runner_up}"]
         lines += [f"  - {r}" for r in self.reasons]
+        if e.get("logme_per_block"):
+            lines.append(_per_block_line(e["block_names"], e["logme_per_block"]))
         if "seconds" in e:
+            pool = e.get("pool_size") or e["n"]
+            of = "all" if e["sample_size"] >= pool else f"{e['sample_size']:,} of"
+            extra = f" ({e['n']:,} training + {pool - e['n']:,} validation)" if pool > e["n"] else ""
             lines.append(
-                f"measured {e.get('model', 'the model')} on {e['sample_size']:,} of {e['n']:,} examples "
-                f"in {e['seconds']:.1f} s"
+                f"measured {e.get('model', 'the model')} on {of} {pool:,} examples{extra} in {e['seconds']:.1f} s"
             )
         return "\n".join(lines)
+
+
+def _per_block_line(names: list[str], scores: list[float]) -> str:
+    """The per-block evidence in one line: LogME of the features after each block, the peak marked."""
+    peak = int(np.argmax(scores))
+    cells = [f"{n} {v:.3f}{' (peak)' if i == peak else ''}" for i, (n, v) in enumerate(zip(names, scores))]
+    return "  per-block LogME of the pretrained features: " + ", ".join(cells)
 
 
 def transfer_depth(per_block: list[float], drop: float) -> tuple[int, int, int | None]:

@@ -98,6 +98,7 @@ def measure(
     params, memory, efficient = candidates(model, k, num_classes)
     evidence = Evidence(
         sample_size=len(sample),
+        pool_size=len(pool),
         control_size=len(both),
         block_names=block_names,
         logme_pretrained=logme(pretrained, common, num_classes),
