@@ -101,8 +101,10 @@ def tunelab_run(
     seed: int,
     augment: bool,
     cache: bool = True,
+    **settings,
 ) -> dict:
-    """`tunelab.runs.loop` with the same settings; seconds per epoch from its metrics.jsonl."""
+    """`tunelab.runs.loop` with the same settings (and any other TrainConfig `settings`, e.g.
+    length_grouping=True); seconds per epoch from its metrics.jsonl."""
     with PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         started = time.perf_counter()
         config = TrainConfig(
@@ -116,6 +118,7 @@ def tunelab_run(
             seed=seed,
             augment=augment,
             cache=cache,
+            **settings,
         )
         summary = train(config)
         total = time.perf_counter() - started

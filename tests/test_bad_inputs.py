@@ -33,6 +33,7 @@ from PIL import Image
 
 import tunelab.runs.loop as train_module
 from recipe_fixtures import register_biasless_cnn
+from task_fixtures import write_conll
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab import fileio
 from tunelab.cli import main
@@ -848,6 +849,156 @@ CASES += [
         "compare-out-not-writable",
         compare_on("--executor", "local", "--workers", "2", out="img/red/red0.png/cmp"),
         r"^cannot create --out .*/img/red/red0\.png/cmp: Not a directory; give a folder you can write to$",
+    ),
+]
+
+
+# experiment trackers (issue 20): checked before the run folder (or the compare's --out) is made
+
+
+def without_modules(*names: str):
+    def hide(tmp, mp):
+        for name in names:
+            mp.setitem(sys.modules, name, None)
+
+    return hide
+
+
+def train_without_mlflow(tmp, mp):
+    without_modules("mlflow")(tmp, mp)
+    return image_train(write_image_folder(tmp / "img"), tmp / "run", "--log-with", "tensorboard,mlflow")
+
+
+TRACKER_NAMES = "aim, clearml, comet_ml, dvclive, mlflow, swanlab, tensorboard, trackio, wandb"
+
+CASES += [
+    Case(
+        "tracker-unknown",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--log-with", "tensorbord"),
+        rf"^--log-with tensorbord: no such tracker; choose from {TRACKER_NAMES}$",
+    ),
+    Case(
+        "tracker-package-missing",
+        train_without_mlflow,
+        r"^--log-with mlflow needs mlflow, which is not installed: pip install 'tunelab\[track\]' \(or mlflow\)$",
+    ),
+    Case(
+        "compare-tracker-package-missing",
+        compare_on("--log-with", "tensorboard", before=without_modules("tensorboard", "tensorboardX")),
+        r"^--log-with tensorboard needs tensorboard, which is not installed: pip install 'tunelab\[track\]'",
+        lambda tmp, line: assert_no_folder(tmp / "run"),
+    ),
+]
+
+
+def assert_no_folder(path: Path) -> None:
+    assert not path.exists(), f"{path} was created"
+
+
+# domain adaptation (issue 19): --target-data and --adapt, refused before anything trains
+
+
+def adapt_image(extra_target, *extra: str):
+    """An image run with --adapt; `extra_target(tmp)` builds the --target-data path."""
+
+    def make(tmp, mp):
+        data = write_image_folder(tmp / "img")
+        return image_train(data, tmp / "run", "--strategy", "full", "--target-data", str(extra_target(tmp)), *extra)
+
+    return make
+
+
+def adapt_text(extra_target, *extra: str):
+    """A text run with --adapt; `extra_target(tmp)` builds the --target-data path."""
+
+    def make(tmp, mp):
+        data = write_text_tsv(tmp / "t.tsv")
+        return text_train(data, tmp / "run", "--strategy", "full", "--target-data", str(extra_target(tmp)), *extra)
+
+    return make
+
+
+def adapt_tagging(tmp, mp):
+    target = table(tmp / "target.txt", "one text\nanother\n")
+    return text_train(write_conll(tmp / "ner.conll"), tmp / "run", "--target-data", str(target), "--adapt", "dann")
+
+
+def empty_dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+CASES += [
+    Case(
+        "domain-target-text-for-an-image-model",
+        adapt_image(lambda tmp: table(tmp / "target.tsv", "sentence\tlabel\na text\t1\n"), "--adapt", "dann"),
+        r"^target_data .*target\.tsv is a file, but the model takes images: give a folder of images",
+    ),
+    Case(
+        "domain-target-images-for-a-text-model",
+        adapt_text(lambda tmp: write_image_folder(tmp / "target"), "--adapt", "dann"),
+        r"^target_data .*target is a folder, but the model takes text: give a \.csv, \.tsv, \.jsonl or \.txt file",
+    ),
+    Case(
+        "domain-target-empty-folder",
+        adapt_image(lambda tmp: empty_dir(tmp / "target"), "--adapt", "dann"),
+        r"target: no images in this folder",
+    ),
+    Case(
+        "domain-target-empty-table",
+        adapt_text(lambda tmp: table(tmp / "target.tsv", "sentence\tlabel\n"), "--adapt", "dann"),
+        r"target\.tsv: no texts after the header row$",
+    ),
+    Case(
+        "domain-target-one-example",
+        adapt_text(lambda tmp: table(tmp / "target.txt", "a single text\n"), "--adapt", "dann"),
+        r"^target_data .*target\.txt holds 1 example; domain adaptation needs at least 2$",
+    ),
+    Case(
+        "domain-target-missing",
+        adapt_image(lambda tmp: tmp / "nowhere", "--adapt", "adabn"),
+        r"^target_data .*nowhere: no such file or folder$",
+    ),
+    Case(
+        "domain-adapt-without-target-data",
+        lambda tmp, mp: image_train(write_image_folder(tmp / "img"), tmp / "run", "--adapt", "dann"),
+        r"^--adapt dann needs unlabelled target-domain examples: give --target-data PATH",
+    ),
+    Case(
+        "domain-target-data-without-adapt",
+        adapt_image(lambda tmp: write_image_folder(tmp / "target")),
+        r"^--target-data .*target is only used for domain adaptation: add --adapt dann or --adapt adabn",
+    ),
+    Case(
+        "domain-adabn-on-a-model-without-batchnorm",
+        adapt_text(lambda tmp: table(tmp / "target.txt", "one text\nanother\n"), "--adapt", "adabn"),
+        r"^--adapt adabn re-estimates BatchNorm statistics, but tiny-bert has no BatchNorm layer",
+    ),
+    Case(
+        "domain-dann-with-strategy-none",
+        adapt_image(lambda tmp: write_image_folder(tmp / "target"), "--adapt", "dann", "--strategy", "none"),
+        r"^--adapt dann trains the feature layers against a domain classifier, but strategy none trains only the head",
+    ),
+    Case(
+        "domain-adapt-on-a-tagging-task",
+        adapt_tagging,
+        r"^--adapt dann works for image-classification and text-classification; task token-classification is not",
+    ),
+    Case(
+        "domain-labelled-target-text-is-used-unlabelled",
+        adapt_text(lambda tmp: write_text_tsv(tmp / "target.tsv"), "--adapt", "dann"),
+        None,
+    ),
+]
+
+
+# length grouping (issue 21): the training order is part of what a run trains, so a resume cannot change it
+
+CASES += [
+    Case(
+        "resume-with-length-grouping-turned-on",
+        lambda tmp, mp: [*unfinished_image_run(tmp)[1], "--length-grouping"],
+        r"cannot resume .*/run: settings differ from the saved run: length_grouping \(false -> true\); resume with",
     ),
 ]
 

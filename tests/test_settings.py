@@ -38,6 +38,7 @@ SAVED_NAMES = {
     "adapt_weight",
     "log_with",
     "tracking_dir",
+    "feature_store",
     "length_grouping",
     "image_size",
     "class_names",

@@ -16,7 +16,7 @@ from tunelab.data.splits import TEST_SEED
 from tunelab.errors import DataError, TunelabError
 from tunelab.runs.evaluate import evaluate
 from tunelab.runs.job import load_job
-from tunelab.runs.loaders import load_sets, select_splits
+from tunelab.runs.loaders import load_sets, select_splits, token_counts
 from tunelab.runs.loop import train
 from tunelab.settings import CompareConfig, TrainConfig
 
@@ -168,8 +168,8 @@ def test_the_same_test_set_reaches_every_strategy_and_seed_and_text_is_in_length
     assert tests[0] == tests[1] == tests[2] and len(tests[0]) == 6
     for job in jobs:
         assert set(job.test.inputs).isdisjoint(job.splits.train.inputs + job.splits.val.inputs)
-        lengths = [len(text) for text in job.test.inputs]
-        assert lengths == sorted(lengths)  # scored shortest first, like validation, for the least padding
+        lengths = token_counts(job.test, job.plan.backbone).tolist()
+        assert lengths == sorted(lengths)  # scored shortest first (in tokens), like validation: the least padding
 
 
 def test_tagged_sentences_are_held_out_whole(tmp_path):

@@ -138,17 +138,8 @@ def train_in_child(config: TrainConfig, threads: int | None = None) -> Outcome:
     """
     started = time.monotonic()
     child = start_child(train_command(config), threads)
-    relay = Relay(child.stdout.fileno(), sys.stderr)
-    try:
-        with passed_on(lambda: [child]):
-            relay.until_closed()
-            child.wait()
-    except KeyboardInterrupt:
-        _stop(child, relay)
-        raise
-    finally:
-        child.stdout.close()
-    return Outcome(child.returncode, time.monotonic() - started, failure_reason(child.returncode, relay.tail))
+    with passed_on(lambda: [child]):
+        return supervise(child, Relay(child.stdout.fileno(), sys.stderr), started)
 
 
 def _stop(child: subprocess.Popen, relay: Relay) -> None:
@@ -263,7 +254,15 @@ def train_on_worker(flags: list[str], tag: str, threads: int, cwd: str) -> Outco
         return Outcome(2, 0.0, reason)
     started = time.monotonic()
     child = start_child(command_for(flags), threads, cwd)
-    relay = LineRelay(child.stdout.fileno(), sys.stderr, tag, threading.Lock())
+    return supervise(child, LineRelay(child.stdout.fileno(), sys.stderr, tag, threading.Lock()), started)
+
+
+def supervise(child: subprocess.Popen, relay, started: float) -> Outcome:
+    """Relay `child`'s output until it ends and say how it ended; Ctrl-C stops it (its last epoch kept) first.
+
+    `relay` passes the child's lines on (`Relay`, or `LineRelay` tagging them for runs side by side) and keeps
+    the tail that a failure's reason quotes; `started` is when the child was started (monotonic seconds).
+    """
     try:
         relay.until_closed()
         child.wait()

@@ -111,12 +111,17 @@ def planned_runs(config: CompareConfig) -> list[TrainConfig]:
     """One TrainConfig per (fraction, seed, fold, strategy): the whole comparison, in the order it runs.
 
     Every setting group CompareConfig shares with TrainConfig reaches each run unchanged, except that
-    augmentation left unset is off for every run (see the module docstring); only the per-run fields
-    (strategy, seed, fold, train fraction, run folder, resume) and a --lrs override differ.
+    augmentation left unset is off for every run (see the module docstring), and two folders left unset are
+    the compare's: the runs share their cached features in <out>/feature-cache (`runs.feature_store`) and,
+    with --log-with, track into <out>/tracking (`runs.tracking`). Only the per-run fields (strategy, seed,
+    fold, train fraction, run folder, resume) and a --lrs override differ.
     """
     specs = strategy_specs(config)
     rates = learning_rates(config, specs)
     shared = shared_settings(config, TrainConfig) | {"augment": bool(config.augment)}
+    shared["feature_store"] = config.feature_store or str(Path(config.out) / "feature-cache")
+    if config.log_with and config.tracking_dir is None:
+        shared["tracking_dir"] = str(Path(config.out) / "tracking")
     folds = range(config.folds) if config.folds else [None]
     runs = []
     # Seed-major order: an interrupted comparison already holds every strategy for its first seeds.
@@ -252,7 +257,9 @@ def compare(config: CompareConfig) -> Path:
     from tunelab.comparison.executors.storage import check_writable
     from tunelab.comparison.report import report_from_runs
     from tunelab.runs.identity import check_reuse
+    from tunelab.runs.tracking import check_trackers
 
+    check_trackers(config.log_with)  # a tracker's package missing: said here, not by every run that fails on it
     check_executor_settings(config)
     runs = planned_runs(config)
     check_report_scope(runs, config)  # first: check_reuse may load models, and nothing may change if this fails

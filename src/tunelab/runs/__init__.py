@@ -10,6 +10,8 @@
     checkpoint_io.py  safetensors files for tensors and optimizer state, no pickle
     prepare.py        `prepare(model, strategy, num_classes)`: model loaded, task head, strategy applied
     as_model.py       a finished run directory as a model source for `--model` (registered on import)
+    feature_store.py  frozen-prefix features the runs of a grid share on disk (--feature-store), concurrent-safe
+    tracking.py       --log-with: the settings, every epoch and the summary sent to accelerate's trackers
     loaders.py, feature_cache.py, features.py, adversary.py, memory.py, evaluate.py: what the loop calls
 
 May import: tasks, data, strategies, models, settings, fileio, errors.

@@ -20,10 +20,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from tunelab.fileio import atomic_write_text, save_json
-from tunelab.runs.checkpoint_io import load_optimizer, save_optimizer
+from tunelab.runs.checkpoint_io import load_optimizer, load_tensors, save_optimizer, save_tensors
 from tunelab.runs.run_files import read_state
 from tunelab.runs.rundir import CheckpointFiles, RunDir, remove
 from tunelab.runs.trained import load_trained, save_trained
+
+BESIDE = "beside.safetensors"
+"""The file in a checkpoint folder holding `CheckpointSaver.beside`."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class CheckpointSaver:
     """The learning-rate schedule whose position is saved."""
     meta: dict
     """Metadata saved with the model's tensors: classes, model, strategy, task."""
+    beside: nn.Module | None = None
+    """A module trained beside the model and not part of it (DANN's domain classifier): every tensor of it goes
+    into each checkpoint (beside.safetensors), never into model.safetensors; None = nothing beside."""
 
     def save_epoch(self, progress: Progress, improved: bool) -> None:
         """Record the epoch `progress` has just completed.
@@ -119,6 +125,8 @@ class CheckpointSaver:
             run.inside(files.path).mkdir(parents=True)
             save_trained(run.inside(files.trained), self.model, self.meta)
             save_optimizer(run.inside(files.optimizer), self.optimizer)
+            if self.beside is not None:
+                save_tensors(run.inside(files.path / BESIDE), self.beside.state_dict())
             save_json(run.inside(files.state), {**asdict(progress), "scheduler": self.scheduler.state_dict()})
         except BaseException:
             remove(run, files.path, strict=False)
@@ -132,6 +140,8 @@ class CheckpointSaver:
         """Load a committed checkpoint into the model, optimizer and scheduler; returns the loop's progress."""
         load_trained(files.trained, self.model)
         load_optimizer(files.optimizer, self.optimizer)
+        if self.beside is not None:
+            self.beside.load_state_dict(load_tensors(files.path / BESIDE)[0])
         state = read_state(files.state)  # checked: a damaged file is one line naming the key
         self.scheduler.load_state_dict(state["scheduler"])
         saved = {f.name: state[f.name] for f in fields(Progress) if f.name in state}

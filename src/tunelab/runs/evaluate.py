@@ -1,7 +1,9 @@
 """Evaluate a finished run on labelled data, and predict labels for new inputs.
 
 `predict_logits` is also how the training loop validates each epoch, and `score_once` how it scores the
-best epoch at the end of a run (on the test set, or on validation when there is none).
+best epoch at the end of a run (on the test set, or on validation when there is none). Texts are run with
+the fewest tokens first (`loaders.token_order`), as validation is, so a batch pays little padding; predict
+puts its outputs back in the order of its inputs.
 
 May import: data, tasks, runs.loaders, runs.sanity, runs.trained. accelerate is imported lazily, where an Accelerator is
 made (the heavy-library exception): modules that only call `predict_logits` bring their own.
@@ -21,7 +23,7 @@ from tunelab.data import Examples, image_pixel_limit
 from tunelab.data.class_names import name_classes, numbered
 from tunelab.data.images import image_inputs
 from tunelab.data.split_folders import evaluation_folder
-from tunelab.runs.loaders import make_loader
+from tunelab.runs.loaders import make_loader, token_order
 from tunelab.runs.sanity import constant_logits, majority_label, run_flags
 from tunelab.runs.trained import LoadedRun, load_run
 from tunelab.tasks import get_task
@@ -140,6 +142,9 @@ def evaluate(
     backbone = run.plan.backbone
     task = get_task(run.task)
     examples = _labelled(task, run, Path(data))
+    order = token_order(examples, backbone, run.task, run.config.max_length)
+    if order is not None:  # the report counts, averages and confuses: it does not depend on the order
+        examples = examples.subset(order)
     loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
     logits, labels = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
     return task.report(examples, backbone, run.config.max_length, logits, labels)
@@ -173,6 +178,13 @@ def predict(
             print(f"note: {note}", file=sys.stderr)
         inputs = expanded.files
     examples = task.inputs(inputs, run.classes)
+    order = token_order(examples, backbone, run.task, run.config.max_length)
+    order = np.arange(len(inputs)) if order is None else order
+    examples, inputs = examples.subset(order), [inputs[i] for i in order]
     loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
     logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
-    return task.predictions(inputs, examples, backbone, run.config.max_length, logits, run.classes, k)
+    ranked = task.predictions(inputs, examples, backbone, run.config.max_length, logits, run.classes, k)
+    restored: list[Prediction] = [None] * len(ranked)  # type: ignore[list-item]
+    for position, index in enumerate(order):  # the pass ran in token order; the answer keeps the input order
+        restored[index] = ranked[position]
+    return restored

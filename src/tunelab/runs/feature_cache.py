@@ -9,17 +9,21 @@ row per token (unpadded). The array lives in memory, or in a memory-mapped file 
 memory budget, so the cache never takes more RAM than the user allows.
 
 What the features depend on beyond the frozen weights (the image size and preprocessing, the tokenizer's
-max_length) needs no cache key: the cache is computed by the process that trains, each time a run starts or
-resumes, and is never read back from an earlier one (the files in the run's cache/ folder only spill memory).
-A resume with another --image-size is refused before any feature is computed (`runs.identity.check_resume`:
-image_size is part of a run's settings), so features cached at 224 pixels never meet a head trained at 160.
+max_length) needs no cache key here: this cache is computed by the process that trains, each time a run
+starts or resumes, and is never read back from an earlier one (the files in the run's cache/ folder only
+spill memory). A resume with another --image-size is refused before any feature is computed
+(`runs.identity.check_resume`: image_size is part of a run's settings), so features cached at 224 pixels
+never meet a head trained at 160. The one exception is the store that runs of a compare share
+(--feature-store, `runs.feature_store`): features read from there are found under a key made of exactly
+what they depend on, and are the bits this run would have computed.
 
-May import: errors, fileio, models, tasks.
+May import: errors, fileio, models, tasks, runs.feature_store.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +35,27 @@ from tqdm.auto import tqdm
 from tunelab.errors import TunelabError
 from tunelab.fileio import make_folder
 from tunelab.models.contract import TokenState, TransferModel
+from tunelab.runs.feature_store import Slot, Stored, load, publish
 from tunelab.tasks.base import IGNORE
 
 
 class FeatureStore:
     """Variable-length float32 rows per example, in memory or memory-mapped on disk."""
 
-    def __init__(self, lengths: list[int], row_shape: tuple[int, ...], budget_mb: float, spill_path: Path):
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.row_shape = row_shape
-        shape = (int(self.offsets[-1]), *row_shape)
-        self.nbytes = 4 * int(np.prod(shape, dtype=np.int64))
-        self.on_disk = self.nbytes > budget_mb * 2**20
-        if self.on_disk:
-            self.data = _spill_file(spill_path, shape)
-        else:
-            self.data = np.empty(shape, dtype=np.float32)
+    def __init__(self, offsets: np.ndarray, data: np.ndarray):
+        self.offsets, self.data = offsets, data
+        self.row_shape = tuple(data.shape[1:])
+        self.nbytes = data.nbytes
+        self.on_disk = isinstance(data, np.memmap)
+
+    @classmethod
+    def allocate(cls, lengths: list[int], row_shape: tuple[int, ...], budget_mb: float, spill_path: Path):
+        """Room for the rows of examples `lengths` long: in memory, or in a file at `spill_path` past the budget."""
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        shape = (int(offsets[-1]), *row_shape)
+        if 4 * int(np.prod(shape, dtype=np.int64)) > budget_mb * 2**20:
+            return cls(offsets, _spill_file(spill_path, shape))
+        return cls(offsets, np.empty(shape, dtype=np.float32))
 
     def write(self, index: int, rows: torch.Tensor) -> None:
         self.data[self.offsets[index] : self.offsets[index + 1]] = rows.numpy()
@@ -135,8 +144,27 @@ def build_cache(
     spill_path: Path,
     device: torch.device,
     desc: str,
+    shared: Slot | None = None,
 ) -> CachedFeatures:
-    """Run blocks[:stop] over an ordered (unshuffled, unaugmented) loader once and keep the outputs."""
+    """Run blocks[:stop] over an ordered (unshuffled, unaugmented) loader once and keep the outputs.
+
+    With `shared` (a slot of the store runs share, `runs.feature_store`): read them from there when another
+    run has computed them, else compute them and add them there for the next run.
+    """
+    found = None if shared is None else load(shared, len(labels))
+    if found is not None:
+        if not shared.quiet:
+            print(f"{desc.replace('caching', 'reading cached')} from {shared.path}", file=sys.stderr)
+        return CachedFeatures(FeatureStore(found.offsets, found.data), labels, text=found.data.ndim == 2)
+    cached = _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc)
+    if shared is not None:
+        publish(shared, Stored(cached.store.offsets, cached.store.data))
+    return cached
+
+
+@torch.no_grad()
+def _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc) -> CachedFeatures:
+    """The features computed here: blocks[:stop] in eval mode over the loader, in memory or spilled past the budget."""
     frozen = model.blocks[:stop]
     was_training = [b.training for b in frozen]
     frozen.eval()
@@ -149,7 +177,7 @@ def build_cache(
         if store is None:
             text = examples[0].ndim == 2
             lengths = _lengths(loader, examples) if text else [1] * len(labels)
-            store = FeatureStore(lengths, tuple(examples[0].shape[1:]), budget_mb, spill_path)
+            store = FeatureStore.allocate(lengths, tuple(examples[0].shape[1:]), budget_mb, spill_path)
         for rows in examples:
             store.write(index, rows.float().cpu())
             index += 1

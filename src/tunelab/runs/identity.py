@@ -45,12 +45,17 @@ if TYPE_CHECKING:
 
 RESUME_MAY_DIFFER = frozenset(
     {"resume", "epochs", "patience", "num_workers", "cache_memory_mb", "max_image_pixels", "out"}
+    | {"feature_store", "log_with", "tracking_dir"}
 )
 """Settings a --resume may change: how long to train and how to load, never what is trained (out: the run
 folder may have moved; cache_memory_mb only decides whether cached features sit in memory or on disk, which
-gives the same numbers; max_image_pixels only whether an image is refused, so it can be raised to go on)."""
+gives the same numbers; max_image_pixels only whether an image is refused, so it can be raised to go on;
+feature_store only where identical features are read from (`runs.feature_store`); log_with and tracking_dir
+only where the numbers are also sent)."""
 
-REUSE_MAY_DIFFER = frozenset({"resume", "num_workers", "cache_memory_mb", "max_image_pixels", "out"})
+REUSE_MAY_DIFFER = frozenset(
+    {"resume", "num_workers", "cache_memory_mb", "max_image_pixels", "out", "feature_store", "log_with", "tracking_dir"}
+)
 """Settings in which a compare's planned run may differ from the run it reuses: epochs must match, since a
 finished 3-epoch run is not the 2-epoch run the table would claim it is."""
 

@@ -2,10 +2,11 @@
 
 The datasets are the raw examples, or, when the first K blocks are frozen and the input is not augmented,
 those blocks' output computed once (`runs.feature_cache`): `none` then costs a head per epoch rather than
-a backbone.
+a backbone. With --feature-store (every run of a compare), that output is read from a store the runs share
+when another run computed it already (`runs.feature_store`).
 
-May import: errors, fileio, settings, strategies, data, tasks, runs.adversary, runs.feature_cache,
-runs.identity, runs.loaders, runs.optim, runs.prepare, runs.rundir.
+May import: errors, fileio, settings, strategies, data, tasks, runs.adversary, runs.domain, runs.feature_cache,
+runs.feature_store, runs.folding, runs.identity, runs.loaders, runs.optim, runs.prepare, runs.rundir.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ from torch.utils.data import Dataset
 
 from tunelab.data.examples import Examples, Splits
 from tunelab.fileio import atomic_write_text
+from tunelab.runs import domain
 from tunelab.runs.adversary import Adversary, make_adversary
 from tunelab.runs.feature_cache import build_cache, collate_features
+from tunelab.runs.feature_store import slot_for
+from tunelab.runs.folding import folded_prefix
 from tunelab.runs.identity import automatic_augment, resolved
 from tunelab.runs.image_size import with_image_size
 from tunelab.runs.loaders import (
     collate_for,
     example_dataset,
     infer_task,
-    length_order,
     load_sets,
     make_loader,
     select_splits,
+    token_order,
 )
 from tunelab.runs.optim import describe_learning_rates
 from tunelab.runs.prepare import prepare
@@ -61,26 +65,33 @@ class Job:
     """Adversarial training on the word embeddings, when asked for."""
     test: Examples | None = None
     """The test set that scores the best epoch once at the end (length order for text); None = scored on val."""
+    target: Examples | None = None
+    """Unlabelled target-domain examples for --adapt (every label 0, never read); None without --adapt."""
+    target_notes: tuple[str, ...] = ()
+    """What reading the target data ignored (a label column, class folder names): warnings for the run to print."""
 
 
 def load_job(config: TrainConfig) -> Job:
     """Read the data, prepare the model for it, and resolve the settings that depend on both."""
+    domain.check_settings(config)  # --adapt and --target-data come together
     task = infer_task(config.data, config.task)
     splits, test = load_sets(task, config)  # the test set is held out first; it never trains or selects
     splits = select_splits(splits, config.folds, config.fold, config.train_fraction, config.seed)
     plan = prepare(config.model, config.strategy, len(splits.train.classes), config.trust_remote_code, task=task)
     plan = with_image_size(plan, config.image_size)  # the model's own input size unless --image-size says
     adversary = make_adversary(config, plan.backbone)
-    splits = Splits(splits.train, _in_length_order(splits.val))  # validation and test only measure
-    test = None if test is None else _in_length_order(test)
+    domain.check_plan(config, plan, task, adversary is not None)  # the task, strategy and model --adapt needs
+    target, notes = domain.read_target(config, plan.backbone.modality, splits.train.classes)  # None: no --adapt
+    splits = Splits(splits.train, _in_length_order(splits.val, plan, task, config))  # validation and test only measure
+    test = None if test is None else _in_length_order(test, plan, task, config)
     config = resolved(config, plan, task)  # every automatic setting worked out: what config.yaml records
     chosen = get_task(task).selecting(config.metric, splits.val, plan.backbone, config.max_length)  # before any epoch
-    return Job(config, chosen, splits, plan, adversary, test)
+    return Job(config, chosen, splits, plan, adversary, test, target, notes)
 
 
-def _in_length_order(examples: Examples) -> Examples:
-    """Texts shortest first, so a measuring pass pays the least padding (images as they are)."""
-    order = length_order(examples)
+def _in_length_order(examples: Examples, plan: Plan, task: str, config: TrainConfig) -> Examples:
+    """Texts with the fewest tokens first, so a measuring pass pays the least padding (images as they are)."""
+    order = token_order(examples, plan.backbone, task, config.max_length)
     return examples if order is None else examples.subset(order)
 
 
@@ -99,6 +110,10 @@ def announce(run: RunDir, job: Job) -> None:
     print(describe_learning_rates(config, plan.optimizer_groups(config.lr, config.weight_decay)), file=sys.stderr)
     if job.adversary is not None:
         print(f"adversarial training: {job.adversary.describe()}", file=sys.stderr)
+    if job.target is not None:
+        print(domain.describe(config, job.target), file=sys.stderr)
+        for note in job.target_notes:
+            print(f"tunelab: warning: {note}", file=sys.stderr)
 
 
 def model_meta(job: Job) -> dict:
@@ -127,6 +142,8 @@ class Feed:
     """Whether training images are augmented."""
     cache_seconds: float
     """Time spent computing the cache (0 without one)."""
+    target: Dataset | None = None
+    """DANN's unlabelled target examples, preprocessed (and cached) as the training examples are; else None."""
 
 
 def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
@@ -140,6 +157,8 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
     if config.augmentation != "standard" and not (augment and backbone.modality == "image"):
         if accelerator.is_main_process:  # a preset asked for and not applied is said, not silently dropped
             print(f"tunelab: warning: {_augmentation_off(config, backbone.modality, k)}", file=sys.stderr)
+    if config.length_grouping and backbone.modality != "text" and accelerator.is_main_process:  # loaders.train_sampler
+        print("tunelab: warning: length_grouping is not applied: images have no length to group by", file=sys.stderr)
 
     def dataset(examples, train: bool) -> Dataset:
         policy = config.augmentation if augment and train else False  # a preset name: on, with its policy
@@ -147,25 +166,31 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
             examples, backbone, train=train, augment=policy, task=config.task, max_length=config.max_length
         )
 
+    target = job.target if config.adapt == "dann" else None  # DANN trains on them; AdaBN reads them after training
     if not use_cache:
-        return Feed(dataset(job.splits.train, True), dataset(job.splits.val, False), collate, 0, augment, 0.0)
+        train, val = dataset(job.splits.train, True), dataset(job.splits.val, False)
+        return Feed(train, val, collate, 0, augment, 0.0, None if target is None else dataset(target, True))
     started = time.perf_counter()
+    prefix = folded_prefix(backbone.model, k)  # BatchNorms folded into their convolutions for this one pass
     cached = []
-    for name, examples in (("train", job.splits.train), ("val", job.splits.val)):
+    sets = (("train", job.splits.train), ("val", job.splits.val), *((("target", target),) if target else ()))
+    for name, examples in sets:
         plain = dataset(examples, False)
         cached.append(
             build_cache(
-                backbone.model,
+                prefix,
                 k,
                 make_loader(plain, config.batch_size, collate, config.num_workers),
                 plain.labels,
-                config.cache_memory_mb / 2,
+                config.cache_memory_mb / len(sets),
                 run.inside(run.cache / f"{name}-{accelerator.process_index}.npy"),  # never through a link
                 accelerator.device,
                 desc=f"caching {name} features (blocks 0-{k - 1})",
+                shared=slot_for(config, backbone, k, examples, plain, accelerator.device, accelerator.is_main_process),
             )
         )
-    return Feed(*cached, collate_features, k, augment, time.perf_counter() - started)
+    target_features = cached.pop() if target is not None else None  # through the same frozen prefix
+    return Feed(*cached, collate_features, k, augment, time.perf_counter() - started, target_features)
 
 
 def _augmentation_off(config: TrainConfig, modality: str, cached_prefix: int) -> str:

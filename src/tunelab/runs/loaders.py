@@ -1,7 +1,9 @@
 """From a data path and a backbone to DataLoaders: task inference, splits, transforms, tokenisation, order.
 
 The training order is a pure function of (seed, epoch), not of a generator's history, so a resumed run
-visits the examples in exactly the order an uninterrupted run would have.
+visits the examples in exactly the order an uninterrupted run would have. Text passes that only measure
+(validation, test, eval, predict) run shortest first, and --length-grouping batches training texts of
+similar length (`LengthGroupedShuffle`): both cut the padding a batch of random lengths pays for.
 
 May import: errors, models, data, tasks.
 """
@@ -125,15 +127,51 @@ def _strata(labels: list) -> list[int]:
 
 
 def length_order(examples: Examples) -> np.ndarray | None:
-    """Indices that sort texts by length (None for images): for passes where order does not matter.
+    """Indices that sort texts by character length (None for images): the cheap proxy, no tokenizer needed.
 
-    A batch is padded to its longest text, so evaluating or extracting features in length order skips
-    most of the padding a random order pays for (SST-2 dev: about half the tokens). Training keeps its
-    shuffled order; only its metrics-only passes use this.
+    For callers without a backbone at hand; with one, `token_order` sorts by what the model actually receives.
     """
     if not examples.inputs or not isinstance(examples.inputs[0], str):
         return None
     return np.argsort([len(t) for t in examples.inputs], kind="stable")
+
+
+def token_counts(
+    examples: Examples, backbone: Backbone, task: str | None = None, max_length: int | None = None
+) -> np.ndarray | None:
+    """Tokens per example as a batch of the task pads it (None for images): one tokenizer pass, no model.
+
+    Read from the task's own dataset and collate (each batch's attention mask), so the count is exactly what
+    the model receives after truncation, special tokens and entity markers, for every text task (sentences,
+    tagged words, marked relations). A character count is a poor stand-in on short text: sorted by characters,
+    the benchmarks' 1000 SST-2 sentences (13.8k tokens) come to 17.6k tokens in batches of 16, sorted by tokens
+    to 14.3k. The pass is cheap: MiniLM's fast tokenizer counts those sentences in 0.04-0.13 s.
+    """
+    if backbone.modality != "text":
+        return None
+    dataset = example_dataset(examples, backbone, train=False, augment=False, task=task, max_length=max_length)
+    counts = [np.zeros(0, dtype=np.int64)]
+    for batch, _ in make_loader(dataset, 1024, collate_for(backbone, max_length, task), 0):
+        counts.append(batch["attention_mask"].sum(1).numpy())
+    return np.concatenate(counts)
+
+
+def token_order(
+    examples: Examples, backbone: Backbone, task: str | None = None, max_length: int | None = None
+) -> np.ndarray | None:
+    """Indices that sort texts by token count, shortest first (None for images): for passes that only measure.
+
+    A batch is padded to its longest text, so evaluating or predicting in this order skips nearly all the
+    padding a random order pays for (1000 SST-2 sentences at batch 16: 62% of the tokens are padding in a
+    random order, 3% in this one). Training keeps its shuffled order (see `LengthGroupedShuffle`).
+    """
+    counts = token_counts(examples, backbone, task, max_length)
+    return None if counts is None else np.argsort(counts, kind="stable")
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator an epoch's order is drawn from: a function of (seed, epoch) alone."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 class EpochShuffle(Sampler[int]):
@@ -146,11 +184,78 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        return iter(torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch)).tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+MEGA_BATCHES = 50
+"""Batches per mega-batch (fewer on small data: at least 4 mega-batches), as `transformers`' `group_by_length`."""
+
+
+def mega_batch_size(n: int, batch_size: int) -> int:
+    """Examples per mega-batch: `MEGA_BATCHES` batches, or fewer so a small set still has 4 mega-batches.
+
+    The rule of `transformers`' LengthGroupedSampler (min(n // (4 x batch), 50) batches, at least 1), so a
+    run with --length-grouping draws its batches from as much randomness as `Trainer`'s group_by_length.
+    A larger mega-batch groups lengths more tightly (1000 SST-2 sentences, 13.8k tokens, batch 16: batches
+    of 14.8k tokens with padding at 50 batches per mega-batch, 16.1k with the rule's 15, 36.9k in random
+    batches) at the cost of that randomness.
+    """
+    return batch_size * max(1, min(n // (4 * batch_size), MEGA_BATCHES))
+
+
+class LengthGroupedShuffle(Sampler[int]):
+    """Batches of similar length in a random order, seeded by (seed, epoch): --length-grouping.
+
+    Each epoch: the permutation `EpochShuffle` would give, cut into mega-batches (`mega_batch_size`), each
+    sorted by length, longest first, and cut into batches; then the full batches are shuffled (so an epoch
+    does not run long-to-short inside every mega-batch) and the one short batch, if any, comes last. The
+    DataLoader's BatchSampler cuts this flat order into exactly these batches, because a mega-batch is a
+    whole number of batches; accelerate shards whole batches across processes, so every process gets
+    grouped batches too. Every example comes once per epoch, and a resumed run repeats the uninterrupted
+    order (the epoch is set by the loop, as for `EpochShuffle`).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        """This epoch's example indices, batch after batch."""
+        n, size = len(self.lengths), self.batch_size
+        generator = _epoch_generator(self.seed, self.epoch)
+        shuffled = torch.randperm(n, generator=generator).numpy()
+        mega = mega_batch_size(n, size)
+        pieces = [shuffled[i : i + mega] for i in range(0, n, mega)]
+        flat = np.concatenate([p[np.argsort(-self.lengths[p], kind="stable")] for p in pieces] or [shuffled])
+        full = n // size
+        batches = flat[: full * size].reshape(full, size)[torch.randperm(full, generator=generator).numpy()]
+        return np.concatenate([batches.reshape(-1), flat[full * size :]]).tolist()
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def train_sampler(examples: Examples, backbone: Backbone, config) -> Sampler:
+    """The training order `config` (a TrainConfig) asks for: length-grouped batches for text with
+    length_grouping, else a plain (seed, epoch) shuffle. Images have no length: the flag is ignored for them
+    (`runs.job.build_feed` warns).
+
+    The lengths are the raw training examples' token counts (`token_counts`), also when the run trains on
+    cached features: the cache keeps every example's tokens, so its batches pad to the same lengths.
+    """
+    counts = token_counts(examples, backbone, config.task, config.max_length) if config.length_grouping else None
+    if counts is None:
+        return EpochShuffle(len(examples), config.seed)
+    return LengthGroupedShuffle(counts, config.batch_size, config.seed)
 
 
 def example_dataset(

@@ -7,7 +7,8 @@ summary. The loop receives parameter groups from a Plan and knows nothing about 
 collaborators: `runs.rundir` (may a run start here, what a failed run leaves), `runs.identity` (may it
 resume with these settings, compared resolved), `runs.job` (the data, the model, the datasets),
 `runs.checkpoints.CheckpointSaver` (saving each epoch, restoring for --resume),
-`runs.adversary` (adversarial gradients) and `runs.recipe` (what a strategy asks beyond its groups: phases,
+`runs.adversary` (adversarial gradients), `runs.domain` (--adapt: DANN's domain classifier in each step,
+AdaBN after the epochs) and `runs.recipe` (what a strategy asks beyond its groups: phases,
 a probe before epoch 1, an L2-SP pull, a weight mix after training). A run is complete when summary.json exists.
 
 May import: errors, fileio, settings, strategies, data, tasks, and the other runs modules. accelerate is imported
@@ -37,12 +38,13 @@ from tqdm.auto import tqdm
 from tunelab.data.images import image_pixel_limit
 from tunelab.errors import TunelabError
 from tunelab.fileio import load_json, save_json
+from tunelab.runs import domain
 from tunelab.runs.adversary import Adversary
 from tunelab.runs.checkpoints import CheckpointSaver, Progress
 from tunelab.runs.evaluate import Scored, predict_logits, score_once
 from tunelab.runs.identity import check_resume
 from tunelab.runs.job import Feed, Job, announce, build_feed, load_job, model_meta
-from tunelab.runs.loaders import EpochShuffle, collate_for, example_dataset, make_loader
+from tunelab.runs.loaders import collate_for, example_dataset, make_loader, train_sampler
 from tunelab.runs.memory import PeakMemory
 from tunelab.runs.optim import build_optimizer, build_scheduler, optimizer_steps
 from tunelab.runs.optim import warmup_cosine as warmup_cosine  # re-exported: benchmarks/plain_loop.py imports it here
@@ -58,6 +60,7 @@ from tunelab.runs.rundir import (
     remove_stale_temp_files,
 )
 from tunelab.runs.sanity import warning_lines
+from tunelab.runs.tracking import accelerator_kwargs, check_trackers, log_epoch, log_summary, start_tracking
 from tunelab.runs.trained import load_trained
 from tunelab.settings import TrainConfig
 from tunelab.strategies import set_train_mode
@@ -74,6 +77,7 @@ def train(config: TrainConfig) -> dict:
     its spilled feature cache is deleted, and a run directory this call created is removed again when no
     epoch was committed, so bad input never leaves a half-written run behind.
     """
+    check_trackers(config.log_with)  # before the run folder is made: a missing tracker package leaves nothing behind
     run = RunDir(Path(config.out))
     # One process per run folder (runs.run_lock), held until the run has finished or tidied up; taken before
     # the folder is looked at, so two processes cannot both find it free.
@@ -101,6 +105,7 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
         mixed_precision=_mixed_precision(config.mixed_precision),
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=ddp_kwargs(config),  # a strategy with phases leaves some parameters without gradients
+        **accelerator_kwargs(config),  # --log-with: the trackers and the folder they write to (runs.tracking)
     )
     main = accelerator.is_main_process
     if start.complete:  # killed after it finished: nothing to redo, only leftovers to tidy
@@ -118,10 +123,12 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
         check_resume(run, job.config, job.plan)
     if main:
         announce(run, job)
+    start_tracking(accelerator, job.config)  # --log-with: the resolved settings as the tracker run's parameters
     feed = build_feed(job, run, accelerator)  # raw examples, or the frozen prefix's output computed once
     step, validation = _build_step(job, feed, accelerator)
     step = replace(step, loss=recipe.training_loss(step.loss, step.class_weight))  # + an L2-SP pull
-    saver = CheckpointSaver(run, job.plan.backbone.model, step.optimizer, step.scheduler, model_meta(job))
+    beside = step.dann.classifier if step.dann else None  # DANN's domain classifier: in checkpoints, not the model
+    saver = CheckpointSaver(run, job.plan.backbone.model, step.optimizer, step.scheduler, model_meta(job), beside)
     progress = Progress()
     if start.checkpoint is not None:
         progress = saver.restore(start.checkpoint)
@@ -132,6 +139,7 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
 
     progress = _fit(job, step, validation, saver, progress, recipe)
     progress = recipe.mix_weights(job, step, validation, run, saver.meta, progress)  # WiSE-FT: mixes model.safetensors
+    adapted = domain.finish(job, step, run, saver.meta)  # --adapt adabn: target BatchNorm statistics, saved
     scored = _score_best(job, step, validation, run)  # the chosen epoch, scored once: on test when there is one
 
     summary = _summary(
@@ -145,15 +153,17 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
             "peak_memory_mb": memory.mb,
             "checkpoint_bytes": run.model.stat().st_size if main else 0,
             "processes": accelerator.num_processes,
+            **adapted.summary(scored.set_name),  # --adapt: method, target examples, which domain scored
         },
     )
     if main:
         save_json(run.inside(run.summary), summary)
         remove_leftovers(run)  # the run is complete: nothing left to resume
-        last = f"{_result_line(job.task.metric, progress, scored)}{recipe.note()}"  # + a WiSE-FT alpha
+        last = f"{_result_line(job.task.metric, progress, scored)}{adapted.note(scored.set_name)}{recipe.note()}"
         print(f"{last}; run saved in {run.path}", file=sys.stderr)
         for line in warning_lines(scored.flags):
             print(line, file=sys.stderr)
+    log_summary(accelerator, summary)
     accelerator.end_training()
     return summary
 
@@ -187,6 +197,8 @@ class Step:
     """The per-class loss weights `loss` applies (--class-weights balanced), on the device; None = all 1."""
     accumulation: int = 1
     """Batches whose gradients add up to one optimizer step (--grad-accumulation)."""
+    dann: domain.Dann | None = None
+    """--adapt dann: the domain classifier and its reversed gradient, added to each batch; None = off."""
 
 
 @dataclass(frozen=True)
@@ -204,10 +216,14 @@ class Validation:
 def _build_step(job: Job, feed: Feed, accelerator: Accelerator) -> tuple[Step, Validation]:
     """Loaders, optimizer and schedule, handed to accelerate (which places them and shards the data)."""
     config, plan = job.config, job.plan
-    sampler = EpochShuffle(len(feed.train), config.seed)
+    sampler = train_sampler(job.splits.train, plan.backbone, config)  # (seed, epoch) order; --length-grouping
     train_loader = make_loader(feed.train, config.batch_size, feed.collate, config.num_workers, sampler)
+    dann = domain.Dann(plan.backbone, config, accelerator.device) if config.adapt == "dann" else None
+    if dann is not None:  # each batch: its source examples, then as many unlabelled target examples
+        train_loader = dann.loader(feed.train, feed.target, sampler, feed.collate, config)
     val_loader = make_loader(feed.val, config.batch_size, feed.collate, config.num_workers)
     groups = plan.optimizer_groups(config.lr, config.weight_decay)
+    groups += dann.optimizer_groups(config.lr, config.weight_decay) if dann else []  # the domain classifier
     optimizer = build_optimizer(config, groups, accelerator.device)
     model, optimizer, train_loader, val_loader = accelerator.prepare(
         plan.backbone.model, optimizer, train_loader, val_loader
@@ -233,6 +249,7 @@ def _build_step(job: Job, feed: Feed, accelerator: Accelerator) -> tuple[Step, V
         loss,
         weight,
         config.grad_accumulation,
+        dann,
     )
     score = job.task.scorer(job.splits.val, plan.backbone, config.max_length)
     return step, Validation(val_loader, score, job.task.metric)
@@ -264,6 +281,7 @@ def _fit(
             "seconds": time.perf_counter() - started,
         }
         progress, improved = progress.after(record, scores[validation.metric])
+        log_epoch(step.accelerator, record)  # --log-with (main process only; nothing without a tracker)
         if not math.isfinite(val_loss):  # before saving: the last committed checkpoint stays the last good one
             raise TunelabError(
                 f"validation loss became {val_loss} after epoch {epoch + 1}; "
@@ -350,7 +368,10 @@ def _backward(step: Step, inputs, labels, share: torch.Tensor | None = None, syn
                 return step.loss(logits, labels)
             return step.loss(logits, labels, reduction="sum") / share
 
-    if step.adversary is not None:
+    if step.dann is not None:  # source and target rows in one pass: the task loss plus the reversed domain loss
+        fraction = 1.0 if share is None else batch_weight / share
+        loss = step.dann.backward(step, inputs, labels, share, fraction, synced)
+    elif step.adversary is not None:
         loss = _adversarial_backward(step, compute_loss, synced)
     else:
         loss = compute_loss()

@@ -10,6 +10,7 @@ runs/NAME/
     latest               the pointer: the name of the committed folder beside it
     epoch-NNNN/          trained.safetensors, optimizer.safetensors, state.json
   cache/               spilled feature caches (deleted at the end of a run)
+  tracking/            --log-with's TensorBoard files and MLflow store, when --tracking-dir is left unset
   .tunelab.lock        held by the process training the run (`runs.run_lock`; removed when it ends)
 ```
 
@@ -47,9 +48,10 @@ TEMP_FILE = r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}"
 writes before renaming it over ours (.tmpXXXXXX). A killed process leaves them; the next run removes them."""
 
 RUN_FILE = re.compile(
-    rf"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|{re.escape(LOCK_NAME)}|{TEMP_FILE}"
+    rf"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|tracking|{re.escape(LOCK_NAME)}"
+    rf"|{TEMP_FILE}"
 )
-CACHE_FILE = re.compile(r"(train|val)-\d+\.npy")
+CACHE_FILE = re.compile(r"(train|val|target)-\d+\.npy")  # target: DANN's unlabelled examples
 CHECKPOINT_FILE = re.compile(rf"latest|epoch-\d{{4,}}|{TEMP_FILE}")
 """What a run directory, its cache/ and its checkpoint/ may hold: anything else is not ours to delete."""
 
@@ -278,5 +280,5 @@ def clean_up_after_failure(run: RunDir, created: bool) -> None:
     if created:
         shutil.rmtree(run.path, ignore_errors=True)
         return
-    for path in (run.config, run.metrics, run.model, run.checkpoint):
+    for path in (run.config, run.metrics, run.model, run.checkpoint, run.path / "tracking"):
         remove(run, path, strict=False)

@@ -41,10 +41,11 @@ def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_trained(path: Path, model: nn.Module, metadata: dict) -> int:
-    """Write the trained tensors atomically; returns the file size in bytes."""
+def save_trained(path: Path, model: nn.Module, metadata: dict, extra: dict[str, torch.Tensor] | None = None) -> int:
+    """Write the trained tensors atomically (plus `extra` tensors of the model, e.g. the BatchNorm statistics
+    AdaBN re-estimated in frozen layers, which `load_trained` loads too); returns the file size in bytes."""
     meta = {"format_version": str(FORMAT_VERSION), **{k: json.dumps(v) for k, v in metadata.items()}}
-    save_tensors(path, trained_state(model), meta)
+    save_tensors(path, {**trained_state(model), **(extra or {})}, meta)
     return path.stat().st_size
 
 

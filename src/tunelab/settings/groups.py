@@ -169,6 +169,8 @@ class CacheSettings:
     """Cache the frozen prefix's outputs, so frozen blocks run once instead of every epoch."""
     cache_memory_mb: int = setting(2048, low=0)
     """Memory for the feature cache in MB; beyond this it spills to disk."""
+    feature_store: str | None = None
+    """Where runs share cached features (same prefix, inputs, examples); compare sets <out>/feature-cache; none: off."""
 
 
 @dataclass(frozen=True, kw_only=True)

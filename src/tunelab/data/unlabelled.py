@@ -1,0 +1,142 @@
+"""Unlabelled target-domain examples (--target-data): images or texts, read without their labels.
+
+Domain adaptation learns from the target domain's inputs alone, so whatever labels the target data carries
+are never read into memory: a class-folder tree is read as one set of images, an idx pair as its images, a
+text table as its text column. That the labels were there and are ignored is said once (a note the run
+prints), never an error: a user often has the labelled file at hand and wants to see adaptation work
+without it. The examples come back as `Examples` with every label 0, so the datasets, collates and
+feature cache that read source examples read these unchanged; nothing in training looks at those zeros.
+
+Which form is read follows the model's modality, and a path of the other kind is refused in one line: a
+folder for a text model, a file for an image model.
+
+Texts: a .csv, .tsv or .jsonl table with a header, whose text column is found as for training data
+(`text_column`, else 'sentence' or 'text'); or a .txt file, read as a tab-separated table when its first
+line names the text column, else as one text per non-blank line.
+
+May import: errors, fileio, data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.data.examples import Examples
+from tunelab.data.idx import find_idx_pair, read_idx
+from tunelab.data.images import image_inputs
+from tunelab.data.text import _csv_rows, _decode, _jsonl_rows, _pick_text_column, _tsv_rows
+from tunelab.errors import DataError, TunelabError, brief
+
+TABLES = {".csv": _csv_rows, ".tsv": _tsv_rows, ".jsonl": _jsonl_rows}
+"""Text tables by suffix (a .txt file is a table or plain lines: see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Unlabelled:
+    """Target-domain inputs, and what was left unread about them."""
+
+    inputs: list
+    """Image file Paths, HxW uint8 arrays (idx data), or text strings."""
+    source: str
+    """Where they were read from."""
+    notes: tuple[str, ...] = ()
+    """One line per thing ignored (a label column, class folder names), for the run to print as a warning."""
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def as_examples(self, classes: tuple[str, ...]) -> Examples:
+        """The inputs as `Examples` of the training classes, every label 0 (never read: they are unknown)."""
+        return Examples(list(self.inputs), [0] * len(self.inputs), classes, self.source)
+
+
+def read_unlabelled(
+    path: str | Path, modality: str, text_column: str | None = None, label_column: str = "label"
+) -> Unlabelled:
+    """Read target examples for a model taking `modality` ('image' or 'text') inputs; labels are not kept.
+
+    `label_column` is only looked for to say, in a note, that its labels are ignored.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TunelabError(f"target_data {path}: no such file or folder")
+    if modality == "image":
+        if not path.is_dir():
+            raise TunelabError(
+                f"target_data {path} is a file, but the model takes images: give a folder of images "
+                "(a flat folder or a class-folder tree; labels are not used)"
+            )
+        return _read_images(path)
+    if path.is_dir():
+        raise TunelabError(
+            f"target_data {path} is a folder, but the model takes text: give a .csv, .tsv, .jsonl or .txt file "
+            "of texts (a label column is ignored)"
+        )
+    return _read_texts(path, text_column, label_column)
+
+
+def _read_images(folder: Path) -> Unlabelled:
+    """Every image below `folder` (recursively, sorted), or the images of an idx pair in it."""
+    pair = find_idx_pair(folder, "train") or find_idx_pair(folder, "t10k")
+    if pair is not None:
+        examples = read_idx(*pair)
+        note = f"target_data {folder}: the labels in {pair[1].name} are ignored (domain adaptation reads images only)"
+        return Unlabelled(list(examples.inputs), str(folder), (note,))
+    found = image_inputs([str(folder)])  # a folder without images is a DataError naming it
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    notes = tuple(found.notes)
+    if len(classes) > 1:
+        notes += (
+            f"target_data {folder}: its {len(classes)} subfolders ({brief(', '.join(classes), 80)}) are read as one "
+            "set of unlabelled images; their names are ignored",
+        )
+    return Unlabelled([Path(p) for p in found.files], str(folder), notes)
+
+
+def _read_texts(path: Path, text_column: str | None, label_column: str) -> Unlabelled:
+    text = _decode(path)  # missing, not UTF-8 or empty: a DataError naming the file
+    suffix = path.suffix.lower()
+    if suffix == ".txt" and not _names_text_column(text, text_column):
+        texts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+        return Unlabelled(texts, str(path))
+    rows = TABLES.get(suffix, _tsv_rows if suffix == ".txt" else None)
+    if rows is None:
+        raise DataError(f"unsupported file type '{path.suffix}' for target_data; use .csv, .tsv, .jsonl or .txt", path)
+    texts, labelled = _table_texts(path, rows(path, text), text_column, label_column)
+    notes = ()
+    if labelled:
+        notes = (
+            f"target_data {path}: the labels in column '{brief(label_column)}' are ignored "
+            "(domain adaptation reads the texts only; give the labelled target data as --test-data to score it)",
+        )
+    return Unlabelled(texts, str(path), notes)
+
+
+def _names_text_column(text: str, text_column: str | None) -> bool:
+    """Whether a .txt file's first line is a tab-separated header naming the text column."""
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    names = [name.strip() for name in first.rstrip("\r").split("\t")]
+    return text_column in names if text_column is not None else any(n in names for n in ("sentence", "text"))
+
+
+def _table_texts(
+    path: Path, rows: Iterator[tuple[int, dict]], text_column: str | None, label_column: str
+) -> tuple[list[str], bool]:
+    """The text column of a table, and whether it has a label column (whose values are not read)."""
+    first = next(rows, None)
+    if first is None:
+        raise DataError("file is empty; expected a header row and one text per line", path)
+    header_line, header = first
+    columns = [str(c) for c in header[""]]
+    key = _pick_text_column(path, header_line, columns, text_column)
+    texts = []
+    for number, record in rows:
+        value = record.get(key)
+        if not isinstance(value, str):
+            raise DataError(f"'{key}' must be a string in every row, found {brief(repr(value), 40)}", path, number)
+        texts.append(value)
+    if not texts:
+        raise DataError("no texts after the header row", path)
+    return texts, label_column in columns
