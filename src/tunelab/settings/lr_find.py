@@ -19,11 +19,13 @@ from tunelab.settings.fields import setting, shared_settings
 from tunelab.settings.groups import (
     CacheSettings,
     DataSettings,
+    DomainSettings,
     EpochSettings,
     EvaluationSettings,
     HardwareSettings,
     LoopSettings,
     ModelSettings,
+    TrackingSettings,
 )
 from tunelab.settings.train import TrainConfig
 
@@ -35,6 +37,11 @@ LR_FIND_NOTES = {
     "epochs": "lr-find ignores it: --steps says how long the sweep runs.",
     "patience": "lr-find ignores it: nothing is validated.",
     "metric": "lr-find ignores it: nothing is validated.",
+    "log_with": "lr-find ignores it: the sweep writes its own curve (lr_find.csv, lr_find.png).",
+    "tracking_dir": "lr-find ignores it: the sweep writes its own curve (lr_find.csv, lr_find.png).",
+    "target_data": "lr-find ignores it: the sweep trains on the labelled data only.",
+    "adapt": "lr-find ignores it: the sweep trains on the labelled data only.",
+    "adapt_weight": "lr-find ignores it: the sweep trains on the labelled data only.",
 }
 """Notes added to the --help of shared settings that the sweep does not use (accepted, so that a train
 command line works unchanged)."""
@@ -43,7 +50,15 @@ command line works unchanged)."""
 # Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
 @dataclass(frozen=True, kw_only=True)
 class LrFindConfig(
-    HardwareSettings, CacheSettings, LoopSettings, EpochSettings, EvaluationSettings, DataSettings, ModelSettings
+    TrackingSettings,
+    HardwareSettings,
+    CacheSettings,
+    DomainSettings,
+    LoopSettings,
+    EpochSettings,
+    EvaluationSettings,
+    DataSettings,
+    ModelSettings,
 ):
     """Everything `tunelab lr-find` needs: the run it tests (the shared groups, and train's per-run fields but
     resume; each declared as in TrainConfig) and the sweep."""
