@@ -345,7 +345,9 @@ def stop_problems(out: Path, outcome: Outcome, code: int, error: str) -> tuple[s
         problems += [f"left {name}" for name in ("cache", ".tunelab.lock") if (out / name).exists()]
         latest = out / "checkpoint" / "latest"
         folders = sorted(p.name for p in (out / "checkpoint").glob("epoch-*"))
-        if folders and (not latest.is_file() or folders != [latest.read_text()]):
+        # a complete run (summary.json) stopped while tidying its checkpoints up: the next start finishes the tidying
+        # (train's "already complete" path), so only an unfinished run must hold exactly its committed epoch
+        if state != "complete" and folders and (not latest.is_file() or folders != [latest.read_text()]):
             problems.append(f"epoch folders {folders} beside the committed one")
     return state, problems
 
