@@ -182,3 +182,12 @@ def test_help_explains_the_test_its_caveat_and_its_outputs(capsys):
         assert words in text, words
     assert "lr-find ignores it" in text  # on --lr, --epochs, --scheduler ...
     assert MIN_BATCHES >= 2 and math.isfinite(LrFindConfig.end_lr)
+
+
+def test_the_sweep_ignores_domain_adaptation_and_tracking_as_its_help_says():
+    sweep = LrFindConfig(
+        model="tiny-cnn", data="d", adapt="dann", target_data="t", adapt_weight=0.5, log_with=("tensorboard",)
+    )
+    run = sweep.as_train_config()
+    assert (run.adapt, run.target_data, run.adapt_weight, run.log_with, run.tracking_dir) == (None, None, 1.0, (), None)
+    assert (run.model, run.data) == ("tiny-cnn", "d")  # the rest is handed on

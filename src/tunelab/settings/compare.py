@@ -13,17 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunelab.settings.fields import setting
-from tunelab.settings.groups import (
-    CacheSettings,
-    DataSettings,
-    DomainSettings,
-    EpochSettings,
-    EvaluationSettings,
-    HardwareSettings,
-    LoopSettings,
-    ModelSettings,
-    TrackingSettings,
-)
+from tunelab.settings.groups import RunSettings
 
 COMPARE_NOTES = {
     "augment": "In compare, unset means off for every strategy: then every frozen prefix can be cached and all "
@@ -32,19 +22,8 @@ COMPARE_NOTES = {
 """Notes added to the --help of shared settings whose value compare sets for every run alike."""
 
 
-# Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
 @dataclass(frozen=True, kw_only=True)
-class CompareConfig(
-    TrackingSettings,
-    HardwareSettings,
-    CacheSettings,
-    DomainSettings,
-    LoopSettings,
-    EpochSettings,
-    EvaluationSettings,
-    DataSettings,
-    ModelSettings,
-):
+class CompareConfig(RunSettings):
     """Everything `tunelab compare` needs; every strategy trains under the same shared settings."""
 
     out: str = "runs/compare"

@@ -181,3 +181,21 @@ class HardwareSettings:
     """Mixed precision: auto (bf16/fp16 on a GPU that supports it), no, fp16 or bf16."""
     num_workers: int = setting(0, low=0)
     """Data loader worker processes; 0 = load in the main process."""
+
+
+# Dataclasses collect fields from the last base to the first, so the groups are listed in reverse of the
+# order their fields appear in --help and config.yaml: model first.
+@dataclass(frozen=True, kw_only=True)
+class RunSettings(
+    TrackingSettings,
+    HardwareSettings,
+    CacheSettings,
+    DomainSettings,
+    LoopSettings,
+    EpochSettings,
+    EvaluationSettings,
+    DataSettings,
+    ModelSettings,
+):
+    """Every group a training run takes: train, compare and lr-find each compose it whole, so a group added
+    here reaches all three (and every compare run, through `shared_settings`) without a list kept in each."""

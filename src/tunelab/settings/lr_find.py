@@ -12,21 +12,11 @@ May import only `tunelab.settings.fields`, `tunelab.settings.groups`, `tunelab.s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from tunelab.errors import TunelabError
 from tunelab.settings.fields import setting, shared_settings
-from tunelab.settings.groups import (
-    CacheSettings,
-    DataSettings,
-    DomainSettings,
-    EpochSettings,
-    EvaluationSettings,
-    HardwareSettings,
-    LoopSettings,
-    ModelSettings,
-    TrackingSettings,
-)
+from tunelab.settings.groups import DomainSettings, RunSettings, TrackingSettings
 from tunelab.settings.train import TrainConfig
 
 _IGNORED = "lr-find ignores it: the sweep sets the learning rate itself at every step."
@@ -47,19 +37,8 @@ LR_FIND_NOTES = {
 command line works unchanged)."""
 
 
-# Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
 @dataclass(frozen=True, kw_only=True)
-class LrFindConfig(
-    TrackingSettings,
-    HardwareSettings,
-    CacheSettings,
-    DomainSettings,
-    LoopSettings,
-    EpochSettings,
-    EvaluationSettings,
-    DataSettings,
-    ModelSettings,
-):
+class LrFindConfig(RunSettings):
     """Everything `tunelab lr-find` needs: the run it tests (the shared groups, and train's per-run fields but
     resume; each declared as in TrainConfig) and the sweep."""
 
@@ -90,9 +69,12 @@ class LrFindConfig(
 
     def as_train_config(self) -> TrainConfig:
         """The TrainConfig of the run this sweep tests: every shared setting and the run's own (strategy, seed,
-        data fraction, fold). Its `out` is this sweep's folder; nothing is trained into a run directory."""
+        data fraction, fold). Its `out` is this sweep's folder; nothing is trained into a run directory.
+        Domain adaptation and tracking stay at their defaults (off): LR_FIND_NOTES says the sweep ignores them."""
+        ignored = {f.name for group in (DomainSettings, TrackingSettings) for f in fields(group)}
+        shared = {k: v for k, v in shared_settings(self, TrainConfig).items() if k not in ignored}
         return TrainConfig(
-            **shared_settings(self, TrainConfig),
+            **shared,
             strategy=self.strategy,
             seed=self.seed,
             train_fraction=self.train_fraction,

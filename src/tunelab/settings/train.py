@@ -10,33 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunelab.settings.fields import setting
-from tunelab.settings.groups import (
-    CacheSettings,
-    DataSettings,
-    DomainSettings,
-    EpochSettings,
-    EvaluationSettings,
-    HardwareSettings,
-    LoopSettings,
-    ModelSettings,
-    TrackingSettings,
-)
+from tunelab.settings.groups import RunSettings
 
 
-# Dataclasses collect fields from the last base to the first, so the groups are listed in reverse of the
-# order their fields appear in --help and config.yaml: model first, the per-run fields last.
+# The shared groups' fields come first in --help and config.yaml (model first), the per-run fields last.
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig(
-    TrackingSettings,
-    HardwareSettings,
-    CacheSettings,
-    DomainSettings,
-    LoopSettings,
-    EpochSettings,
-    EvaluationSettings,
-    DataSettings,
-    ModelSettings,
-):
+class TrainConfig(RunSettings):
     """Everything `tunelab train` needs; saved as config.yaml in the run so eval and --resume see the same run.
 
     The fields below are the ones that differ between the runs of a comparison; `compare` sets them per
