@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from tunelab.runs.loaders import collate_for, example_dataset, load_splits
-from tunelab.runs.loop import train, warmup_cosine
+from tunelab.runs.loop import train
 from tunelab.runs.memory import PeakMemory
+from tunelab.runs.optim import warmup_cosine
 from tunelab.runs.prepare import prepare
 from tunelab.settings import TrainConfig
 

@@ -47,7 +47,6 @@ from tunelab.runs.job import Feed, Job, announce, build_feed, load_job, model_me
 from tunelab.runs.loaders import collate_for, example_dataset, make_loader, train_sampler
 from tunelab.runs.memory import PeakMemory
 from tunelab.runs.optim import build_optimizer, build_scheduler, optimizer_steps
-from tunelab.runs.optim import warmup_cosine as warmup_cosine  # re-exported: benchmarks/plain_loop.py imports it here
 from tunelab.runs.recipe import Recipe, ddp_kwargs
 from tunelab.runs.run_lock import locked_run
 from tunelab.runs.rundir import (
@@ -102,7 +101,7 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
     started = time.perf_counter()
     # cpu=True without a GPU: under a multi-process launcher that makes accelerate use gloo (MULTI_CPU)
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config.mixed_precision),
+        mixed_precision=mixed_precision_mode(config.mixed_precision),
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=ddp_kwargs(config),  # a strategy with phases leaves some parameters without gradients
         **accelerator_kwargs(config),  # --log-with: the trackers and the folder they write to (runs.tracking)
@@ -492,7 +491,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _mixed_precision(setting: str) -> str:
+def mixed_precision_mode(setting: str) -> str:
+    """accelerate's mixed_precision for --mixed-precision: auto = bf16 (or fp16) on a GPU, none on a CPU.
+
+    Public because lr-find builds its Accelerator the same way, so its sweep runs at a run's precision."""
     if setting != "auto":
         return setting
     if torch.cuda.is_available():

@@ -50,7 +50,7 @@ from tunelab.errors import TunelabError
 from tunelab.fileio import atomic_write_bytes, atomic_write_text, make_folder, save_json
 from tunelab.runs.job import Job, build_feed, load_job
 from tunelab.runs.loaders import EpochShuffle, make_loader
-from tunelab.runs.loop import _mixed_precision, seed_everything
+from tunelab.runs.loop import mixed_precision_mode, seed_everything
 from tunelab.runs.lr_find_plot import plot_png
 from tunelab.runs.optim import build_optimizer
 from tunelab.runs.rundir import RunDir
@@ -151,7 +151,7 @@ def _run(config: LrFindConfig, job: Job, progress: bool, started: float) -> LrFi
     from accelerate import Accelerator
 
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(job.config.mixed_precision), cpu=not torch.cuda.is_available()
+        mixed_precision=mixed_precision_mode(job.config.mixed_precision), cpu=not torch.cuda.is_available()
     )
     created = not Path(config.out).exists()
     out = make_folder(config.out)
