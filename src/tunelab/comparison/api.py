@@ -5,7 +5,7 @@ objects to act on (pick the best strategy, plot, log). `Comparison` holds the re
 aggregated results exactly as the report computed them (one `aggregate` over the grid's finished runs,
 judged with the compare's --margin), so the numbers a script reads are the table's numbers.
 
-May import: comparison.grid, comparison.results, settings.
+May import: comparison.grid, comparison.results, runs.rundir, settings.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from tunelab.comparison.grid import compare as run_grid
 from tunelab.comparison.grid import planned_runs
 from tunelab.comparison.results import StrategyResult, aggregate, collect
+from tunelab.runs.rundir import RunDir
 from tunelab.settings import CompareConfig
 
 
@@ -46,5 +47,5 @@ class Comparison:
 def compare(config: CompareConfig) -> Comparison:
     """Run (or finish) the comparison `config` describes, as `tunelab compare` does, and return its numbers."""
     report = run_grid(config)
-    finished = [Path(run.out) for run in planned_runs(config) if (Path(run.out) / "summary.json").is_file()]
+    finished = [Path(run.out) for run in planned_runs(config) if RunDir(Path(run.out)).complete]
     return Comparison(report, tuple(aggregate(collect(finished), margin=config.margin)))
