@@ -3,19 +3,24 @@
 A run sends its resolved settings, every epoch's metrics.jsonl numbers and its summary's numbers; TensorBoard's
 event files and an MLflow file store are read back with their own readers (EventAccumulator, MlflowClient) and
 must hold exactly what metrics.jsonl and summary.json say. A compare's runs land in one project, one tracker
-run each, named by strategy and seed. Unknown trackers and missing packages are bad input (test_bad_inputs.py).
+run each, named by strategy and seed. The MLflow run's status says how the run ended (FINISHED, FAILED after an
+error, KILLED after a real SIGTERM), and a resumed run logs its remaining epochs into the same MLflow run.
+Unknown trackers and missing packages are bad input (test_bad_inputs.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
+import tunelab.runs.loop as train_module
 from train_fixtures import write_image_folder
-from tunelab.cli import main
+from tunelab.cli import TERMINATED_EXIT, main
 from tunelab.comparison.grid import planned_runs
 from tunelab.errors import TunelabError
 from tunelab.runs.identity import RESUME_MAY_DIFFER, REUSE_MAY_DIFFER, differing_settings
@@ -42,6 +47,35 @@ def _offline_mlflow(monkeypatch):
 def train(images: Path, out: Path, *extra: str) -> None:
     argv = ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(images), "--out", str(out)]
     assert main([*argv, "--epochs", "3", "--val-fraction", "0.25", *extra]) == 0
+
+
+def train_until_sigterm(images: Path, out: Path, epoch: int, *extra: str) -> None:
+    """`train` with a real SIGTERM sent to this process when epoch index `epoch` starts (the CLI exits 143)."""
+    real_epoch = train_module._train_epoch
+
+    def epoch_then_sigterm(*args, **kwargs):
+        if args[-2] == epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_epoch(*args, **kwargs)
+
+    argv = ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(images), "--out", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_train_epoch", epoch_then_sigterm)
+        assert main([*argv, "--epochs", "3", "--val-fraction", "0.25", *extra]) == TERMINATED_EXIT
+
+
+def mlflow_runs(store: Path, project: str) -> list:
+    """The MLflow runs of experiment `project` in the file store under --tracking-dir `store`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient((store / "mlflow").as_uri())
+    return client.search_runs([client.get_experiment_by_name(project).experiment_id])
+
+
+def steps(store: Path, run_id: str, metric: str) -> list[tuple[int, float]]:
+    from mlflow.tracking import MlflowClient
+
+    return [(m.step, m.value) for m in MlflowClient((store / "mlflow").as_uri()).get_metric_history(run_id, metric)]
 
 
 def records(run: Path) -> list[dict]:
@@ -95,6 +129,82 @@ def test_mlflow_file_store_holds_the_settings_every_epoch_and_the_summary(images
     assert found.data.metrics["final/score"] == pytest.approx(summary["score"])
     assert found.data.metrics["final/train_seconds"] == pytest.approx(summary["train_seconds"])
     assert not (run / "tracking").exists()  # --tracking-dir elsewhere: nothing of it in the run folder
+    saved = json.loads((run / "trackers.json").read_text())["mlflow"]  # the run folder names its MLflow run
+    assert saved == {"run_id": found.info.run_id, "tracking_uri": (store / "mlflow").as_uri()}
+
+
+def test_a_run_that_fails_ends_its_mlflow_run_failed_with_the_committed_epochs(images, tmp_path, capsys):
+    import mlflow
+
+    run, store = tmp_path / "boom", tmp_path / "track"
+    argv = ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(images), "--out", str(run)]
+    argv += ["--epochs", "3", "--val-fraction", "0.25", "--lr", "1e30", "--log-with", "mlflow"]
+    assert main([*argv, "--tracking-dir", str(store)]) == 2
+    assert "validation loss became nan after epoch 2" in capsys.readouterr().err
+    (found,) = mlflow_runs(store, "boom")
+    assert found.info.status == "FAILED" and found.info.end_time is not None
+    assert mlflow.active_run() is None  # nothing left active in this process for the next run to trip over
+    assert len(records(run)) == 1  # epoch 1 committed; epoch 2 ended the run before it was saved
+    assert steps(store, found.info.run_id, "val_loss") == [(1, pytest.approx(records(run)[0]["val_loss"]))]
+    assert json.loads((run / "trackers.json").read_text())["mlflow"]["run_id"] == found.info.run_id
+
+
+def test_sigterm_ends_the_mlflow_run_killed_and_the_resume_continues_it(images, tmp_path):
+    run, store = tmp_path / "cows", tmp_path / "track"
+    train_until_sigterm(images, run, 2, "--log-with", "mlflow", "--tracking-dir", str(store))  # in epoch 3
+    (killed,) = mlflow_runs(store, "cows")
+    assert killed.info.status == "KILLED"
+    assert [step for step, _ in steps(store, killed.info.run_id, "val_accuracy")] == [1, 2]
+
+    train(images, run, "--resume", "--epochs", "4", "--log-with", "mlflow", "--tracking-dir", str(store))
+    (resumed,) = mlflow_runs(store, "cows")  # one MLflow run for the whole training run
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+    epochs = records(run)
+    assert len(epochs) == 4
+    for name in ("val_accuracy", "val_loss", "train_loss"):  # each epoch once, as metrics.jsonl has it
+        assert steps(store, resumed.info.run_id, name) == [(r["epoch"], pytest.approx(r[name])) for r in epochs]
+    summary = json.loads((run / "summary.json").read_text())
+    assert resumed.data.metrics["final/score"] == pytest.approx(summary["score"])
+    params, tags = resumed.data.params, resumed.data.tags
+    assert params["epochs"] == "3" and params["resume"] == "False"  # MLflow keeps a parameter's first value
+    assert tags["resumed.epochs"] == "4" and tags["resumed.resume"] == "True"  # what the resume changed
+
+
+def test_sigterm_before_the_first_epoch_leaves_the_folder_empty_and_the_mlflow_run_killed(images, tmp_path):
+    run, store = tmp_path / "ducks", tmp_path / "track"
+    run.mkdir()  # a folder that was there before: the run removes only its own files, trackers.json among them
+    train_until_sigterm(images, run, 0, "--log-with", "mlflow", "--tracking-dir", str(store))
+    assert list(run.iterdir()) == []
+    (killed,) = mlflow_runs(store, "ducks")
+    assert killed.info.status == "KILLED" and steps(store, killed.info.run_id, "val_loss") == []
+
+
+def test_a_resume_tracked_elsewhere_starts_a_new_mlflow_run_and_says_so(images, tmp_path, capsys):
+    run, first, second = tmp_path / "hens", tmp_path / "first", tmp_path / "second"
+    train_until_sigterm(images, run, 1, "--log-with", "mlflow", "--tracking-dir", str(first))
+    (old,) = mlflow_runs(first, "hens")
+    capsys.readouterr()
+    train(images, run, "--resume", "--log-with", "mlflow", "--tracking-dir", str(second))
+    err = capsys.readouterr().err
+    assert f"MLflow run {old.info.run_id} of {run} is not in this experiment of" in err
+    assert "the resumed epochs are tracked in a new MLflow run" in err
+    (new,) = mlflow_runs(second, "hens")
+    assert new.info.run_id != old.info.run_id and new.info.status == "FINISHED"
+    assert [step for step, _ in steps(second, new.info.run_id, "val_loss")] == [2, 3]
+    assert json.loads((run / "trackers.json").read_text())["mlflow"]["run_id"] == new.info.run_id
+    assert mlflow_runs(first, "hens")[0].info.status == "KILLED"  # the old store is left as it was
+
+
+def test_a_damaged_trackers_file_stops_a_resume_with_what_to_do(images, tmp_path, capsys):
+    run, store = tmp_path / "pigs", tmp_path / "track"
+    train_until_sigterm(images, run, 1, "--log-with", "mlflow", "--tracking-dir", str(store))
+    (run / "trackers.json").write_text('{"mlflow": 7}\n')
+    capsys.readouterr()
+    argv = ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(images), "--out", str(run)]
+    assert main([*argv, "--epochs", "3", "--val-fraction", "0.25", "--resume", "--log-with", "mlflow"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert f"tunelab: error: {run / 'trackers.json'} is damaged: it names no MLflow run id; delete it" in err[-1]
+    assert (run / "checkpoint" / "latest").is_file()  # the run can still be resumed
 
 
 @pytest.mark.slow

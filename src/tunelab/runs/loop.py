@@ -59,7 +59,14 @@ from tunelab.runs.rundir import (
     remove_stale_temp_files,
 )
 from tunelab.runs.sanity import warning_lines
-from tunelab.runs.tracking import accelerator_kwargs, check_trackers, log_epoch, log_summary, start_tracking
+from tunelab.runs.tracking import (
+    accelerator_kwargs,
+    check_trackers,
+    ended_on_failure,
+    log_epoch,
+    log_summary,
+    start_tracking,
+)
 from tunelab.runs.trained import load_trained
 from tunelab.settings import TrainConfig
 from tunelab.strategies import set_train_mode
@@ -95,7 +102,7 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemory) -> dict:
-    """The run, from `start`: every step in the order it happens."""
+    """Build the Accelerator (its trackers among it) and do the run on it."""
     from accelerate import Accelerator
 
     started = time.perf_counter()
@@ -106,6 +113,14 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
         kwargs_handlers=ddp_kwargs(config),  # a strategy with phases leaves some parameters without gradients
         **accelerator_kwargs(config),  # --log-with: the trackers and the folder they write to (runs.tracking)
     )
+    with ended_on_failure(accelerator):  # --log-with: a run that raises ends its tracker runs FAILED (or KILLED)
+        return _run(config, run, start, memory, accelerator, started)
+
+
+def _run(
+    config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemory, accelerator: Accelerator, started: float
+) -> dict:
+    """The run, on `accelerator`, from `start`: every step in the order it happens."""
     main = accelerator.is_main_process
     if start.complete:  # killed after it finished: nothing to redo, only leftovers to tidy
         if main:
@@ -122,7 +137,8 @@ def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemo
         check_resume(run, job.config, job.plan)
     if main:
         announce(run, job)
-    start_tracking(accelerator, job.config)  # --log-with: the resolved settings as the tracker run's parameters
+    # --log-with: the resolved settings as the tracker run's parameters; a resumed run continues its tracker run
+    start_tracking(accelerator, job.config, resumed=start.checkpoint is not None)
     feed = build_feed(job, run, accelerator)  # raw examples, or the frozen prefix's output computed once
     step, validation = _build_step(job, feed, accelerator)
     step = replace(step, loss=recipe.training_loss(step.loss, step.class_weight))  # + an L2-SP pull
@@ -280,7 +296,6 @@ def _fit(
             "seconds": time.perf_counter() - started,
         }
         progress, improved = progress.after(record, scores[validation.metric])
-        log_epoch(step.accelerator, record)  # --log-with (main process only; nothing without a tracker)
         if not math.isfinite(val_loss):  # before saving: the last committed checkpoint stays the last good one
             raise TunelabError(
                 f"validation loss became {val_loss} after epoch {epoch + 1}; "
@@ -294,6 +309,7 @@ def _fit(
                 f"({record['seconds']:.1f}s)",
                 file=sys.stderr,
             )
+        log_epoch(step.accelerator, record)  # --log-with, once committed (main process only; nothing without a tracker)
         step.accelerator.wait_for_everyone()
     return progress
 

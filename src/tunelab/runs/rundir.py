@@ -11,6 +11,7 @@ runs/NAME/
     epoch-NNNN/          trained.safetensors, optimizer.safetensors, state.json
   cache/               spilled feature caches (deleted at the end of a run)
   tracking/            --log-with's TensorBoard files and MLflow store, when --tracking-dir is left unset
+  trackers.json        --log-with mlflow: the MLflow run this run logs to, which a --resume continues
   .tunelab.lock        held by the process training the run (`runs.run_lock`; removed when it ends)
 ```
 
@@ -48,8 +49,8 @@ TEMP_FILE = r"\..+\.tmp|\.tmp[A-Za-z0-9]{6}"
 writes before renaming it over ours (.tmpXXXXXX). A killed process leaves them; the next run removes them."""
 
 RUN_FILE = re.compile(
-    rf"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|tracking|{re.escape(LOCK_NAME)}"
-    rf"|{TEMP_FILE}"
+    rf"config\.yaml|metrics\.jsonl|model\.safetensors|summary\.json|checkpoint|cache|tracking|trackers\.json"
+    rf"|{re.escape(LOCK_NAME)}|{TEMP_FILE}"
 )
 CACHE_FILE = re.compile(r"(train|val|target)-\d+\.npy")  # target: DANN's unlabelled examples
 CHECKPOINT_FILE = re.compile(rf"latest|epoch-\d{{4,}}|{TEMP_FILE}")
@@ -115,6 +116,11 @@ class RunDir:
     @property
     def cache(self) -> Path:
         return self.path / "cache"
+
+    @property
+    def trackers(self) -> Path:
+        """The tracker runs this run logs to (`runs.tracking`), so that a resumed run continues them."""
+        return self.path / "trackers.json"
 
     @property
     def complete(self) -> bool:
@@ -280,5 +286,5 @@ def clean_up_after_failure(run: RunDir, created: bool) -> None:
     if created:
         shutil.rmtree(run.path, ignore_errors=True)
         return
-    for path in (run.config, run.metrics, run.model, run.checkpoint, run.path / "tracking"):
+    for path in (run.config, run.metrics, run.model, run.checkpoint, run.path / "tracking", run.trackers):
         remove(run, path, strict=False)

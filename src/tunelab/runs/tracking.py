@@ -16,30 +16,47 @@ Names, so that the runs of a compare land side by side in one place:
   MLflow 3 keeps that file backend in maintenance mode and refuses it unless MLFLOW_ALLOW_FILE_STORE is set;
   tunelab sets it (when unset) because the file store needs no server and takes concurrent runs.
 
-A resumed run starts a new tracker run for the epochs it still trains (TensorBoard writes into the same
-folder, so the curves join). Which trackers exist and whether their package is installed is checked before
-anything is written (`check_trackers`, called at the start of train and compare): accelerate itself would
-skip a tracker whose package is missing without a word.
+How a tracker run ends says how the training run ended: MLflow's ends FINISHED when the run completes
+(accelerate's end_training), FAILED when an exception stops it and KILLED after Ctrl-C or SIGTERM
+(`ended_on_failure` around the run, `end_tracking`). Left alone, a failed run's MLflow run would stay RUNNING
+for as long as the process lives, block the next run's start_run in the same process (a compare's in-process
+executor), and be marked FINISHED by MLflow's exit hook.
 
-May import: errors, settings (accelerate, and the tracker packages, only when a run tracks).
+A resumed run continues its tracker run: the MLflow run id is kept in the run folder (trackers.json) when
+tracking starts, and --resume logs the remaining epochs into that same run; its parameters keep their first
+values, and a setting the resume changed (--epochs, --resume) is a tag `resumed.<name>`. When the store no
+longer holds that run (another --tracking-dir or MLFLOW_TRACKING_URI), a new MLflow run is started and a line
+says so. TensorBoard writes into the same folder, so the curves join. Epochs are logged once committed
+(after the checkpoint is saved), so an epoch interrupted while saving is logged once, by the resumed run.
+Which trackers exist and whether their package is installed is checked before anything is written
+(`check_trackers`, called at the start of train and compare): accelerate itself would skip a tracker whose
+package is missing without a word.
+
+May import: errors, fileio, settings, runs.rundir (accelerate, and the tracker packages, only when a run tracks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
 import os
 import re
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.errors import TunelabError
+from tunelab.fileio import load_json, save_json
+from tunelab.runs.rundir import RunDir
 from tunelab.settings import TrainConfig
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+    from accelerate.tracking import GeneralTracker, MLflowTracker
 
 TRACKERS: dict[str, tuple[tuple[str, ...], str]] = {
     "aim": (("aim",), "aim"),
@@ -121,15 +138,61 @@ def accelerator_kwargs(config: TrainConfig) -> dict:
     return {"log_with": trackers, "project_config": ProjectConfiguration(project_dir=folder, logging_dir=folder)}
 
 
-def start_tracking(accelerator: Accelerator, config: TrainConfig) -> None:
-    """Start the trackers with the run's resolved settings (`config`, as config.yaml holds them) as parameters."""
+def start_tracking(accelerator: Accelerator, config: TrainConfig, resumed: bool = False) -> None:
+    """Start the trackers with the run's resolved settings (`config`, as config.yaml holds them) as parameters.
+
+    `resumed` (the run continues from a checkpoint): MLflow continues the run trackers.json names. Either way
+    the MLflow run's id is then written there.
+    """
     tracking = tracking_of(config)
     if tracking is None:
         return
-    if accelerator.is_main_process and "mlflow" in tracking.trackers:
-        _mlflow_experiment(tracking)
+    run, main = RunDir(Path(config.out)), accelerator.is_main_process
+    mlflow_tracker = _mlflow_tracker(accelerator)
+    if main and mlflow_tracker is not None:
+        experiment = _mlflow_experiment(tracking, mlflow_tracker.experiment_name)
+        if resumed and mlflow_tracker.run_id is None:  # MLFLOW_RUN_ID, when set, names the run itself
+            mlflow_tracker.run_id = _resumable_run(run, experiment)
     init_kwargs = {"wandb": {"name": tracking.run, "dir": str(tracking.folder)}}
-    accelerator.init_trackers(tracking.project, config=flat_settings(config), init_kwargs=init_kwargs)
+    accelerator.init_trackers(tracking.project, init_kwargs=init_kwargs)
+    settings = flat_settings(config)
+    for tracker in accelerator.trackers:
+        if tracker.name != "mlflow":
+            tracker.store_init_configuration(settings)
+        elif main:
+            _log_mlflow_params(tracker, settings)
+    if main and mlflow_tracker is not None:
+        import mlflow
+
+        info = mlflow_tracker.active_run.info
+        uri = mlflow.get_tracking_uri()
+        save_json(run.inside(run.trackers), {"mlflow": {"run_id": info.run_id, "tracking_uri": uri}})
+
+
+def end_tracking(accelerator: Accelerator, status: str) -> None:
+    """End the run's tracker runs: MLflow's with `status` (FINISHED, FAILED or KILLED), the others as accelerate
+    ends them. Ended trackers are dropped from the Accelerator, so that its end_training does not end them again."""
+    for tracker in accelerator.trackers:
+        if tracker.name != "mlflow":
+            tracker.finish()
+        elif accelerator.is_main_process:
+            import mlflow
+
+            mlflow.end_run(status)
+    accelerator.trackers.clear()
+
+
+@contextlib.contextmanager
+def ended_on_failure(accelerator: Accelerator) -> Iterator[None]:
+    """Inside the block, an exception ends the tracker runs FAILED and Ctrl-C or SIGTERM (a KeyboardInterrupt,
+    see cli.Terminated) ends them KILLED; the exception then goes on. A run that completes ends them itself."""
+    try:
+        yield
+    except BaseException as error:
+        # the error that stopped the run is the one to report, not one from a tracker while it ends
+        with contextlib.suppress(Exception):
+            end_tracking(accelerator, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def log_epoch(accelerator: Accelerator, record: dict) -> None:
@@ -185,10 +248,16 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "-", name).strip("-.") or "run"
 
 
-def _mlflow_experiment(tracking: Tracking) -> None:
+def _mlflow_tracker(accelerator: Accelerator) -> MLflowTracker | None:
+    """The MLflow tracker `accelerator_kwargs` built, before it starts; None when the run does not use MLflow."""
+    return next((t for t in accelerator.log_with if getattr(t, "name", None) == "mlflow"), None)
+
+
+def _mlflow_experiment(tracking: Tracking, name: str) -> str:
     """Point MLflow at the file store under the tracking folder (unless MLFLOW_TRACKING_URI says otherwise) and make
-    sure the project's experiment exists: runs of a compare that start at once may both find it missing, and
-    accelerate's tracker would then fail in the one that creates it second."""
+    sure experiment `name` (the project, unless MLFLOW_EXPERIMENT_NAME says otherwise) exists: runs of a compare
+    that start at once may both find it missing, and accelerate's tracker would then fail in the one that creates
+    it second. Returns the experiment's id."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -197,10 +266,58 @@ def _mlflow_experiment(tracking: Tracking) -> None:
         store = tracking.folder.absolute() / "mlflow"
         store.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(store.as_uri())
-    if mlflow.get_experiment_by_name(tracking.project) is not None:
-        return
+        # which also exports MLFLOW_TRACKING_URI (for subprocesses): the next run in this process would take that
+        # for the user's choice and log into this run's store instead of its own --tracking-dir
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
     try:
-        mlflow.create_experiment(tracking.project)
+        return mlflow.create_experiment(name)
     except MlflowException:
-        if mlflow.get_experiment_by_name(tracking.project) is None:  # not a lost race: a real failure
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:  # not a lost race: a real failure
             raise
+        return experiment.experiment_id
+
+
+def _resumable_run(run: RunDir, experiment: str) -> str | None:
+    """The MLflow run that trackers.json names, when the store holds it, live, in `experiment`; else None (and a
+    line saying that a new MLflow run takes the resumed epochs)."""
+    if not run.trackers.is_file():
+        return None
+    saved = load_json(run.trackers)
+    entry = saved.get("mlflow") if isinstance(saved, dict) else None
+    run_id = entry.get("run_id") if isinstance(entry, dict) else None
+    if not isinstance(run_id, str):
+        raise TunelabError(
+            f"{run.trackers} is damaged: it names no MLflow run id; delete it to track the rest of the run in a new "
+            "MLflow run"
+        )
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow.get_run(run_id)
+    except MlflowException:  # not in this store (or not an id at all)
+        found = None
+    if found is None or found.info.experiment_id != experiment or found.info.lifecycle_stage != "active":
+        print(
+            f"MLflow run {run_id} of {run.path} is not in this experiment of {mlflow.get_tracking_uri()}; "
+            "the resumed epochs are tracked in a new MLflow run",
+            file=sys.stderr,
+        )
+        return None
+    return run_id
+
+
+def _log_mlflow_params(tracker: GeneralTracker, settings: dict) -> None:
+    """The settings as the MLflow run's parameters. A resumed run's parameters keep their first values (MLflow
+    refuses to change one); a setting the resume changed is the tag resumed.<name>."""
+    import mlflow
+
+    logged = mlflow.get_run(tracker.active_run.info.run_id).data.params
+    tracker.store_init_configuration({k: v for k, v in settings.items() if k not in logged})  # accelerate's batching
+    changed = {f"resumed.{k}": str(v) for k, v in settings.items() if k in logged and logged[k] != str(v)}
+    if changed:
+        mlflow.set_tags(changed)
