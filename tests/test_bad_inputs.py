@@ -31,7 +31,7 @@ import pytest
 import torch
 from PIL import Image
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from recipe_fixtures import register_biasless_cnn
 from task_fixtures import write_conll
 from train_fixtures import write_image_folder, write_text_tsv
@@ -140,7 +140,7 @@ CSV_ROWS = TSV_ROWS.replace("\t", ",")
 
 def run_until_interrupted(argv: list[str], stop_at_epoch: int) -> None:
     """Run `tunelab train` and interrupt it (as Ctrl-C would) when epoch index `stop_at_epoch` starts."""
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(*args, **kwargs):
         if args[-2] == stop_at_epoch:
@@ -148,7 +148,7 @@ def run_until_interrupted(argv: list[str], stop_at_epoch: int) -> None:
         return real_epoch(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "_train_epoch", interrupted)
+        patch.setattr(epoch_module, "_train_epoch", interrupted)
         assert main(argv) == 2
 
 

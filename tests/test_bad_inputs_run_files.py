@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from safetensors import SafetensorError
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from test_bad_inputs import Case, check_case, finished_run, image_train, run_until_interrupted, unfinished_image_run
 from train_fixtures import write_image_folder
 from tunelab.cli import TERMINATED_EXIT, main
@@ -569,7 +569,7 @@ def test_two_trainings_started_half_a_second_apart_do_not_both_succeed(tmp_path)
 
 def _terminated_at_epoch(argv: list[str], epoch: int) -> int:
     """Run `tunelab train` and send this process a real SIGTERM when epoch index `epoch` starts."""
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def epoch_then_sigterm(*args, **kwargs):
         if args[-2] == epoch:
@@ -577,7 +577,7 @@ def _terminated_at_epoch(argv: list[str], epoch: int) -> int:
         return real_epoch(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "_train_epoch", epoch_then_sigterm)
+        patch.setattr(epoch_module, "_train_epoch", epoch_then_sigterm)
         previous = signal.getsignal(signal.SIGTERM)
         code = main(argv)
         assert signal.getsignal(signal.SIGTERM) == previous  # main puts the handler back

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from train_fixtures import write_image_folder
 from tunelab.cli import main
 from tunelab.data import Examples, image_transform
@@ -215,16 +215,16 @@ def test_a_preset_trains_the_same_run_again_and_after_a_resume(split_folder, tmp
     assert "augmentation: randaugment" in (tmp_path / "a" / "config.yaml").read_text()
     assert run_cli(argv("standard", "standard"), capsys)[0] == 0
 
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(*args, **kwargs):
         if args[-2] == 1:  # the epoch index: stop while the second epoch runs
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
     assert run_cli(argv("b", "randaugment"), capsys)[0] == 2
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
     assert not (tmp_path / "b" / "summary.json").exists()
     code, _, err = run_cli([*argv("b", "randaugment"), "--resume"], capsys)
     assert code == 0 and "resuming after epoch 1" in err

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.cli import main
 from tunelab.data.unlabelled import read_unlabelled
@@ -230,19 +230,19 @@ def test_resume_of_a_dann_run_ends_like_an_uninterrupted_run(shift, tmp_path, mo
     straight = train(config(data, tmp_path / "straight", **settings))
     assert straight["cached_blocks"] == (2 if kind == "text" else 0)
 
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(*args, **kwargs):
         if args[-2] == 2:  # the epoch index: stop while the third epoch runs
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(config(data, tmp_path / "resumed", **settings))
     latest = tmp_path / "resumed" / "checkpoint" / (tmp_path / "resumed" / "checkpoint" / "latest").read_text()
     assert set(load_tensors(latest / "beside.safetensors")[0]) == {"0.weight", "0.bias", "3.weight", "3.bias"}
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
     resumed = train(config(data, tmp_path / "resumed", resume=True, **settings))
 
     def lines(run: str) -> list[dict]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import tunelab.runs.epoch as epoch_module
 import tunelab.runs.job as job_module
-import tunelab.runs.loop as train_module
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.cli import main
 from tunelab.errors import TunelabError
@@ -51,7 +51,7 @@ def argv(data: dict[str, Path], kind: str, out: Path, flags: list[str]) -> list[
 
 def interrupted(args: list[str]) -> None:
     """Run `tunelab train` and interrupt it (as Ctrl-C would) when its second epoch starts."""
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def stop(*a, **kw):
         if a[-2] == 1:
@@ -59,7 +59,7 @@ def interrupted(args: list[str]) -> None:
         return real_epoch(*a, **kw)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "_train_epoch", stop)
+        patch.setattr(epoch_module, "_train_epoch", stop)
         assert main(args) == 2
 
 

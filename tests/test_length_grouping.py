@@ -15,7 +15,7 @@ import torch
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import BatchSampler
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from train_fixtures import write_image_folder
 from tunelab.cli import main
 from tunelab.runs.checkpoint_io import load_tensors
@@ -162,16 +162,16 @@ def test_resume_with_length_grouping_is_bit_identical(tmp_path, monkeypatch, cap
     data = varied_tsv(tmp_path / "t.tsv")
     assert main(text_argv(data, tmp_path / "straight")) == 0
 
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(*args, **kwargs):
         if args[-2] == 1:  # the epoch index: stop while the second epoch runs
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
     assert main(text_argv(data, tmp_path / "resumed")) != 0
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
     assert main([*text_argv(data, tmp_path / "resumed"), "--resume"]) == 0
     assert "resuming after epoch 1" in capsys.readouterr().err
 
@@ -189,14 +189,14 @@ def test_the_loop_trains_on_grouped_batches(tmp_path, monkeypatch):
     """Through a real run: the padded tokens the model ran per epoch fall with --length-grouping."""
     data = varied_tsv(tmp_path / "t.tsv", n=240)
     padded = {}
-    real_backward = train_module._backward
+    real_backward = epoch_module._backward
 
     def counting(step, inputs, labels, *args, **kwargs):
         shape = inputs["input_ids"].shape
         padded[key] = padded.get(key, 0) + shape[0] * shape[1]
         return real_backward(step, inputs, labels, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_backward", counting)
+    monkeypatch.setattr(epoch_module, "_backward", counting)
     for key, extra in (("grouped", ()), ("random", ("--no-length-grouping",))):
         argv = [*text_argv(data, tmp_path / key, *extra)]
         argv[argv.index("--epochs") + 1], argv[argv.index("--batch-size") + 1] = "1", "8"

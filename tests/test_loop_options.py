@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from task_fixtures import write_conll, write_semeval
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.cli import main
@@ -178,19 +178,19 @@ def test_a_run_with_every_option_resumes_bit_for_bit(images, tmp_path, monkeypat
     options += ["--class-weights", "balanced", "--label-smoothing", "0.1", "--metric", "macro_f1"]
     assert main(train_argv(images, tmp_path / "straight", *options)) == 0
 
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(step, epoch, config):
         if epoch == 1:
             raise KeyboardInterrupt
         return real_epoch(step, epoch, config)
 
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
     assert main(train_argv(images, tmp_path / "resumed", *options)) == 2
     checkpoint = tmp_path / "resumed" / "checkpoint" / "epoch-0001"
     state, meta = load_tensors(checkpoint / "optimizer.safetensors")
     assert meta["optimizer"] == "SGD" and any(k.endswith("momentum_buffer") for k in state)
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
     assert main(train_argv(images, tmp_path / "resumed", *options, "--resume")) == 0
 
     def drop_time(run):
@@ -214,16 +214,16 @@ def test_accumulation_with_the_adversary_trains_and_resumes(tmp_path, monkeypatc
         return ["train", "--data", str(data), "--out", str(out), "--val-fraction", "0.25", *options, *extra]
 
     assert main(argv(tmp_path / "straight")) == 0
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(step, epoch, config):
         if epoch == 1:
             raise KeyboardInterrupt
         return real_epoch(step, epoch, config)
 
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
     assert main(argv(tmp_path / "resumed")) == 2
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
     assert main(argv(tmp_path / "resumed", "--resume")) == 0
     a, _ = load_tensors(tmp_path / "straight" / "model.safetensors")
     b, _ = load_tensors(tmp_path / "resumed" / "model.safetensors")

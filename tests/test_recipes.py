@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tunelab.runs.loop as loop_module
+import tunelab.runs.epoch as epoch_module
 from conftest import TINY_MODELS, make_batch
 from recipe_fixtures import biasless_cnn
 from tunelab.cli import main
@@ -27,8 +27,9 @@ from tunelab.errors import TunelabError
 from tunelab.models.zoo import load_backbone
 from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.runs.checkpoints import CheckpointSaver, Progress
+from tunelab.runs.epoch import _build_step, _fit, seed_everything
 from tunelab.runs.job import build_feed, load_job, model_meta
-from tunelab.runs.loop import _build_step, _fit, seed_everything, train
+from tunelab.runs.loop import train
 from tunelab.runs.prepare import prepare
 from tunelab.runs.recipe import Recipe
 from tunelab.runs.rundir import RunDir
@@ -283,7 +284,7 @@ def test_a_run_resumed_at_a_phase_switch_ends_like_a_straight_one(images, tmp_pa
     straight_summary = train(config(images, tmp_path / "straight", **settings))
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     a, _ = load_tensors(tmp_path / "straight" / "model.safetensors")
-    real_epoch = loop_module._train_epoch
+    real_epoch = epoch_module._train_epoch
     for stop in stops:
         out = tmp_path / f"resumed-{stop}"
 
@@ -292,10 +293,10 @@ def test_a_run_resumed_at_a_phase_switch_ends_like_a_straight_one(images, tmp_pa
                 raise KeyboardInterrupt
             return real_epoch(step, epoch, cfg)
 
-        monkeypatch.setattr(loop_module, "_train_epoch", interrupted)
+        monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train(config(images, out, **settings))
-        monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
+        monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
         capsys.readouterr()
         summary = train(config(images, out, resume=True, **settings))
         err = capsys.readouterr().err
@@ -360,3 +361,18 @@ def test_a_recipe_applies_to_any_backbone_the_contract_builds():
         backbone.replace_head(3)
         plan = parse_strategy("gradual").apply(backbone)
         assert len(plan.phases(4)) == 4
+
+
+def test_compare_refuses_a_phase_that_would_begin_after_the_run_before_anything_trains(tmp_path):
+    from tunelab.comparison.grid import strategy_specs
+    from tunelab.settings import CompareConfig
+
+    config = CompareConfig(model="tiny-cnn", data=str(tmp_path), strategies=("none", "gradual:3"), epochs=3)
+    with pytest.raises(
+        TunelabError, match="gradual:3: stage 3 \\(the bottom group\\) begins at epoch 4, after a 3-epoch"
+    ):
+        strategy_specs(config)
+    assert strategy_specs(replace(config, epochs=4)) == ("none", "gradual:3")
+    assert main(["compare", "--model", "tiny-cnn", "--data", str(tmp_path), "--strategies", "gradual:3",
+                 "--epochs", "2", "--out", str(tmp_path / "cmp")]) == 2  # fmt: skip
+    assert not (tmp_path / "cmp").exists()

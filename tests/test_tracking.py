@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from train_fixtures import write_image_folder
 from tunelab.cli import TERMINATED_EXIT, main
 from tunelab.comparison.grid import planned_runs
@@ -51,7 +51,7 @@ def train(images: Path, out: Path, *extra: str) -> None:
 
 def train_until_sigterm(images: Path, out: Path, epoch: int, *extra: str) -> None:
     """`train` with a real SIGTERM sent to this process when epoch index `epoch` starts (the CLI exits 143)."""
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def epoch_then_sigterm(*args, **kwargs):
         if args[-2] == epoch:
@@ -60,7 +60,7 @@ def train_until_sigterm(images: Path, out: Path, epoch: int, *extra: str) -> Non
 
     argv = ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(images), "--out", str(out)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "_train_epoch", epoch_then_sigterm)
+        patch.setattr(epoch_module, "_train_epoch", epoch_then_sigterm)
         assert main([*argv, "--epochs", "3", "--val-fraction", "0.25", *extra]) == TERMINATED_EXIT
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import tunelab.runs.loop as train_module
+import tunelab.runs.epoch as epoch_module
 from tunelab.cli import main
 from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.runs.evaluate import evaluate, predict
@@ -85,19 +85,19 @@ def test_resume_after_an_interrupt_ends_like_an_uninterrupted_run(images, text, 
     settings = dict(model=model, strategy=strategy, epochs=4)
     train(config(data, tmp_path / "straight", **settings))
 
-    real_epoch = train_module._train_epoch
+    real_epoch = epoch_module._train_epoch
 
     def interrupted(*args, **kwargs):
         if args[-2] == 2:  # the epoch index: stop while the third epoch runs
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(epoch_module, "_train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(config(data, tmp_path / "resumed", **settings))
     assert not (tmp_path / "resumed" / "summary.json").exists()
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epoch_module, "_train_epoch", real_epoch)
     train(config(data, tmp_path / "resumed", resume=True, **settings))
 
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()

@@ -71,7 +71,9 @@ def strategy_specs(config: CompareConfig) -> tuple[str, ...]:
         )
     specs: dict[str, str] = {}
     for spec in given:
-        canonical = parse_strategy(spec).spec()  # a bad spec fails here, before hours of training
+        strategy = parse_strategy(spec)  # a bad spec fails here, before hours of training
+        strategy.phase_starts(config.epochs)  # and so does a phase that begins after --epochs ends (lpft, gradual)
+        canonical = strategy.spec()
         if canonical in specs:
             same = f"'{spec}'" if spec == specs[canonical] else f"'{specs[canonical]}' and '{spec}' (both {canonical})"
             raise TunelabError(f"--strategies lists one strategy twice: {same}; listed twice, it would train twice")

@@ -1,6 +1,7 @@
 """Runs: one training run from settings to a finished run directory, and loading it back.
 
     loop.py           `train(config)`: the loop, read top to bottom; it receives parameter groups, not strategies
+    epoch.py          the epochs the loop runs: what a step works with, one step, one epoch, validate, save, patience
     job.py            what a run trains on: data loaded, model prepared, datasets built (with the feature cache)
     rundir.py         every rule about a run folder: layout, what it may hold, may this run start or resume here
     run_lock.py       one process per run folder (an OS lock the kernel releases when the process ends)

@@ -301,7 +301,7 @@ class Dann:
         """One batch (source rows, then target rows): the task loss on the source rows plus the domain loss
         behind the reversal, backward; returns the task loss as the loop computes it (mean, or summed over
         `share` under gradient accumulation). `fraction` is the batch's part of its accumulation group, which
-        scales the domain loss (1 without accumulation). `step` is the loop's Step."""
+        scales the domain loss (1 without accumulation). `step` is the loop's Step (`runs.epoch`)."""
         sources = len(labels)
         steps_per_epoch = optimizer_steps(len(step.loader), step.accumulation)
         taken = step.scheduler.last_epoch  # optimizer steps so far: restored with the scheduler on resume

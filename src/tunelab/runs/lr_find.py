@@ -48,9 +48,10 @@ from tunelab.data.examples import Splits
 from tunelab.data.images import image_pixel_limit
 from tunelab.errors import TunelabError
 from tunelab.fileio import atomic_write_bytes, atomic_write_text, make_folder, save_json
+from tunelab.runs.epoch import seed_everything
 from tunelab.runs.job import Job, build_feed, load_job
 from tunelab.runs.loaders import EpochShuffle, make_loader
-from tunelab.runs.loop import mixed_precision_mode, seed_everything
+from tunelab.runs.loop import mixed_precision_mode
 from tunelab.runs.lr_find_plot import plot_png
 from tunelab.runs.optim import build_optimizer
 from tunelab.runs.rundir import RunDir
@@ -301,7 +302,7 @@ def _step_loss(sweep: _Sweep, batches: Iterator) -> float:
 
 
 def _loss(job: Job, accelerator: Accelerator) -> Callable[..., torch.Tensor]:
-    """The loss train minimises: task_loss with --class-weights and --label-smoothing (as `runs.loop` builds it)."""
+    """The loss train minimises: task_loss with --class-weights and --label-smoothing (as `runs.epoch` builds it)."""
     config, weight = job.config, None
     if config.class_weights == "balanced":
         train = job.splits.train

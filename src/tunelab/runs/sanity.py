@@ -5,7 +5,7 @@ model that predicts one class for everything (a NER model that tags every word `
 an image model on 90/10 data that always says the majority class scores 0.9 accuracy), and a model
 that is no better than always predicting the most frequent training class. Both are measured on the set
 that scores the run, with the best model, and stored in summary.json as {"flag", "message"} records
-and printed as warnings. A non-finite loss is not a flag: it stops the run with an error (`runs.loop`).
+and printed as warnings. A non-finite loss is not a flag: it stops the run with an error (`runs.epoch`).
 
 Pure functions of predictions, labels and scores (tested on hand-made arrays); what "one class" means for a
 task is the task's own `Task.degenerate`. May import: tasks.

@@ -1,47 +1,43 @@
-"""The `tunelab` command: each subcommand parses its flags and calls one library function.
+"""`build_parser`: every command's flags and help texts.
 
-User mistakes (TunelabError) print as one line and exit with code 2; `--debug` shows the traceback. SIGTERM
-stops a command the way Ctrl-C does (a run keeps its last epoch for --resume) and exits with 143.
-
-Start-up: `tunelab --help`, `tunelab <command> --help`, `tunelab --version` and flag errors answer in well under
-a second, because building the parser reads only torch-free registries and settings (the strategy registry,
-the task registry, the settings dataclasses). Each command function imports its implementation when it runs,
-so --help never loads torch; `benchmarks/cli_startup.py` measures it and `tests/test_cli.py` checks it.
-
-May import: every tunelab subsystem (the top layer); at module level only the torch-free ones.
+Building it reads only torch-free registries and settings (the strategy registry, the task registry, the
+settings dataclasses), so `--help`, `--version` and flag errors answer without loading torch. Each command's
+flags come from its settings dataclass (`settings.add_arguments`) or are plain flags declared here; the
+command function they run lives in `cli.commands`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import math
-import signal
-import sys
-import threading
-from dataclasses import asdict, fields
-from pathlib import Path
+from dataclasses import fields
 
-from tunelab.errors import TunelabError
-from tunelab.fileio import read_text
+from tunelab.cli.commands import (
+    cmd_advise,
+    cmd_compare,
+    cmd_embed,
+    cmd_eval,
+    cmd_export,
+    cmd_inspect,
+    cmd_lr_find,
+    cmd_models,
+    cmd_predict,
+    cmd_report,
+    cmd_train,
+    setting_choices,
+)
 from tunelab.settings import (
     AdviseConfig,
     CompareConfig,
     DataSettings,
-    LoopSettings,
     LrFindConfig,
     PredictSettings,
     TrainConfig,
     add_arguments,
     field_docs,
-    resolve,
-    validate,
 )
 from tunelab.settings.compare import COMPARE_NOTES
 from tunelab.settings.lr_find import LR_FIND_NOTES
 from tunelab.strategies import REGISTRY
-from tunelab.tasks import task_names
 
 TRUST_HELP = "let a Hugging Face model run the Python code it ships (off by default; read that code first)"
 
@@ -74,33 +70,9 @@ def add_strategy_argument(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--strategy", default=argparse.SUPPRESS, metavar="STRATEGY", help=strategy_help(default))
 
 
-BOUNDED_FLAGS = {
-    "batch_size": LoopSettings,
-    "max_length": DataSettings,
-    "max_image_pixels": DataSettings,
-    "top_k": PredictSettings,
-}
-"""The plain flags of eval, predict and embed, and the settings group whose field of the same name bounds
-them: one set of limits for a flag whichever command takes it (`eval --batch-size 0` is refused as
-`train --batch-size 0` is, with the same message)."""
-
-
-def check_flags(args: argparse.Namespace) -> None:
-    """Refuse a plain flag outside its setting's limits (see BOUNDED_FLAGS); flags left unset are not checked."""
-    for name, group in BOUNDED_FLAGS.items():
-        value = getattr(args, name, None)
-        if value is not None:
-            validate(group, {name: value}, "command line")
-
-
 def pixels_help(default: str) -> str:
     """--max-image-pixels' help for commands that take it as a plain flag: the setting's own doc."""
     return f"{field_docs(DataSettings)['max_image_pixels']} (default: {default})"
-
-
-def setting_choices() -> dict[str, tuple[str, ...]]:
-    """Allowed values of settings whose choices live in registries above the settings layer: the task names."""
-    return {"task": ("auto", *task_names())}
 
 
 class _Version(argparse.Action):
@@ -114,153 +86,6 @@ class _Version(argparse.Action):
 
         print(f"tunelab {version('tunelab')}")
         parser.exit()
-
-
-def cmd_models(args: argparse.Namespace) -> None:
-    from tunelab.models.zoo import list_models
-
-    rows = list_models()
-    if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
-        return
-    table = [("name", "family", "trained on", "params", "weights from")]
-    for r in rows:
-        params = f"{r.params / 1e6:.2f}M" if r.params >= 1e5 else f"{r.params:,}" if r.available else "-"
-        table.append((r.name, r.family, r.task, params, r.source + ("" if r.available else " (not installed)")))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    print("also: timm:<name>, hf:<model id> (from their hubs), a local model directory, or a run directory")
-
-
-def cmd_inspect(args: argparse.Namespace) -> None:
-    from tunelab.runs.prepare import prepare
-    from tunelab.strategies.describe import format_plan, plan_dict
-
-    plan = prepare(args.model, args.strategy, args.num_classes, args.trust_remote_code)
-    print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
-
-
-def cmd_train(args: argparse.Namespace) -> None:
-    from tunelab.runs.loop import train
-
-    config = resolve(TrainConfig, args, choices=setting_choices())
-    try:
-        train(config)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see main)
-        out = Path(config.out)
-        if (out / "summary.json").is_file():
-            raise TunelabError(f"interrupted after the run had finished; it is complete in {out}") from None
-        if not (out / "checkpoint" / "latest").is_file():
-            raise TunelabError("interrupted before the first epoch completed; nothing was saved") from None
-        raise TunelabError(
-            f"interrupted; the last completed epoch is saved in {config.out}: add --resume to continue"
-        ) from None
-
-
-def cmd_lr_find(args: argparse.Namespace) -> None:
-    from tunelab.runs.lr_find import lr_find
-
-    result = lr_find(resolve(LrFindConfig, args, choices=setting_choices()))
-    for line in result.report():
-        print(line, file=sys.stderr)
-    print(f"suggested --lr {result.suggested_lr:.2g}")
-
-
-def cmd_eval(args: argparse.Namespace) -> None:
-    from tunelab.runs.evaluate import evaluate
-
-    check_flags(args)
-    report = evaluate(
-        args.run,
-        args.data,
-        batch_size=args.batch_size,
-        trust_remote_code=args.trust_remote_code,
-        max_image_pixels=args.max_image_pixels,
-    )
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    from tunelab.runs.evaluate import predict
-
-    check_flags(args)
-    inputs = list(args.inputs)
-    if args.file:
-        inputs += [line for line in read_text(args.file, "input file").splitlines() if line.strip()]
-    if not inputs:
-        raise TunelabError("nothing to predict: give image files or folders, or text lines, or --file")
-    predictions = predict(
-        args.run,
-        inputs,
-        k=args.top_k,
-        trust_remote_code=args.trust_remote_code,
-        max_image_pixels=args.max_image_pixels,
-    )
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-        return
-    for p in predictions:
-        print(p.format())
-
-
-def cmd_compare(args: argparse.Namespace) -> None:
-    from tunelab.comparison.grid import compare
-
-    config = resolve(CompareConfig, args, choices=setting_choices())
-    try:
-        report = compare(config)
-    except KeyboardInterrupt:
-        raise TunelabError(
-            f"interrupted; run the same command again to skip finished runs and resume the rest in {config.out}"
-        ) from None
-    print(read_text(report.with_name("results.md"), "results table"), end="")  # the table on stdout, as written
-    print(f"report: {report}", file=sys.stderr)
-
-
-def cmd_advise(args: argparse.Namespace) -> None:
-    from tunelab.advice.command import run_advise
-
-    result = run_advise(resolve(AdviseConfig, args, choices=setting_choices()))
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2))
-        return
-    print(result["text"])
-    if "verification" in result:
-        print(result["verification"]["summary"] + f" (report: {result['verification']['report']})")
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from tunelab.comparison.report import report_from_runs
-
-    if not (args.margin >= 0 and math.isfinite(args.margin)):
-        raise TunelabError(f"--margin must be a finite number of at least 0; got {args.margin}")
-    print(report_from_runs([Path(p) for p in args.runs], Path(args.out), margin=args.margin))
-
-
-def cmd_embed(args: argparse.Namespace) -> None:
-    from tunelab.embedding import embed
-
-    check_flags(args)
-    result = embed(
-        args.model,
-        args.data,
-        block=args.block,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        max_image_pixels=args.max_image_pixels,
-    )
-    path = result.save(args.out)
-    n, d = result.features.shape
-    print(f"{n} examples x {d} features from {result.model} block {result.block} ({result.block_name}) -> {path}")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from tunelab.onnx_export import export
-
-    print(export(args.run, args.out, args.format))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "advise",
         help="recommend a strategy for your data, with the measurements behind it",
-        description="Profile the data, measure how well the model's frozen features fit it (LogME of the pretrained "
-        "features against a random-init control, per block, nearest-centroid accuracy), and recommend a strategy "
-        "with a runner-up and the reasons. --verify trains the top two briefly to check the advice.",
+        description="Profile the data, measure how well the model's frozen features fit it (a linear probe's "
+        "cross-validated accuracy after every block and on a random-init control; LogME and nearest-centroid "
+        "accuracy as well), and recommend a strategy with a runner-up, the reasons and the constant rule it had "
+        "to beat. Images, sentences, relations and named entities (one row per tagged word). --verify trains the "
+        "top two briefly to check the advice.",
     )
     add_arguments(p, AdviseConfig, choices=choices)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -443,84 +270,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
     p.set_defaults(func=cmd_export)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is: a run tidies up and keeps its last epoch exactly as after Ctrl-C."""
-
-
-TERMINATED_EXIT = 143
-"""The exit code after SIGTERM: 128 + 15, what a shell reports for a process SIGTERM ended, so a supervisor
-(systemd, Kubernetes, a batch scheduler) sees the run stopped because it was asked to, not that it failed."""
-
-
-class _LineTracker:
-    """stderr as the commands write it, remembering whether what was written last ended a line.
-
-    Progress bars redraw their line after a carriage return and never end it; an error printed after one must
-    start on a line of its own, or `grep '^tunelab: error'` on a log misses it.
-    """
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.at_line_start = True
-
-    def write(self, text: str) -> int:
-        if text:
-            self.at_line_start = text.endswith("\n")
-        return self.stream.write(text)
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt(received: list[int]):
-    """Inside the block, SIGTERM raises Terminated (once: a second one while tidying up is only recorded).
-
-    Python's default for SIGTERM is to die on the spot, which skips every cleanup path: a run stopped before
-    its first epoch would leave config.yaml and its feature cache behind. As an exception it takes the path
-    Ctrl-C takes. Signal handlers can only be set in the main thread; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
-        return
-
-    def terminate(signum, frame):
-        received.append(signum)
-        if len(received) == 1:
-            raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 for a TunelabError, 130 after Ctrl-C, 143 after SIGTERM.
-
-    Errors are one line on stderr starting with 'tunelab: error: ', at the start of a line; `--debug` shows
-    the traceback instead.
-    """
-    args = build_parser().parse_args(argv)
-    stderr = _LineTracker(sys.stderr)
-    received: list[int] = []
-    with contextlib.redirect_stderr(stderr), _sigterm_as_interrupt(received):
-        try:
-            args.func(args)
-        except (TunelabError, KeyboardInterrupt) as e:
-            if args.debug:
-                raise
-            message = " ".join(str(e).splitlines()) if isinstance(e, TunelabError) else "interrupted"
-            newline = "" if stderr.at_line_start else "\n"
-            print(f"{newline}tunelab: error: {message}", file=stderr)  # one line, whatever it quotes
-            if received:
-                return TERMINATED_EXIT
-            return 2 if isinstance(e, TunelabError) else 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
