@@ -33,7 +33,7 @@ from PIL import Image
 
 import tunelab.runs.epoch as epoch_module
 from recipe_fixtures import register_biasless_cnn
-from task_fixtures import write_conll
+from task_fixtures import write_semeval
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab import fileio
 from tunelab.cli import main
@@ -918,9 +918,10 @@ def adapt_text(extra_target, *extra: str):
     return make
 
 
-def adapt_tagging(tmp, mp):
+def adapt_relations(tmp, mp):
     target = table(tmp / "target.txt", "one text\nanother\n")
-    return text_train(write_conll(tmp / "ner.conll"), tmp / "run", "--target-data", str(target), "--adapt", "dann")
+    data = write_semeval(tmp / "relations.txt")
+    return text_train(data, tmp / "run", "--strategy", "full", "--target-data", str(target), "--adapt", "dann")
 
 
 def empty_dir(path: Path) -> Path:
@@ -980,9 +981,10 @@ CASES += [
         r"^--adapt dann trains the feature layers against a domain classifier, but strategy none trains only the head",
     ),
     Case(
-        "domain-adapt-on-a-tagging-task",
-        adapt_tagging,
-        r"^--adapt dann works for image-classification and text-classification; task token-classification is not",
+        "domain-adapt-on-a-relation-task",
+        adapt_relations,
+        r"^--adapt dann works for image-classification, text-classification and token-classification; task "
+        r"relation-classification is not supported$",
     ),
     Case(
         "domain-labelled-target-text-is-used-unlabelled",

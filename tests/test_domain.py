@@ -1,10 +1,11 @@
 """Domain adaptation (--adapt dann|adabn): the gradient reversal, DANN's step on a shifted task, AdaBN's
-statistics, resume, and target labels never read."""
+statistics, resume, target labels never read, and DANN for token classification (news -> tweets NER)."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,15 +14,18 @@ import torch
 from torch import nn
 
 import tunelab.runs.epoch as epoch_module
+from task_fixtures import write_conll
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.cli import main
-from tunelab.data.unlabelled import read_unlabelled
+from tunelab.data.examples import Examples
+from tunelab.data.unlabelled import Unlabelled, read_unlabelled
 from tunelab.models.contract import TransferModel
 from tunelab.models.zoo import load_backbone
 from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.runs.domain import (
     Dann,
     DomainClassifier,
+    PairedCollate,
     WithTarget,
     adapt_batchnorm,
     domain_loss,
@@ -33,6 +37,7 @@ from tunelab.runs.loop import train
 from tunelab.runs.trained import load_run
 from tunelab.settings import TrainConfig
 from tunelab.strategies.base import batchnorm_types
+from tunelab.tasks import get_task
 from tunelab.tasks.base import task_loss
 
 
@@ -62,7 +67,7 @@ def test_gradient_reversal_flips_exactly_the_domain_branchs_gradient():
         if reversal is None:  # no reversal layer: the domain loss pulls the features the ordinary way
             domain = nn.functional.binary_cross_entropy_with_logits(critic(f).squeeze(-1), domains)
         else:
-            domain, _ = domain_loss(critic, f, 3, reversal)
+            domain, *_ = domain_loss(critic, f, 3, reversal)
         (task_weight * nn.functional.cross_entropy(head(f), y) + domain).backward()
         return {"features": _grads(features), "head": _grads(head), "critic": _grads(critic)}
 
@@ -218,17 +223,20 @@ def test_a_dann_run_scores_the_target_and_keeps_the_domain_classifier_out_of_the
     assert loaded.plan.backbone.num_outputs == 2
 
 
-@pytest.mark.parametrize("kind, strategy", [("image", "full"), ("text", "retrain:2")])
+@pytest.mark.parametrize("kind, strategy", [("image", "full"), ("text", "retrain:2"), ("token", "retrain:2")])
 def test_resume_of_a_dann_run_ends_like_an_uninterrupted_run(shift, tmp_path, monkeypatch, kind, strategy):
     if kind == "image":
         data, target, model = shift[0], shift[1], "tiny-cnn"
-    else:  # retrain:2 caches the frozen prefix's output for the target texts too
+    elif kind == "text":  # retrain:2 caches the frozen prefix's output for the target texts too
         data, model = write_text_tsv(tmp_path / "source.tsv"), "tiny-bert"
         target = tmp_path / "target.txt"
         target.write_text("a really good story\nawful awful acting\nthe plot was fine\nboring film , bad\n")
+    else:  # NER: cached per-token states of source and target sentences, the target one sentence per line
+        data, model = write_conll(tmp_path / "news.conll", repeats=3), "tiny-bert"
+        target = _write_tweets(tmp_path / "tweets.txt", conll=False)
     settings = dict(model=model, strategy=strategy, epochs=3, target_data=str(target), adapt="dann")
     straight = train(config(data, tmp_path / "straight", **settings))
-    assert straight["cached_blocks"] == (2 if kind == "text" else 0)
+    assert straight["cached_blocks"] == (0 if kind == "image" else 2)
 
     real_epoch = epoch_module._train_epoch
 
@@ -308,3 +316,147 @@ def test_unlabelled_readers(tmp_path):
     labelled = read_unlabelled(jsonl, "text")
     assert labelled.inputs == ["x y", "z"] and "ignored" in labelled.notes[0]
     assert labelled.as_examples(("0", "1")).labels == [0, 0]
+
+
+# ---------------------------------------------------------------- token classification: a domain label per token
+
+
+TWEETS = [
+    ("@john at #paris lol", "B-PER O B-LOC O"),
+    ("omg acme corp rocks !!", "O B-ORG I-ORG O O"),
+    ("london vibes #sunday", "B-LOC O O"),
+    ("rt john luvs acme corp", "O B-PER O B-ORG I-ORG"),
+]
+"""The target domain of the NER tests: the source's entities (task_fixtures' news sentences) in tweets."""
+
+
+TAGS = ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER")
+"""The tag set of task_fixtures' NER sentences, in `data.conll.tag_order`."""
+
+
+def _write_tweets(path: Path, conll: bool = True, repeats: int = 2) -> Path:
+    """The tweets as a WNUT-style CoNLL file (token TAB tag, blank line between tweets) or one per line."""
+    if conll:
+        blocks = ["".join(f"{w}\t{t}\n" for w, t in zip(words.split(), tags.split())) for words, tags in TWEETS]
+        path.write_text("\n".join(blocks * repeats))
+    else:
+        path.write_text("".join(f"{words}\n" for words, _ in TWEETS * repeats))
+    return path
+
+
+def test_a_token_classification_dann_run_trains_and_writes_its_run(tmp_path, capsys):
+    news, tweets = write_conll(tmp_path / "news.conll", repeats=3), _write_tweets(tmp_path / "tweets.conll")
+    out = tmp_path / "run"
+    argv = ["train", "--model", "tiny-bert", "--strategy", "full", "--data", str(news), "--out", str(out)]
+    argv += ["--epochs", "2", "--target-data", str(tweets), "--adapt", "dann", "--test-data", str(tweets)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "dann on 8 unlabelled target sentences" in err and "reading every real token" in err
+    assert "only the token column is read; the other columns (the tags) are ignored" in err
+    last = next(line for line in err.splitlines() if line.startswith("best val"))
+    assert "test entity_f1" in last and "(target domain, after dann; val is the source domain)" in last
+    summary = json.loads((out / "summary.json").read_text())
+    adaptation = summary["domain_adaptation"]
+    assert adaptation["method"] == "dann" and adaptation["target_examples"] == 8
+    assert adaptation["domain_epoch"] == 2 and 0 <= adaptation["domain_accuracy"] <= 1
+    assert math.isfinite(adaptation["domain_loss"])
+    assert summary["task"] == "token-classification" and summary["test_examples"] == 8
+    tensors, _ = load_tensors(out / "model.safetensors")
+    assert all(k.startswith(("blocks.", "head.")) for k in tensors)  # no domain classifier in the model
+    assert load_run(out).plan.backbone.num_outputs == 7  # O + B-/I- of LOC, ORG, PER
+
+
+def test_padding_is_no_row_of_the_domain_loss():
+    torch.manual_seed(0)
+    critic = DomainClassifier(4, hidden=6)
+    features = torch.randn(3, 5, 4, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])  # row 0 source, rows 1-2 target
+    loss, correct, rows = domain_loss(critic.eval(), features, 1, 0.5, mask)
+    loss.backward()
+    assert rows == 10
+    assert not features.grad[mask == 0].any()  # padding: no gradient at all
+    assert features.grad[mask == 1].abs().sum(-1).gt(0).all()  # every real token: its reversed gradient
+    real = features.detach()[mask.bool()]  # the same rows by hand: the mean over the 10 real tokens
+    domains = torch.tensor([0.0] * 3 + [1.0] * 7)
+    by_hand = nn.functional.binary_cross_entropy_with_logits(critic(real).squeeze(-1), domains)
+    assert torch.allclose(loss, by_hand)
+    garbage = features.detach().clone()
+    garbage[mask == 0] = 1e6  # whatever sits in the padding
+    assert torch.equal(domain_loss(critic, garbage, 1, 0.5, mask)[0], loss.detach())
+
+
+def test_the_reversed_gradient_reaches_the_real_tokens_of_a_tagging_model_and_never_its_padding(tmp_path):
+    """One DANN step of a tiny BERT tagger on a padded batch: a short news sentence, then a longer tweet."""
+    from accelerate import Accelerator
+
+    torch.manual_seed(0)
+    backbone = load_backbone("tiny-bert", False)
+    task = get_task("token-classification")
+    task.adapt(backbone, len(TAGS))
+    news = Examples([["john", "visited", "paris"]], [[5, 0, 1]], TAGS, "news")  # B-PER O B-LOC
+    tweets = read_unlabelled(_write_tweets(tmp_path / "tweets.txt", conll=False), "text", words=True)
+    source = example_dataset(news, backbone, False, False, task.name, None)
+    target = example_dataset(tweets.as_examples(TAGS), backbone, False, False, task.name, None)
+    inputs, labels = PairedCollate(collate_for(backbone, None, task.name))([(source[0], target[1])])
+    mask = inputs["attention_mask"]
+    assert labels.shape[0] == 1 and mask[0].sum() < mask.shape[1] and mask[1].all()  # the news row is padded
+    kept = []
+
+    def keep(module, args, out):  # the last block's hidden states: what the token head (and the tap) reads
+        out.hidden.retain_grad()
+        kept.append(out.hidden)
+
+    hook = backbone.model.blocks[-1].register_forward_hook(keep)
+    dann = Dann(backbone, SimpleNamespace(seed=0, adapt_weight=1.0, epochs=1), "cpu")
+    step = SimpleNamespace(
+        accelerator=Accelerator(cpu=True),
+        model=backbone.model.eval(),
+        start=0,
+        loss=task_loss,
+        loader=range(4),
+        accumulation=1,
+        scheduler=SimpleNamespace(last_epoch=2),  # half way through: the reversal weight is well above 0
+    )
+    dann.backward(step, inputs, labels, None, 1.0, True)
+    hook.remove()
+    grad = kept[0].grad
+    assert not grad[mask == 0].any()  # the news row's padding: nothing from either loss
+    assert grad[1].abs().sum(-1).gt(0).all()  # every token of the tweet: only the reversed domain loss reaches it
+    assert dann.last_epoch["rows"] == int(mask.sum())  # one domain row per real token
+
+
+@pytest.mark.parametrize(
+    "write, error",
+    [
+        (lambda p: p.write_text(""), r"tweets\.txt: file is empty; expected a CoNLL file \(one token per line\)"),
+        (lambda p: p.write_bytes(b"caf\xe9 au lait\n"), r"tweets\.txt:1: bytes b'\\xe9' are not UTF-8"),
+        (lambda p: p.write_text("-DOCSTART- -X- O\n\n"), r"tweets\.txt: no sentences: expected one token per line"),
+        (lambda p: p.mkdir(), r"tweets\.txt is a folder, but the task tags words: give a CoNLL file"),
+    ],
+    ids=["empty", "not-utf8", "no-sentences", "a-folder"],
+)
+def test_a_bad_ner_target_is_one_line(tmp_path, capsys, write, error):
+    target = tmp_path / "tweets.txt"
+    write(target)
+    news = write_conll(tmp_path / "news.conll")
+    argv = ["train", "--model", "tiny-bert", "--strategy", "full", "--data", str(news), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--target-data", str(target), "--adapt", "dann"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tunelab: error: ") and re.search(error, lines[0]), lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_ner_targets_are_read_as_words_without_their_tags(tmp_path):
+    conll = read_unlabelled(_write_tweets(tmp_path / "tweets.conll"), "text", words=True)
+    assert conll.inputs[:2] == [["@john", "at", "#paris", "lol"], ["omg", "acme", "corp", "rocks", "!!"]]
+    assert len(conll) == 8 and "the other columns (the tags) are ignored" in conll.notes[0]
+    assert conll.as_examples(TAGS).labels[0] == [0, 0, 0, 0]  # a placeholder per word, never read
+    untagged = tmp_path / "tokens.conll"  # one token per line, no tag column: nothing to ignore
+    untagged.write_text("-DOCSTART-\n\nrt\njohn\n\nlol\n")
+    assert read_unlabelled(untagged, "text", words=True) == Unlabelled([["rt", "john"], ["lol"]], str(untagged))
+    lines = read_unlabelled(_write_tweets(tmp_path / "tweets.txt", conll=False), "text", words=True)
+    assert lines.inputs == conll.inputs and lines.notes == ()  # one sentence per line, split on whitespace
+    table = tmp_path / "tweets.tsv"
+    table.write_text("text\tlabel\n@john  at #paris\t1\n\t0\nlol\t0\n")
+    read = read_unlabelled(table, "text", words=True)
+    assert read.inputs == [["@john", "at", "#paris"], ["lol"]] and "ignored" in read.notes[0]

@@ -1,4 +1,4 @@
-"""Unlabelled target-domain examples (--target-data): images or texts, read without their labels.
+"""Unlabelled target-domain examples (--target-data): images, texts or sentences of words, read without labels.
 
 Domain adaptation learns from the target domain's inputs alone, so whatever labels the target data carries
 are never read into memory: a class-folder tree is read as one set of images, an idx pair as its images, a
@@ -14,6 +14,13 @@ Texts: a .csv, .tsv or .jsonl table with a header, whose text column is found as
 (`text_column`, else 'sentence' or 'text'); or a .txt file, read as a tab-separated table when its first
 line names the text column, else as one text per non-blank line.
 
+Sentences of words (token classification, `words=True`): a CoNLL column file, read as its first column,
+one sentence per blank-line-separated block (`-DOCSTART-` lines skipped); its other columns (the tags,
+POS, chunks) are not read, and a note says they are ignored. A file is CoNLL when it ends in .conll or its
+first non-blank line looks like CoNLL (`data.conll.looks_like_conll`, as --task auto decides); anything
+else is read as texts (above) whose words are split on whitespace, so a plain .txt file is one sentence
+per line.
+
 May import: errors, fileio, data.
 """
 
@@ -23,10 +30,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.data.conll import looks_like_conll
 from tunelab.data.examples import Examples
 from tunelab.data.idx import find_idx_pair, read_idx
 from tunelab.data.images import image_inputs
-from tunelab.data.text import _csv_rows, _decode, _jsonl_rows, _pick_text_column, _tsv_rows
+from tunelab.data.text import _csv_rows, _decode, _jsonl_rows, _pick_text_column, _tsv_rows, read_utf8
 from tunelab.errors import DataError, TunelabError, brief
 
 TABLES = {".csv": _csv_rows, ".tsv": _tsv_rows, ".jsonl": _jsonl_rows}
@@ -38,7 +46,7 @@ class Unlabelled:
     """Target-domain inputs, and what was left unread about them."""
 
     inputs: list
-    """Image file Paths, HxW uint8 arrays (idx data), or text strings."""
+    """Image file Paths, HxW uint8 arrays (idx data), text strings, or sentences as lists of words."""
     source: str
     """Where they were read from."""
     notes: tuple[str, ...] = ()
@@ -48,16 +56,19 @@ class Unlabelled:
         return len(self.inputs)
 
     def as_examples(self, classes: tuple[str, ...]) -> Examples:
-        """The inputs as `Examples` of the training classes, every label 0 (never read: they are unknown)."""
-        return Examples(list(self.inputs), [0] * len(self.inputs), classes, self.source)
+        """The inputs as `Examples` of the training classes, every label 0 (never read: they are unknown); a
+        sentence of words gets a 0 per word, the shape a tagging dataset aligns to its sub-tokens."""
+        labels = [[0] * len(x) if isinstance(x, list) else 0 for x in self.inputs]
+        return Examples(list(self.inputs), labels, classes, self.source)
 
 
 def read_unlabelled(
-    path: str | Path, modality: str, text_column: str | None = None, label_column: str = "label"
+    path: str | Path, modality: str, text_column: str | None = None, label_column: str = "label", words: bool = False
 ) -> Unlabelled:
     """Read target examples for a model taking `modality` ('image' or 'text') inputs; labels are not kept.
 
-    `label_column` is only looked for to say, in a note, that its labels are ignored.
+    `label_column` is only looked for to say, in a note, that its labels are ignored. `words`: the task tags
+    words (token classification), so each text comes back as its list of words.
     """
     path = Path(path)
     if not path.exists():
@@ -69,11 +80,18 @@ def read_unlabelled(
                 "(a flat folder or a class-folder tree; labels are not used)"
             )
         return _read_images(path)
+    if path.is_dir() and words:
+        raise TunelabError(
+            f"target_data {path} is a folder, but the task tags words: give a CoNLL file (its tags are ignored) "
+            "or a .txt file with one sentence per line"
+        )
     if path.is_dir():
         raise TunelabError(
             f"target_data {path} is a folder, but the model takes text: give a .csv, .tsv, .jsonl or .txt file "
             "of texts (a label column is ignored)"
         )
+    if words:
+        return _read_words(path, text_column, label_column)
     return _read_texts(path, text_column, label_column)
 
 
@@ -112,6 +130,44 @@ def _read_texts(path: Path, text_column: str | None, label_column: str) -> Unlab
             "(domain adaptation reads the texts only; give the labelled target data as --test-data to score it)",
         )
     return Unlabelled(texts, str(path), notes)
+
+
+def _read_words(path: Path, text_column: str | None, label_column: str) -> Unlabelled:
+    """Sentences as word lists: a CoNLL file's first column, else texts split on whitespace (module docstring)."""
+    text = read_utf8(path, "a CoNLL file or a .txt file with one sentence per line")  # unreadable: a DataError
+    if not text.strip():
+        raise DataError("file is empty; expected a CoNLL file (one token per line) or one sentence per line", path)
+    if path.suffix.lower() == ".conll" or looks_like_conll(path):
+        return _conll_words(path, text)
+    texts = _read_texts(path, text_column, label_column)
+    return Unlabelled([t.split() for t in texts.inputs if t.split()], texts.source, texts.notes)
+
+
+def _conll_words(path: Path, text: str) -> Unlabelled:
+    """The first column of a CoNLL file, sentence by sentence; the other columns are not read (nor checked)."""
+    sentences: list[list[str]] = []
+    words: list[str] = []
+    columns = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(words)
+            words = []
+            continue
+        words.append(fields[0])
+        columns = max(columns, len(fields))
+    if words:
+        sentences.append(words)
+    if not sentences:
+        raise DataError("no sentences: expected one token per line, blank lines between sentences", path)
+    notes = ()
+    if columns > 1:
+        notes = (
+            f"target_data {path}: only the token column is read; the other columns (the tags) are ignored "
+            "(domain adaptation reads the words only; give the labelled target data as --test-data to score it)",
+        )
+    return Unlabelled(sentences, str(path), notes)
 
 
 def _names_text_column(text: str, text_column: str | None) -> bool:

@@ -13,6 +13,7 @@
     as_model.py       a finished run directory as a model source for `--model` (registered on import)
     feature_store.py  frozen-prefix features the runs of a grid share on disk (--feature-store), concurrent-safe
     tracking.py       --log-with: the settings, every epoch and the summary sent to accelerate's trackers
+    domain/           --adapt dann|adabn: the target data read, DANN's domain classifier in each step, AdaBN after
     loaders.py, feature_cache.py, features.py, adversary.py, memory.py, evaluate.py: what the loop calls
 
 May import: tasks, data, strategies, models, settings, fileio, errors.

@@ -81,7 +81,7 @@ def load_job(config: TrainConfig) -> Job:
     plan = with_image_size(plan, config.image_size)  # the model's own input size unless --image-size says
     adversary = make_adversary(config, plan.backbone)
     domain.check_plan(config, plan, task, adversary is not None)  # the task, strategy and model --adapt needs
-    target, notes = domain.read_target(config, plan.backbone.modality, splits.train.classes)  # None: no --adapt
+    target, notes = domain.read_target(config, task, plan.backbone.modality, splits.train.classes)  # None: no --adapt
     splits = Splits(splits.train, _in_length_order(splits.val, plan, task, config))  # validation and test only measure
     test = None if test is None else _in_length_order(test, plan, task, config)
     config = resolved(config, plan, task)  # every automatic setting worked out: what config.yaml records

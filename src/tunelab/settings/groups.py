@@ -144,7 +144,7 @@ class DomainSettings:
     """Unsupervised domain adaptation: labelled source data (--data) and unlabelled target data."""
 
     target_data: str | None = None
-    """Unlabelled target-domain examples (an image folder, or a text file; labels in it are ignored); none = off."""
+    """Unlabelled target-domain examples (image folder, text file, CoNLL file for NER; labels ignored); none = off."""
     adapt: str | None = setting(None, choices=("dann", "adabn"))
     """Adapt to target_data: dann (adversarial domain classifier) or adabn (target BatchNorm statistics); none = off."""
     adapt_weight: float = setting(1.0, low=0)
