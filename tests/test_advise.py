@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +13,15 @@ from torch import nn
 import tunelab.advice.measure as measure_module
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.advice.api import advise
-from tunelab.advice.decide import Budget, Evidence, Measurements, Thresholds, decide, transfer_depth
+from tunelab.advice.decide import (
+    Budget,
+    Evidence,
+    Measurements,
+    Thresholds,
+    decide,
+    retrain_depths,
+    transfer_depth,
+)
 from tunelab.advice.measure import candidate_specs, candidates
 from tunelab.advice.profile import DataProfile, profile, stratified_sample
 from tunelab.data import read_image_folder, read_text_table
@@ -143,132 +149,171 @@ def data(per_class: float, classes: int = 4, smallest: int | None = None) -> Dat
 PARAMS = {
     "none": 5_000,
     "full": 2_000_000,
+    "retrain:1": 1_900_000,
     "retrain:3": 900_000,
     "adapter": 40_000,
     "lora": 150_000,
     "scratch": 2_000_000,
 }
 
+RISING = (0.5, 0.6, 0.7, 0.8, 0.85)
+"""A probe curve that keeps rising to the last block: the features transfer whole."""
+FALLING = (0.5, 0.7, 0.9, 0.8, 0.7)
+"""A curve that peaks at block 2 and falls by 0.2: the last two blocks are specialised."""
 
-def evidence(gain: float, noise: float = 0.01, per_block=(0.1, 0.3, 0.5, 0.4, 0.2), **changes) -> Evidence:
+
+def evidence(curve=RISING, control: float = 0.6, **changes) -> Evidence:
     values = dict(
-        sample_size=400,
-        control_size=300,
+        sample_size=80,
+        control_size=80,
         block_names=["stem", "s1", "s2", "s3", "neck"],
-        logme_pretrained=-0.2 + gain,
+        logme_pretrained=0.3,
         logme_control=-0.2,
-        logme_gain_noise=noise,
-        logme_per_block=list(per_block),
+        logme_gain_noise=0.01,
+        logme_per_block=[0.1, 0.2, 0.3, 0.3, 0.3],
         nearest_centroid_pretrained=0.9,
         nearest_centroid_control=0.6,
         chance_accuracy=0.25,
         trainable_params=dict(PARAMS),
         memory_mb={k: 4 * (2_000_000 + 3 * v) / 2**20 for k, v in PARAMS.items()},
+        probe_per_block=list(curve),
+        probe_control=control,
+        rows=80,
     )
     return Evidence(**{**values, **changes})
 
 
-def measured(
-    per_class: float, gain: float, noise: float = 0.01, efficient=("adapter", "lora"), profile=None, **changes
-) -> Measurements:
+def measured(per_class: float, curve=RISING, efficient=("adapter", "lora"), profile=None, **changes) -> Measurements:
     """Measurements as `measure` would return them, written by hand: no model, no data."""
     return Measurements(
         model="some-model",
         data="some/data",
         task="image-classification",
         profile=profile or data(per_class),
-        evidence=evidence(gain, noise, **changes),
+        evidence=evidence(curve, **changes),
         parameter_efficient=tuple(efficient),
         seconds_features=1.5,
         seconds=2.25,
     )
 
 
-def test_the_rule_loads_no_model_code():
-    """decide is the pure half: importing it must not pull in torch (measure, its other half, does)."""
-    code = "import sys, tunelab.advice.decide; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+def test_retrain_depths_are_a_third_and_two_thirds_of_the_blocks():
+    assert retrain_depths(9) == (3, 6) and retrain_depths(7) == (2, 4) and retrain_depths(5) == (1, 3)
+    assert retrain_depths(2) == (1,) and retrain_depths(1) == (1,)
 
 
-def test_transfer_depth_finds_where_features_stop_transferring():
-    assert transfer_depth([0.1, 0.3, 0.5, 0.4, 0.2], 0.05) == (3, 2, 3)  # falls by 0.1 at block 3: freeze 0-2
-    assert transfer_depth([0.1, 0.3, 0.5, 0.47, 0.2], 0.05) == (4, 2, 4)  # a 0.03 dip is a plateau
-    assert transfer_depth([0.1, 0.2, 0.3, 0.4, 0.5], 0.05) == (4, 4, None)  # still rising: all but the last block
-    assert transfer_depth([0.9, 0.1, 0.2], 0.05) == (1, 0, 1)  # at least one block frozen
-    assert transfer_depth([0.1, 0.0, 0.5, 0.5], 0.05) == (3, 2, None)  # a dip before the peak does not count
+def test_transfer_depth_freezes_up_to_the_probe_peak():
+    assert transfer_depth(list(FALLING), 0.05) == (3, 2, True)  # peak at block 2: freeze blocks 0-2
+    assert transfer_depth([0.5, 0.9, 0.8, 0.7, 0.6], 0.05) == (1, 1, True)  # 3 would freeze block 2: too deep
+    assert transfer_depth([0.5, 0.7, 0.9, 0.88, 0.87], 0.05) == (3, 2, False)  # a 0.03 fall is within the noise
+    assert transfer_depth(list(RISING), 0.05) == (3, 4, False)
 
 
 @pytest.mark.parametrize(
-    "per_class, gain, noise, expected",
+    "per_class, curve, expected",
     [
-        (20, 0.5, 0.01, ("none", "adapter")),  # small + similar
-        (20, 0.02, 0.01, ("retrain:3", "adapter")),  # small + dissimilar: K where the curve falls
-        (500, 0.5, 0.01, ("full", "none")),  # large + similar
-        (500, 0.04, 0.01, ("full", "retrain:3")),  # large + dissimilar, pretraining still helps a little
-        (500, 0.01, 0.01, ("full", "scratch")),  # large + dissimilar, control within noise
-        (500, 0.04, 0.03, ("full", "scratch")),  # the same gain, but within twice the halves' disagreement
+        (20, RISING, ("lora", "none")),  # small, features transfer whole: few weights in every block
+        (20, FALLING, ("retrain:3", "lora")),  # small, late blocks specialised: retrain them
+        (500, RISING, ("full", "lora")),  # large
+        (500, FALLING, ("full", "retrain:3")),  # large, the specialised blocks' retrain as the cheaper runner-up
     ],
 )
-def test_decide_covers_the_four_quadrants(per_class, gain, noise, expected):
-    advice = decide(measured(per_class, gain, noise), Thresholds(), Budget())
+def test_decide_follows_the_table(per_class, curve, expected):
+    advice = decide(measured(per_class, curve), Thresholds(), Budget())
     assert (advice.recommendation, advice.runner_up) == expected
     parse_strategy(advice.recommendation), parse_strategy(advice.runner_up)
     reasons = advice.reasons
-    assert reasons[0].startswith("Small" if per_class < 100 else "Large") and f"{per_class:g}" in reasons[0]
-    similar = gain >= Thresholds().similar_logme_gain
-    assert reasons[1].startswith("Similar" if similar else "Dissimilar") and f"{gain:+.3f}" in reasons[1]
+    assert reasons[0].startswith("Small" if per_class < 100 else "Large") and f"{per_class:g} examples" in reasons[0]
+    assert "reaches 85.0%" in reasons[1] or "reaches 70.0%" in reasons[1]
+    assert ("specialised" in reasons[2]) == (curve is FALLING)
+
+
+def test_scratch_is_named_when_pretrained_features_are_no_better_than_random_ones():
+    advice = decide(measured(500, RISING, control=0.84))
+    assert advice.recommendation == "full" and any("scratch" in r for r in advice.reasons)
+    assert not any("scratch" in r for r in decide(measured(500, RISING)).reasons)
 
 
 def test_decide_reports_the_measurements_and_its_inputs_in_the_record():
-    m = measured(20, 0.5)
+    m = measured(20, FALLING)
     advice = decide(m, Thresholds(transfer_drop=0.1), Budget(params=10**9))
     record = advice.to_dict()["evidence"]
     assert (record["model"], record["data"], record["task"]) == ("some-model", "some/data", "image-classification")
-    assert record["thresholds"] == {"small_per_class": 100, "similar_logme_gain": 0.05, "transfer_drop": 0.1}
+    assert record["thresholds"] == {
+        "small_per_class": 100,
+        "similar_probe_gain": 0.05,
+        "transfer_drop": 0.1,
+        "small_strategy": "lora",
+    }
     assert record["budget"] == {"params": 10**9, "memory_mb": None}
-    assert record["logme_per_block"] == m.evidence.logme_per_block and record["per_class_median"] == 20
+    assert record["probe_per_block"] == list(FALLING) and record["per_class_median"] == 20
     assert (record["seconds_features"], record["seconds"]) == (1.5, 2.25)
     assert "parameter_efficient" not in record  # the JSON keeps the keys it always had
     text = advice.format().splitlines()
-    assert text[0] == "recommendation: none    runner-up: adapter"
+    assert text[0] == "recommendation: retrain:3    runner-up: lora"
     assert text[-1] == "measured some-model on all 80 examples in 2.2 s"  # a sample no larger than the data
-    assert text[-2].startswith("  per-block LogME of the pretrained features: ") and "(peak)" in text[-2]
+    assert text[-2].startswith("  per-block linear-probe accuracy of the pretrained features: ")
+    assert "s2 90.0% (peak)" in text[-2]
     assert decide(m, Thresholds(transfer_drop=0.1), Budget(params=10**9)) == advice  # pure: same input, same advice
 
 
+def test_the_advice_names_the_constant_rule_it_has_to_beat():
+    agrees, differs = decide(measured(20)), decide(measured(20, FALLING))
+    assert agrees.baseline == {"rule": "always lora", "recommendation": "lora", "agrees": True}
+    assert differs.baseline["agrees"] is False and differs.to_dict()["baseline"]["recommendation"] == "lora"
+    assert "baseline: the rule 'always lora' would choose lora" in differs.format()
+    assert "baseline" not in agrees.format()
+
+
+def test_measurements_survive_a_json_round_trip():
+    m = measured(20, FALLING)
+    again = Measurements.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again == m and decide(again) == decide(m)
+
+
+def test_measurements_without_probes_are_refused():
+    with pytest.raises(TunelabError, match="no per-block probe"):
+        decide(measured(20, probe_per_block=[], probe_control=None))
+
+
 def test_decide_adds_caveats_for_imbalance_and_a_validation_shift():
-    skewed = measured(500, 0.5, profile=data(500, smallest=20))
+    skewed = measured(500, profile=data(500, smallest=20))
     assert "imbalanced (500:20" in decide(skewed).reasons[-1]
-    shifted = measured(500, 0.5, train_val_shift=2.0, train_halves_shift=0.5)
+    shifted = measured(500, train_val_shift=2.0, train_halves_shift=0.5)
     assert "4.0x more than two halves" in decide(shifted).reasons[-1]
-    steady = measured(500, 0.5, train_val_shift=1.0, train_halves_shift=0.5)
+    steady = measured(500, train_val_shift=1.0, train_halves_shift=0.5)
     assert not any("halves" in r for r in decide(steady).reasons)
 
 
 def test_a_model_with_one_block_gets_full_instead_of_retrain():
-    advice = decide(measured(20, 0.02, per_block=(0.3,), block_names=["only"]))
+    advice = decide(measured(500, (0.3,), block_names=["only"]))
     assert advice.recommendation == "full"
 
 
 def test_thresholds_move_the_boundaries():
-    assert decide(measured(20, 0.5), Thresholds(small_per_class=10), Budget()).recommendation == "full"
-    assert decide(measured(20, 0.5), Thresholds(similar_logme_gain=1.0), Budget()).recommendation == "retrain:3"
-    assert decide(measured(20, 0.02), Thresholds(transfer_drop=0.5), Budget()).recommendation == "retrain:4"
+    assert decide(measured(20), Thresholds(small_per_class=10), Budget()).recommendation == "full"
+    assert decide(measured(20, FALLING), Thresholds(transfer_drop=0.5), Budget()).recommendation == "lora"
+    assert decide(measured(20), Thresholds(small_strategy="adapter"), Budget()).recommendation == "adapter"
+    assert decide(measured(20), Thresholds(small_strategy="none"), Budget()).runner_up == "lora"
     with pytest.raises(TunelabError, match="transfer_drop"):
         Thresholds(transfer_drop=-1)
     with pytest.raises(TunelabError, match="small_per_class"):
         Thresholds(small_per_class=0)
+    with pytest.raises(TunelabError, match="small_strategy"):
+        Thresholds(small_strategy="full")
 
 
 def test_a_budget_swaps_full_for_a_strategy_that_fits():
-    advice = decide(measured(500, 0.5), Thresholds(), Budget(params=100_000))
+    advice = decide(measured(500), Thresholds(), Budget(params=100_000))
     assert (advice.recommendation, advice.runner_up) == ("adapter", "none")
-    assert "full trains 2,000,000 parameters" in advice.reasons[-1] and "100,000" in advice.reasons[-1]
-    assert decide(measured(500, 0.5), Thresholds(), Budget(params=200_000)).runner_up == "lora"
-    full_mb = measured(500, 0.5).evidence.memory_mb["full"]
-    assert decide(measured(500, 0.5), Thresholds(), Budget(memory_mb=full_mb - 1)).recommendation == "adapter"
-    nothing_fits = decide(measured(500, 0.5), Thresholds(), Budget(params=10))
+    why = advice.reasons[-1]
+    assert "would choose full, which trains 2,000,000 parameters" in why and "budget of 100,000" in why
+    assert not any("fine-tuning every weight" in r for r in advice.reasons)  # only what the budget allows is advised
+    assert "lora is the cheaper runner-up" in decide(measured(500)).reasons[-1]
+    assert decide(measured(500), Thresholds(), Budget(params=200_000)).runner_up == "lora"
+    full_mb = measured(500).evidence.memory_mb["full"]
+    assert decide(measured(500), Thresholds(), Budget(memory_mb=full_mb - 1)).recommendation == "adapter"
+    nothing_fits = decide(measured(500), Thresholds(), Budget(params=10))
     assert nothing_fits.recommendation == "none" and "nothing fits" in nothing_fits.reasons[-1]  # the least of all
     with pytest.raises(TunelabError, match="budget_params"):
         Budget(params=0)
@@ -277,11 +322,11 @@ def test_a_budget_swaps_full_for_a_strategy_that_fits():
 
 
 def test_budget_fallbacks_are_the_measured_parameter_efficient_strategies_in_order():
-    only_lora = decide(measured(500, 0.5, efficient=("lora",)), Thresholds(), Budget(params=200_000))
+    only_lora = decide(measured(500, efficient=("lora",)), Thresholds(), Budget(params=200_000))
     assert (only_lora.recommendation, only_lora.runner_up) == ("lora", "none")
-    reordered = decide(measured(500, 0.5, efficient=("lora", "adapter")), Thresholds(), Budget(params=200_000))
+    reordered = decide(measured(500, efficient=("lora", "adapter")), Thresholds(), Budget(params=200_000))
     assert (reordered.recommendation, reordered.runner_up) == ("lora", "adapter")
-    without = decide(measured(500, 0.5, efficient=()), Thresholds(), Budget(params=100_000))
+    without = decide(measured(500, efficient=()), Thresholds(), Budget(params=100_000))
     assert (without.recommendation, without.runner_up) == ("none", "full")
 
 
@@ -303,11 +348,17 @@ class LastBlock(Strategy):
 
 
 def test_candidates_are_every_registered_strategy_and_peft_is_read_off_the_plans():
-    assert candidate_specs(3) == [f"{k}:3" if k == "retrain" else k for k in REGISTRY]
+    expected = []
+    for key in REGISTRY:
+        expected += ["retrain:3", "retrain:6"] if key == "retrain" else [key]
+    assert candidate_specs(9) == expected
+    backbone = load_backbone("tiny-cnn")  # 5 blocks: retrain at 1 and 3
     with registered_strategy(LastBlock):
-        assert candidate_specs(2)[-1] == "lastblock"
-        params, memory, efficient = candidates("tiny-cnn", 2, num_classes=2)
-    assert set(params) == set(memory) == {*REGISTRY, "retrain:2", "lastblock"} - {"retrain"}
+        assert candidate_specs(5)[-1] == "lastblock"
+        params, memory, efficient = candidates(backbone, num_classes=2)
+    assert set(params) == set(memory) == {*REGISTRY, "retrain:1", "retrain:3", "lastblock"} - {"retrain"}
+    assert params["retrain:3"] < params["retrain:1"] < params["full"]
+    assert all(p.requires_grad for p in backbone.model.parameters())  # each candidate shaped a copy
     assert params["none"] < params["lastblock"] < params["full"] == params["scratch"]
     assert efficient == ("adapter", "lora")  # they train only what they insert; lastblock trains pretrained weights
 
@@ -323,9 +374,51 @@ def test_advise_end_to_end_returns_a_valid_strategy_with_its_evidence(model, kin
     e = result.evidence
     assert e["sample_size"] <= 20 and e["control_size"] == 8 and e["n"] == len(examples_for(kind, images, text))
     assert len(e["logme_per_block"]) == len(e["block_names"]) and all(np.isfinite(e["logme_per_block"]))
+    assert len(e["probe_per_block"]) == len(e["block_names"]) and all(0 <= a <= 1 for a in e["probe_per_block"])
+    assert 0 <= e["probe_control"] <= 1 and e["rows"] == e["sample_size"]
     assert {"none", "full", "adapter", "scratch"} <= set(e["trainable_params"]) and e["seconds"] > 0
     assert json.loads(json.dumps(result.to_dict()))["recommendation"] == result.recommendation
     assert result.format().startswith(f"recommendation: {result.recommendation}")
+
+
+def test_advise_on_named_entities_measures_one_row_per_tagged_word(tmp_path):
+    sentences = [
+        ("Alice lives in Paris", "B-PER O O B-LOC"),
+        ("Bob met Carol in Rome", "B-PER O B-PER O B-LOC"),
+        ("Dave flew to Berlin today", "B-PER O O B-LOC O"),
+        ("Eve and Frank saw Oslo", "B-PER O B-PER O B-LOC"),
+    ] * 3
+    path = tmp_path / "ner.conll"
+    path.write_text(
+        "\n\n".join("\n".join(f"{w} {t}" for w, t in zip(s.split(), tags.split())) for s, tags in sentences)
+    )
+    result = advise("tiny-bert", str(path), progress=False)
+    e = result.evidence
+    assert result.evidence["task"] == "token-classification" and e["unit"] == "words"
+    assert e["rows"] == sum(len(s.split()) for s, _ in sentences)  # every word of every sentence, once
+    assert e["class_counts"] == {"B-LOC": 12, "B-PER": 18, "I-LOC": 0, "I-PER": 0, "O": 27} and e["classes"] == 3
+    assert "words per class" in result.reasons[0] and len(e["probe_per_block"]) == len(e["block_names"])
+    parse_strategy(result.recommendation)
+
+
+def test_extract_token_rows_gives_each_tagged_word_its_first_sub_token(tmp_path):
+    from tunelab.data import Examples
+    from tunelab.runs.features import extract_token_rows
+
+    backbone = load_backbone("tiny-bert")
+    examples = Examples([["good", "film"], ["a", "bad", "one", "!"]], [[1, 0], [0, 1, 0, 0]], ("O", "X"), "mem")
+    (rows,), labels = extract_token_rows([(backbone, [0, 2])], examples, batch_size=2, progress=False)
+    assert rows[2].shape == (6, backbone.num_features) and sorted(labels.tolist()) == [0, 0, 0, 0, 1, 1]
+
+
+def test_image_size_is_the_size_the_features_are_measured_at(images):
+    from tunelab.advice.measure import measure
+
+    small = measure("tiny-cnn", str(images), image_size=16, progress=False)
+    large = measure("tiny-cnn", str(images), image_size=48, progress=False)
+    assert small.evidence.logme_per_block != large.evidence.logme_per_block
+    with pytest.raises(TunelabError, match="image_size is for image models"):
+        measure("tiny-bert", "unused.tsv" if False else str(images), image_size=32, progress=False)
 
 
 def test_advise_with_separate_validation_data_reports_the_shift(images, tmp_path):
@@ -363,7 +456,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, text, monkeypatch):
 def test_the_measured_line_says_what_the_sample_was_drawn_from():
     from dataclasses import replace
 
-    m = measured(20, 0.5)
+    m = measured(20)
     wider = replace(m, evidence=replace(m.evidence, sample_size=400, pool_size=500))
     assert decide(wider).format().splitlines()[-1] == (
         "measured some-model on 400 of 500 examples (80 training + 420 validation) in 2.2 s"

@@ -31,6 +31,9 @@ def test_advise_json_and_verify(tmp_path, capsys):
     advice = result["advice"]
     parse_strategy(advice["recommendation"]), parse_strategy(advice["runner_up"])
     assert advice["reasons"]
+    assert advice["baseline"]["rule"] == "always lora"  # the constant rule it had to beat, and whether they agree
+    assert advice["baseline"]["agrees"] == (advice["recommendation"] == "lora")
+    assert len(advice["evidence"]["probe_per_block"]) == len(advice["evidence"]["block_names"])  # the measurements
     assert set(result["verification"]["scores"]) == {advice["recommendation"], advice["runner_up"]}
     assert (tmp_path / "verify" / "report.html").is_file()
 

@@ -16,6 +16,7 @@ from tunelab.advice.measure import candidate_specs, candidates
 from tunelab.cli import build_parser
 from tunelab.comparison.grid import planned_runs
 from tunelab.errors import TunelabError
+from tunelab.models.zoo import load_backbone
 from tunelab.runs.prepare import prepare
 from tunelab.settings import CompareConfig
 from tunelab.strategies import REGISTRY, Plan, Strategy, parse_strategy, register_strategy, registered_strategy
@@ -110,7 +111,7 @@ def test_a_registered_strategy_is_in_compares_default_grid(nudge, tmp_path):
 
 def test_a_registered_strategy_is_an_advise_candidate_classified_by_its_plan(nudge):
     assert candidate_specs(1)[-1] == "nudge"
-    params, _, efficient = candidates("tiny-cnn", 1, num_classes=3)
+    params, _, efficient = candidates(load_backbone("tiny-cnn"), num_classes=3)
     assert params["nudge"] == params["none"] + 1  # the head and one scalar offset
     assert "nudge" in efficient and "none" not in efficient
 

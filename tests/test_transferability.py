@@ -120,3 +120,21 @@ def test_feature_stat_distance_with_fewer_rows_than_dimensions_matches_the_covar
     mean = np.sum((a.mean(0) - b.mean(0)) ** 2)
     expected = (mean + np.trace(cov_a) + np.trace(cov_b) - 2 * cross) / 50
     assert feature_stat_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_probe_accuracy_reads_separable_features_and_stays_near_chance_on_noise():
+    from tunelab.advice.transferability import probe_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    centres = rng.normal(size=(4, 50))
+    separable = centres[labels] + 0.1 * rng.normal(size=(120, 50))
+    assert probe_accuracy(separable, labels) == 1.0
+    noise = rng.normal(size=(120, 50))
+    assert 0.1 <= probe_accuracy(noise, labels) <= 0.45  # chance is 0.25; the best of 5 penalties is a little above
+    assert probe_accuracy(noise, labels, seed=3) == probe_accuracy(noise, labels, seed=3)
+    # a linear probe sees a direction nearest-centroid misses: one informative feature among many loud ones
+    two = labels % 2
+    loud = rng.normal(size=(120, 50)) * 10
+    loud[:, 0] = two + 0.05 * rng.normal(size=120)
+    assert probe_accuracy(loud, two) > 0.9 > nearest_centroid_accuracy(loud, two)

@@ -26,6 +26,7 @@ def advise(
     max_length: int | None = None,
     text_column: str | None = None,
     label_column: str = AdviseConfig.label_column,
+    image_size: int | None = None,
     progress: bool = True,
 ) -> Advice:
     """Measure `model` on `data` and recommend a strategy (the rule: `tunelab.advice.decide`).
@@ -52,6 +53,7 @@ def advise(
         max_length=max_length,
         text_column=text_column,
         label_column=label_column,
+        image_size=image_size,
         progress=progress,
     )
     return decide(measurements, thresholds, budget)

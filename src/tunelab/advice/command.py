@@ -37,6 +37,7 @@ def run_advise(config: AdviseConfig) -> dict:
             max_length=config.max_length,
             text_column=config.text_column,
             label_column=config.label_column,
+            image_size=config.image_size,
         )
     result = {"advice": advice.to_dict(), "text": advice.format()}
     if config.verify:

@@ -16,26 +16,41 @@ tunelab.strategies, tunelab.models, tunelab.settings, tunelab.errors, numpy and 
 
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tunelab.advice.decide import Evidence, Measurements, transfer_depth
-from tunelab.advice.profile import profile, stratified_sample
-from tunelab.advice.transferability import feature_stat_distance, logme, nearest_centroid_accuracy
+from tunelab.advice.decide import Evidence, Measurements, retrain_depths
+from tunelab.advice.profile import flat_labels, profile, stratified_sample
+from tunelab.advice.transferability import feature_stat_distance, logme, nearest_centroid_accuracy, probe_accuracy
 from tunelab.data.examples import Examples
 from tunelab.errors import TunelabError
+from tunelab.models.contract import Backbone
 from tunelab.models.zoo import load_backbone
-from tunelab.runs.features import extract_many
+from tunelab.runs.features import extract_many, extract_token_rows
+from tunelab.runs.image_size import sized
 from tunelab.runs.loaders import infer_task, load_splits
-from tunelab.runs.prepare import prepare
+from tunelab.runs.prepare import shape
 from tunelab.settings import AdviseConfig, ThresholdSettings
 from tunelab.strategies import REGISTRY, Plan
 from tunelab.tasks import check_modality, single_label_tasks
 
 VAL_FRACTION = 0.2
 """Held out when no validation data is given; advise pools train and val again, so it changes nothing measured."""
+
+
+TOKEN_TASK = "token-classification"
+"""The one task measured per word rather than per example (`runs.features.extract_token_rows`)."""
+MAX_ROWS = 4000
+"""Tagged words the token-classification measurements use at most (a stratified sample of the rows)."""
+
+
+def supported_tasks() -> tuple[str, ...]:
+    """The tasks advise measures: every single-label task, and token classification (one row per word)."""
+    return (*single_label_tasks(), TOKEN_TASK)
 
 
 def measure(
@@ -52,59 +67,61 @@ def measure(
     max_length: int | None = None,
     text_column: str | None = None,
     label_column: str = AdviseConfig.label_column,
+    image_size: int | None = None,
     progress: bool = True,
 ) -> Measurements:
     """Profile `data`, extract `model`'s features on a stratified sample, and score them (see `advise`).
 
-    `transfer_drop` is the one threshold measuring needs: it picks the K at which retrain's size is
-    measured, the K `decide` recommends under the same threshold.
+    `image_size` is the side of the images the model sees, as in training (None: the model's own).
+    `transfer_drop` is kept for library callers and has no effect: retrain's K is chosen by `decide` among
+    the depths `retrain_depths` lists, so every one of them is sized here.
     """
+    del transfer_drop
     started = time.perf_counter()
     task = infer_task(data, task)
-    supported = single_label_tasks()
-    if task not in supported:
-        raise TunelabError(f"advise does not support task '{task}'; valid: {', '.join(supported)}")
+    if task not in supported_tasks():
+        raise TunelabError(f"advise does not support task '{task}'; valid: {', '.join(supported_tasks())}")
     splits = load_splits(task, data, val_data, VAL_FRACTION, seed, text_column, label_column)
     train, val = splits.train, splits.val
     pool = Examples(train.inputs + val.inputs, train.labels + val.labels, train.classes, train.source)
-    _check_data(pool)
+    _check_data(pool, task)
     num_classes = len(pool.classes)
     for name, value in (("max_examples", max_examples), ("control_examples", control_examples)):
-        if value is not None and value < 4 * num_classes:
+        if task != TOKEN_TASK and value is not None and value < 4 * num_classes:
             raise TunelabError(f"{name}={value} is too few for {num_classes} classes; use {4 * num_classes} or more")
     # Small or large is about what the strategy will be fitted on: with separate val data, the training
     # data alone (the validation set only measures); without, all of it (the user's own split comes later).
     data_profile = profile(train if val_data is not None else pool, seed=seed)
-    index = stratified_sample(pool.labels, max_examples, seed)
-    sample = pool.subset(index)
-    labels = np.asarray(sample.labels)
     loader_args = (batch_size, max_length, progress)
-    per_block, both, control, block_names, feature_seconds = _features(
-        model, task, sample, control_examples, loader_args, seed
-    )
+    models = _models(model, task, image_size, seed)
+    if task == TOKEN_TASK:
+        index = sorted(np.random.default_rng(seed).permutation(len(pool))[:max_examples].tolist())
+        rows = _token_rows(models, pool.subset(index), loader_args, seed)
+    else:
+        index = stratified_sample(pool.labels, max_examples, seed)
+        rows = _features(models, pool.subset(index), control_examples, loader_args, seed)
+    per_block, labels, control, both = rows.per_block, rows.labels, rows.control, rows.both
 
     pretrained, common = per_block[-1][both], labels[both]
     halves = _halves(common, seed)
     gains = [logme(pretrained[h], common[h], num_classes) - logme(control[h], common[h], num_classes) for h in halves]
     shift = halves_shift = None
     from_val = np.asarray(index) >= len(train)
-    if val_data is not None and from_val.sum() >= 2 and (~from_val).sum() >= 4:
+    if task != TOKEN_TASK and val_data is not None and from_val.sum() >= 2 and (~from_val).sum() >= 4:
         train_rows = per_block[-1][~from_val]
         a, b = _halves(labels[~from_val], seed)
         shift = feature_stat_distance(train_rows, per_block[-1][from_val])
         halves_shift = feature_stat_distance(train_rows[a], train_rows[b])
-    block_scores = [logme(f, labels, num_classes) for f in per_block]
-    k = transfer_depth(block_scores, transfer_drop)[0]
-    params, memory, efficient = candidates(model, k, num_classes)
+    params, memory, efficient = candidates(models[0], num_classes, task)
     evidence = Evidence(
-        sample_size=len(sample),
+        sample_size=len(index),
         pool_size=len(pool),
         control_size=len(both),
-        block_names=block_names,
+        block_names=rows.block_names,
         logme_pretrained=logme(pretrained, common, num_classes),
         logme_control=logme(control, common, num_classes),
         logme_gain_noise=abs(gains[0] - gains[1]) / 2,
-        logme_per_block=block_scores,
+        logme_per_block=[logme(f, labels, num_classes) for f in per_block],
         nearest_centroid_pretrained=nearest_centroid_accuracy(pretrained, common, seed=seed),
         nearest_centroid_control=nearest_centroid_accuracy(control, common, seed=seed),
         chance_accuracy=float(np.bincount(common).max() / len(common)),
@@ -112,6 +129,9 @@ def measure(
         memory_mb=memory,
         train_val_shift=shift,
         train_halves_shift=halves_shift,
+        probe_per_block=[probe_accuracy(f, labels, seed=seed) for f in per_block],
+        probe_control=probe_accuracy(control, common, seed=seed),
+        rows=len(labels),
     )
     return Measurements(
         model=model,
@@ -120,16 +140,36 @@ def measure(
         profile=data_profile,
         evidence=evidence,
         parameter_efficient=efficient,
-        seconds_features=feature_seconds,
+        seconds_features=rows.seconds,
         seconds=time.perf_counter() - started,
     )
 
 
-def _check_data(pool: Examples) -> None:
+@dataclass(frozen=True)
+class _Rows:
+    """Feature rows of the measured sample: one per example, or one per tagged word for token classification."""
+
+    per_block: list[np.ndarray]
+    """The pretrained model's rows after each block."""
+    labels: np.ndarray
+    """The label of each row."""
+    control: np.ndarray
+    """The random-init control's last-block rows, for the rows `both` only."""
+    both: np.ndarray
+    """Indices of the rows the control ran on."""
+    block_names: list[str]
+    seconds: float
+
+
+def _check_data(pool: Examples, task: str) -> None:
     if len(pool.classes) < 2:
         found = f"{len(pool.classes)} class ({', '.join(pool.classes)})"
         raise TunelabError(f"{pool.source}: found {found}; advice needs at least 2 classes")
-    counts = np.bincount(np.asarray(pool.labels, dtype=np.int64), minlength=len(pool.classes))
+    counts = np.bincount(flat_labels(pool.labels), minlength=len(pool.classes))
+    if task == TOKEN_TASK:  # tags the data never uses are no class to learn; two tags used are the minimum
+        if np.count_nonzero(counts) < 2:
+            raise TunelabError(f"{pool.source}: every word has the same tag; advice needs at least 2 tags in use")
+        return
     for name, count in zip(pool.classes, counts):
         if count < 2:
             raise TunelabError(f"{pool.source}: class '{name}' has {count} example(s); advice needs 2 or more")
@@ -145,18 +185,23 @@ def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return first, ~first
 
 
-def _features(model: str, task: str, sample: Examples, control_examples: int | None, loader_args: tuple, seed: int):
-    """Pretrained features at every block on the sample, and the random-init control's last block on a part.
-
-    The control can run on a stratified `control_examples` part of the sample only (None: all of it),
-    to save time; that part is read once for both models. Returns (per-block features in sample order,
-    the part's indices, the control's features there, block names, seconds).
-    """
-    pretrained = load_backbone(model, pretrained=True)
+def _models(model: str, task: str, image_size: int | None, seed: int):
+    """The pretrained backbone and its random-init control (the same architecture, seeded), at `image_size`."""
+    pretrained = sized(load_backbone(model, pretrained=True), image_size)
     check_modality(task, pretrained)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        control = load_backbone(model, pretrained=False)
+        control = sized(load_backbone(model, pretrained=False), image_size)
+    return pretrained, control
+
+
+def _features(models: tuple, sample: Examples, control_examples: int | None, loader_args: tuple, seed: int) -> _Rows:
+    """Pretrained features at every block on the sample, and the random-init control's last block on a part.
+
+    The control can run on a stratified `control_examples` part of the sample only (None: all of it),
+    to save time; that part is read once for both models.
+    """
+    pretrained, control = models
     blocks = list(range(len(pretrained.blocks)))
     both = stratified_sample(sample.labels, control_examples or len(sample), seed)
     rest = sorted(set(range(len(sample))) - set(both))
@@ -169,20 +214,42 @@ def _features(model: str, task: str, sample: Examples, control_examples: int | N
     else:
         per_block = [shared[i] for i in blocks]
     seconds = time.perf_counter() - started
-    return per_block, both, controlled[blocks[-1]], list(pretrained.block_names), seconds
+    labels = np.asarray(sample.labels, dtype=np.int64)
+    return _Rows(per_block, labels, controlled[blocks[-1]], np.asarray(both), list(pretrained.block_names), seconds)
 
 
-def candidate_specs(k: int) -> list[str]:
-    """Every registered strategy at its defaults, in registry order; retrain at the K the rule picks."""
-    return [f"{key}:{k}" if key == "retrain" else key for key in REGISTRY]
+def _token_rows(models: tuple, sample: Examples, loader_args: tuple, seed: int) -> _Rows:
+    """Both models' rows of every tagged word of the sampled sentences, then at most MAX_ROWS of them, stratified."""
+    pretrained, control = models
+    blocks = list(range(len(pretrained.blocks)))
+    started = time.perf_counter()
+    (features, controlled), labels = extract_token_rows([(pretrained, blocks), (control, None)], sample, *loader_args)
+    seconds = time.perf_counter() - started
+    keep = np.asarray(stratified_sample(labels.tolist(), MAX_ROWS, seed))
+    per_block = [features[i][keep] for i in blocks]
+    return _Rows(per_block, labels[keep], controlled[blocks[-1]][keep], np.arange(len(keep)),
+                 list(pretrained.block_names), seconds)  # fmt: skip
 
 
-def candidates(model: str, k: int, num_classes: int) -> tuple[dict[str, int], dict[str, float], tuple[str, ...]]:
-    """Trainable parameters, training memory (fp32 weights + grads + AdamW moments) and the parameter-efficient ones."""
+def candidate_specs(blocks: int) -> list[str]:
+    """Every registered strategy at its defaults, in registry order; retrain at each of `retrain_depths`."""
+    specs = []
+    for key in REGISTRY:
+        specs += [f"{key}:{k}" for k in retrain_depths(blocks)] if key == "retrain" else [key]
+    return specs
+
+
+def candidates(
+    backbone: Backbone, num_classes: int, task: str | None = None
+) -> tuple[dict[str, int], dict[str, float], tuple[str, ...]]:
+    """Trainable parameters, training memory (fp32 weights + grads + AdamW moments) and the parameter-efficient ones.
+
+    Each candidate is applied to a copy of the loaded `backbone`: one load for all of them, not one each.
+    """
     params, memory, efficient = {}, {}, []
-    for spec in candidate_specs(k):
+    for spec in candidate_specs(len(backbone.blocks)):
         try:
-            plan = prepare(model, spec, num_classes)
+            plan = shape(copy.deepcopy(backbone), spec, num_classes, task)
         except TunelabError:  # e.g. lora on a model with nothing to target: not a candidate
             continue
         params[spec] = plan.trainable_params

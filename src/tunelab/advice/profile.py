@@ -44,13 +44,16 @@ class DataProfile:
     """Images: 'width' and 'height' as [min, median, max] over a sample of files (headers only)."""
     text_chars: list[float] | None = None
     """Texts: length in characters as [min, median, max]."""
+    unit: str = "examples"
+    """What the class counts count: 'examples', or 'words' for token classification (a tag per word)."""
 
 
 def profile(examples: Examples, sample_images: int = 50, seed: int = 0) -> DataProfile:
     """Class balance, and image sizes (from ~`sample_images` file headers, nothing decoded) or text lengths."""
-    counts = np.bincount(np.asarray(examples.labels, dtype=np.int64), minlength=len(examples.classes))
+    counts = np.bincount(flat_labels(examples.labels), minlength=len(examples.classes))
     image_sizes = text_chars = None
-    texts = [x for x in examples.inputs if isinstance(x, str)]
+    words = bool(examples.inputs) and isinstance(examples.inputs[0], (list, tuple))
+    texts = [" ".join(x) if words else x for x in examples.inputs if words or isinstance(x, str)]
     if texts:
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         text_chars = [float(lengths.min()), float(np.median(lengths)), float(lengths.max())]
@@ -61,18 +64,29 @@ def profile(examples: Examples, sample_images: int = 50, seed: int = 0) -> DataP
         if sizes:
             w, h = np.array(sizes).T
             image_sizes = {"width": _spread(w), "height": _spread(h)}
+    named = {name: int(c) for name, c in zip(examples.classes, counts)}
+    if words:  # a tag scheme lists tags the data may never use (I-LOC without a two-word place): not a class here
+        counts = counts[counts > 0]
     return DataProfile(
         modality="text" if texts else "image",
         n=len(examples),
-        classes=len(examples.classes),
-        class_counts={name: int(c) for name, c in zip(examples.classes, counts)},
+        classes=len(counts),
+        class_counts=named,
         per_class_min=int(counts.min()),
         per_class_median=float(np.median(counts)),
         per_class_max=int(counts.max()),
         imbalance=float(counts.max() / max(counts.min(), 1)),
         image_sizes=image_sizes,
         text_chars=text_chars,
+        unit="words" if words else "examples",
     )
+
+
+def flat_labels(labels: list) -> np.ndarray:
+    """Class indices of every labelled unit: the examples, or each word of each sentence (token classification)."""
+    if labels and isinstance(labels[0], (list, tuple)):
+        return np.asarray([t for tags in labels for t in tags], dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _spread(values: np.ndarray) -> list[int]:

@@ -10,6 +10,9 @@ Several backbones that take the same input (a pretrained model and its random-in
 one pass over the data with `extract_many`: images are decoded and texts tokenised once.
 
 Texts are run in order of length (`loaders.length_order`) and the rows put back afterwards.
+
+Token classification has no vector per example but one per labelled word: `extract_token_rows` returns
+each tagged word's first sub-token, the position its tag sits on in training, with the tags as labels.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tunelab.data.examples import Examples
 from tunelab.errors import TunelabError
 from tunelab.models.contract import Backbone, TokenState, masked_mean
 from tunelab.runs.loaders import collate_for, example_dataset, length_order, make_loader
+from tunelab.tasks.base import IGNORE
 
 
 def pooled(x) -> torch.Tensor:
@@ -68,8 +72,10 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def _run(backbone: Backbone, batch, wanted: list[int]) -> dict[int, torch.Tensor]:
-    """Pooled outputs of the wanted blocks for one batch; any failure becomes a TunelabError naming the model."""
+def _run(backbone: Backbone, batch, wanted: list[int], reduce=None) -> dict[int, torch.Tensor]:
+    """Outputs of the wanted blocks for one batch, reduced to rows (default: `pooled`); any failure becomes
+    a TunelabError naming the model and the block."""
+    reduce = reduce or pooled
     model = backbone.model
     device = next(model.parameters()).device
     x = send_to_device(batch, device)
@@ -78,7 +84,7 @@ def _run(backbone: Backbone, batch, wanted: list[int]) -> dict[int, torch.Tensor
         try:
             x = model(x, start=i, stop=i + 1)
             if i in wanted:
-                out[i] = pooled(x).float().cpu()
+                out[i] = reduce(x).float().cpu()
         except Exception as e:  # a user's model (hub, local folder) can fail in any way; name it and the block
             where = f"{backbone.name}: block {i} ({backbone.block_names[i]})"
             raise TunelabError(f"cannot extract features from {where} failed with {_first_line(e)}") from e
@@ -97,8 +103,28 @@ def extract_many(
     All backbones must take the same input as the first one (same image preprocessing, or the same
     tokenizer), e.g. a pretrained model and the same architecture with random weights.
     """
+    return _extract(requests, examples, batch_size, max_length, progress)[0]
+
+
+def extract_token_rows(
+    requests: Sequence[tuple[Backbone, Sequence[int] | None]],
+    examples: Examples,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[int, np.ndarray]], np.ndarray]:
+    """`extract_many` for token classification: one row per tagged word (its first sub-token), and the tags.
+
+    Returns (features per backbone per block, tag index per row). Words cut off by `max_length` have no
+    row. Rows come sentence by sentence in the (length-sorted) order of the pass: keep them with their tags.
+    """
+    return _extract(requests, examples, batch_size, max_length, progress, task="token-classification")
+
+
+def _extract(requests, examples, batch_size, max_length, progress, task=None):
+    """One pass of every backbone over `examples`: (features per backbone per block, row labels or None)."""
     if not requests:
-        return []
+        return [], None
     first = requests[0][0]
     for other, _ in requests[1:]:
         if other.modality != first.modality or (first.modality == "image" and other.input != first.input):
@@ -108,8 +134,10 @@ def extract_many(
     restore = None if order is None else np.argsort(order)  # row i of the sorted pass -> back to position
     if order is not None:
         examples = examples.subset(order)
-    dataset = example_dataset(examples, first, train=False, augment=False)
-    loader = make_loader(dataset, batch_size, collate_for(first, max_length), num_workers=0)
+    dataset = example_dataset(examples, first, train=False, augment=False, task=task, max_length=max_length)
+    loader = make_loader(dataset, batch_size, collate_for(first, max_length, task), num_workers=0)
+    tokens = task == "token-classification"
+    row_labels: list[torch.Tensor] = []
     modes = [[m.training for m in bb.model.modules()] for bb, _ in requests]
     for bb, _ in requests:
         bb.model.eval()
@@ -117,9 +145,14 @@ def extract_many(
     try:
         with torch.no_grad():
             bar = tqdm(loader, desc=f"features of {first.name}", disable=not progress, leave=False, dynamic_ncols=True)
-            for batch, _ in bar:
+            for batch, labels in bar:
+                reduce = None
+                if tokens:
+                    tagged = labels != IGNORE
+                    row_labels.append(labels[tagged])
+                    reduce = lambda state, tagged=tagged: state.hidden[tagged.to(state.hidden.device)]  # noqa: E731
                 for (bb, _), w, store in zip(requests, wanted, parts):
-                    for i, v in _run(bb, batch, w).items():
+                    for i, v in _run(bb, batch, w, reduce).items():
                         store[i].append(v)
     finally:
         for (bb, _), saved in zip(requests, modes):
@@ -129,14 +162,14 @@ def extract_many(
     for (bb, _), store in zip(requests, parts):
         empty = np.zeros((0, 0), np.float32)
         arrays = {i: torch.cat(c).numpy().astype(np.float32) if c else empty for i, c in store.items()}
-        if restore is not None:
+        if restore is not None and not tokens:
             arrays = {i: a[restore] if len(a) else a for i, a in arrays.items()}
         for i, a in arrays.items():
             if not np.isfinite(a).all():
                 where = f"block {i} ({bb.block_names[i]})"
                 raise TunelabError(f"cannot extract features from {bb.name}: {where} produced NaN or infinite values")
         results.append(arrays)
-    return results
+    return results, (torch.cat(row_labels).numpy() if tokens and row_labels else None)
 
 
 def extract_features(

@@ -10,7 +10,7 @@ Training resizes and crops to the size as before (random resized crop; evaluatio
 size / crop_pct, centre crop). A CNN takes any size through its global pooling; a model with a fixed
 input (a ViT's position embeddings) may refuse other sizes when it first runs.
 
-May import: errors, strategies.
+May import: errors, strategies, models.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tunelab.errors import TunelabError
+from tunelab.models.contract import Backbone
 from tunelab.strategies import Plan
 
 
@@ -29,10 +30,16 @@ def with_image_size(plan: Plan, image_size: int | None) -> Plan:
     """
     if image_size is None:
         return plan
-    backbone = plan.backbone
+    return replace(plan, backbone=sized(plan.backbone, image_size))
+
+
+def sized(backbone: Backbone, image_size: int | None) -> Backbone:
+    """`backbone` taking `image_size` x `image_size` images (None: as it is); a text model refuses a size."""
+    if image_size is None:
+        return backbone
     if backbone.modality != "image":
         raise TunelabError(
             f"image_size is for image models; {backbone.name} is a {backbone.modality} model: drop --image-size "
             "(--max-length bounds a text's tokens)"
         )
-    return replace(plan, backbone=replace(backbone, input=replace(backbone.input, size=image_size)))
+    return replace(backbone, input=replace(backbone.input, size=image_size))

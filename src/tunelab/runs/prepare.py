@@ -9,6 +9,7 @@ May import: errors, models, strategies, tasks.
 from __future__ import annotations
 
 from tunelab.errors import TunelabError
+from tunelab.models.contract import Backbone
 from tunelab.models.zoo import load_backbone
 from tunelab.strategies import Plan, Strategy, parse_strategy
 from tunelab.tasks import check_modality, get_task
@@ -28,6 +29,12 @@ def prepare(
         raise TunelabError(f"--num-classes must be at least 2, got {num_classes}")
     strategy = parse_strategy(strategy) if isinstance(strategy, str) else strategy
     backbone = load_backbone(model, pretrained=strategy.pretrained, trust_remote_code=trust_remote_code)
+    return shape(backbone, strategy, num_classes, task)
+
+
+def shape(backbone: Backbone, strategy: str | Strategy, num_classes: int, task: str | None = None) -> Plan:
+    """`prepare` on a backbone already loaded (changed in place: pass a copy to keep the original)."""
+    strategy = parse_strategy(strategy) if isinstance(strategy, str) else strategy
     if task is None:
         backbone.replace_head(num_classes)
         return strategy.apply(backbone)

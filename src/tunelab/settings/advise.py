@@ -26,11 +26,13 @@ class ThresholdSettings:
     """Where the decision guide's boundaries lie (the reasons for each value: `tunelab.advice.decide`)."""
 
     small_per_class: int = setting(100, low=1)
-    """Median examples per class below which the data counts as small."""
-    similar_logme_gain: float = 0.05
-    """LogME gain of pretrained over random-init features at or above which the data counts as similar."""
-    transfer_drop: float = setting(0.05, low=0)
-    """Fall of per-block LogME below its peak at which features stop transferring (sets K of retrain:K)."""
+    """Median examples per class below which the data counts as small (full fine-tuning is not advised)."""
+    similar_probe_gain: float = 0.05
+    """Probe accuracy of pretrained over random-init last-block features at or above which pretraining helps."""
+    transfer_drop: float = setting(0.03, low=0)
+    """Fall of the per-block probe accuracy from its peak to the last block at which late blocks count as specialised."""
+    small_strategy: str = setting("lora", choices=("lora", "adapter", "none", "bitfit"))
+    """Strategy for small data whose features transfer up to the last block."""
 
 
 # Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).

@@ -1,0 +1,269 @@
+"""The advisor scored on the case suite: hit rate and regret against the ground truth, next to simple rules.
+
+Steps (each resumable, each cached per case under `--out`, the folder `advice_ground_truth.py` wrote):
+1. `measure`: `tunelab.advice.measure` on each case's training data (the test set is never shown to it),
+   the case's image size and max length, saved as `<case>/measurements.json` with its wall time.
+2. `score`: `decide` re-run on the cached measurements (no model needed), and every simple rule, against
+   each case's `truth.json`. A rule hits a case when its strategy's mean test score is within 1 point of the
+   best strategy's mean, or within the best's own seed spread (the standard deviation of its seeds) when
+   that is larger; regret is best mean minus the rule's mean, in points. Scored separately on the tuning
+   half (what the thresholds may be fitted on: `--fit` searches them there) and the evaluation half.
+3. `cost`: for `--cost-cases`, `tunelab advise` and `tunelab train --strategy full` of the same data and
+   epochs run back to back as a user would run them (subprocesses, end-to-end wall time): their ratio.
+
+The simple rules: each constant strategy (retrain at both depths the advisor chooses among), and the
+seed's size x similarity guide as the previous advisor implemented it (LogME gain >= 0.05 is similar,
+under 100 examples per class is small; small+similar: none, small+dissimilar: retrain at the LogME depth,
+large: full).
+
+Run: python benchmarks/advice_suite.py --out DIR [--measure] [--fit] [--cost-cases a,b]
+Writes benchmarks/results/advice_suite.{md,json} and the table between the markers in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from advice_cases import CASES, Case, prepare
+from bench_common import write_table
+from tunelab.advice.decide import Measurements, Thresholds, decide, retrain_depths
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SEARCH_GRID = {
+    "small_per_class": (20, 50, 100, 200, 400, 800),
+    "transfer_drop": (0.0, 0.02, 0.03, 0.05, 0.08, 1.0),
+    "small_strategy": ("lora", "adapter", "none"),
+}
+"""What `--fit` searches on the tuning half (similar_probe_gain only words the reasons: not searched)."""
+TOLERANCE = 0.01
+"""A hit is within this of the best mean (1 point), or within the best's seed spread when larger."""
+
+
+def measure_case(case: Case, out: Path) -> dict | None:
+    """The case's cached measurements (measured now if missing); None when its data is not there."""
+    target = out / case.name / "measurements.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    from tunelab.advice.measure import measure  # torch only when measuring
+
+    data = prepare(case, out / "data")
+    started = time.perf_counter()
+    m = measure(
+        case.model,
+        str(data.train),
+        max_length=64 if case.model == "minilm-l6" else None,
+        image_size=case.image_size,
+        progress=False,
+    )
+    record = {"wall_seconds": time.perf_counter() - started, "measurements": m.to_dict()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def means(truth: dict) -> dict[str, tuple[float, float]]:
+    """Strategy -> (mean test score, seed standard deviation)."""
+    out = {}
+    for strategy, runs in truth["runs"].items():
+        scores = np.array([r["score"] for r in runs], dtype=float)
+        out[strategy] = (float(scores.mean()), float(scores.std(ddof=1)) if len(scores) > 1 else 0.0)
+    return out
+
+
+def verdict(strategy: str, truth: dict) -> tuple[bool, float]:
+    """(hit, regret in points) of choosing `strategy` on this case."""
+    m = means(truth)
+    best = max(m, key=lambda s: m[s][0])
+    if strategy not in m:
+        raise KeyError(f"{truth['case']}: {strategy} has no ground truth (have {', '.join(m)})")
+    gap = m[best][0] - m[strategy][0]
+    return gap <= max(TOLERANCE, m[best][1]) + 1e-9, 100 * gap
+
+
+def old_guide(measurements: Measurements) -> str:
+    """The seed's size x similarity guide as the previous advisor applied it (see the module docstring)."""
+    p, e = measurements.profile, measurements.evidence
+    small = p.per_class_median < 100
+    similar = e.logme_pretrained - e.logme_control >= 0.05
+    if not small:
+        return "full"
+    if similar:
+        return "none"
+    peak = int(np.argmax(e.logme_per_block))
+    fall = next(
+        (j for j in range(peak + 1, len(e.logme_per_block)) if e.logme_per_block[j] < e.logme_per_block[peak] - 0.05),
+        None,
+    )
+    k = len(e.logme_per_block) if fall is None else fall
+    depths = retrain_depths(len(e.block_names))
+    return f"retrain:{min(depths, key=lambda d: abs(d - k))}"
+
+
+def rules(thresholds: Thresholds) -> dict:
+    """Rule name -> function(measurements, case) -> strategy spec."""
+
+    def constant(kind: str):
+        def pick(m: Measurements, case: Case) -> str:
+            depths = retrain_depths(len(m.evidence.block_names))
+            return {"retrain (shallow K)": f"retrain:{depths[0]}", "retrain (deep K)": f"retrain:{depths[-1]}"}.get(
+                kind, kind
+            )
+
+        return pick
+
+    named = {"advisor": lambda m, case: decide(m, thresholds).recommendation}
+    for kind in ("none", "retrain (shallow K)", "retrain (deep K)", "full", "adapter", "lora"):
+        named[f"always {kind}"] = constant(kind)
+    named["size x similarity guide"] = lambda m, case: old_guide(m)
+    return named
+
+
+def load(out: Path) -> list[tuple[Case, dict, dict]]:
+    """(case, truth, measurement record) of every case that has both."""
+    found = []
+    for case in CASES:
+        truth, measured = out / case.name / "truth.json", out / case.name / "measurements.json"
+        if truth.is_file() and measured.is_file():
+            found.append((case, json.loads(truth.read_text()), json.loads(measured.read_text())))
+    return found
+
+
+def score(found: list, thresholds: Thresholds, half: str) -> dict[str, dict]:
+    """Rule -> {hits, cases, regret (mean points), picks} over the cases of one half."""
+    table = {}
+    for name, rule in rules(thresholds).items():
+        hits, regrets, picks = 0, [], {}
+        for case, truth, record in found:
+            if case.half != half:
+                continue
+            m = Measurements.from_dict(record["measurements"])
+            pick = rule(m, case)
+            hit, regret = verdict(pick, truth)
+            hits += hit
+            regrets.append(regret)
+            picks[case.name] = (pick, hit, round(regret, 2))
+        table[name] = {
+            "hits": hits,
+            "cases": len(regrets),
+            "regret": float(np.mean(regrets)) if regrets else 0.0,
+            "picks": picks,
+        }
+    return table
+
+
+def fit(found: list) -> Thresholds:
+    """The thresholds with the most tuning-half hits (then the least regret), from a grid around the defaults."""
+    grid = SEARCH_GRID
+    best, best_key = Thresholds(), None
+    for values in itertools.product(*grid.values()):
+        t = Thresholds(**dict(zip(grid, values)))
+        row = score(found, t, "tuning")["advisor"]
+        key = (row["hits"], -row["regret"])
+        if best_key is None or key > best_key:
+            best, best_key = t, key
+    return best
+
+
+def cost(case: Case, out: Path) -> dict:
+    """`tunelab advise` then `tunelab train --strategy full` on the case's data, back to back: wall times."""
+    data = prepare(case, out / "data")
+    common = ["--model", case.model, "--data", str(data.train)]
+    if case.image_size:
+        common += ["--image-size", str(case.image_size)]
+    if case.model == "minilm-l6":
+        common += ["--max-length", "64"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    timings = {}
+    for name, args in (
+        ("advise", ["advise", *common, "--json"]),
+        ("full", ["train", *common, "--strategy", "full", "--epochs", str(case.epochs), "--out", str(out / "cost" / case.name), "--rerun"]),
+    ):  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tunelab", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+        timings[name] = time.perf_counter() - started
+    return {
+        "case": case.name,
+        **{f"{k}_seconds": round(v, 1) for k, v in timings.items()},
+        "ratio": round(timings["advise"] / timings["full"], 3),
+    }
+
+
+def markdown(found: list, thresholds: Thresholds, costs: list[dict]) -> str:
+    lines = [f"Thresholds: {asdict(thresholds)}", ""]
+    for half in ("tuning", "evaluation"):
+        table = score(found, thresholds, half)
+        n = table["advisor"]["cases"]
+        lines += [
+            f"### {half} half ({n} cases)",
+            "",
+            "| rule | hits | hit rate | mean regret (points) |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in table.items():
+            rate = row["hits"] / row["cases"] if row["cases"] else 0.0
+            lines.append(f"| {name} | {row['hits']}/{row['cases']} | {rate:.0%} | {row['regret']:.2f} |")
+        lines += [
+            "",
+            "| case | best (mean ± sd) | advice | hit | regret | runner-up of the truth |",
+            "|---|---|---|---|---:|---|",
+        ]
+        for case, truth, _ in found:
+            if case.half != half:
+                continue
+            m = means(truth)
+            order = sorted(m, key=lambda s: -m[s][0])
+            pick, hit, regret = table["advisor"]["picks"][case.name]
+            lines.append(
+                f"| {case.name} | {order[0]} {m[order[0]][0]:.3f} ± {m[order[0]][1]:.3f} | {pick} | {'yes' if hit else 'no'} "
+                f"| {regret:.1f} | {order[1]} {m[order[1]][0]:.3f} |"
+            )
+        lines.append("")
+    if costs:
+        lines += ["| case | advise (s) | full run (s) | ratio |", "|---|---:|---:|---:|"]
+        lines += [f"| {c['case']} | {c['advise_seconds']} | {c['full_seconds']} | {c['ratio']} |" for c in costs]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", default="runs/advice-suite", help="the ground truth's folder (advice_ground_truth.py --out)"
+    )
+    parser.add_argument("--measure", action="store_true", help="measure every case that has no measurements.json yet")
+    parser.add_argument(
+        "--fit", action="store_true", help="search the thresholds on the tuning half and report with them"
+    )
+    parser.add_argument("--cost-cases", default="", help="comma-separated cases to time advise against a full run")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.measure:
+        for case in CASES:
+            if case.model in {"mobilenet_v2", "efficientnet_lite0", "minilm-l6"}:
+                record = measure_case(case, out)
+                print(f"{case.name}: measured in {record['wall_seconds']:.1f} s", flush=True)
+    found = load(out)
+    thresholds = fit(found) if args.fit else Thresholds()
+    costs = [cost(c, out) for c in CASES if c.name in set(args.cost_cases.split(","))]
+    text = markdown(found, thresholds, costs)
+    write_table("advice_suite", text, quick=False)  # results/advice_suite.md and the README section
+    summary = {
+        h: {k: {kk: vv for kk, vv in v.items()} for k, v in score(found, thresholds, h).items()}
+        for h in ("tuning", "evaluation")
+    }
+    (RESULTS / "advice_suite.json").write_text(
+        json.dumps({"thresholds": asdict(thresholds), "costs": costs, **summary}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
