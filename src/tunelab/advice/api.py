@@ -54,6 +54,7 @@ def advise(
         text_column=text_column,
         label_column=label_column,
         image_size=image_size,
+        size_candidates=budget.params is not None or budget.memory_mb is not None,
         progress=progress,
     )
     return decide(measurements, thresholds, budget)

@@ -68,11 +68,14 @@ def measure(
     text_column: str | None = None,
     label_column: str = AdviseConfig.label_column,
     image_size: int | None = None,
+    size_candidates: bool = True,
     progress: bool = True,
 ) -> Measurements:
     """Profile `data`, extract `model`'s features on a stratified sample, and score them (see `advise`).
 
     `image_size` is the side of the images the model sees, as in training (None: the model's own).
+    `size_candidates` counts every candidate's trainable parameters and memory (what a budget is checked
+    against): a fifth of the measurement's time, so `advise` skips it when no budget is given.
     `transfer_drop` is kept for library callers and has no effect: retrain's K is chosen by `decide` among
     the depths `retrain_depths` lists, so every one of them is sized here.
     """
@@ -112,7 +115,7 @@ def measure(
         a, b = _halves(labels[~from_val], seed)
         shift = feature_stat_distance(train_rows, per_block[-1][from_val])
         halves_shift = feature_stat_distance(train_rows[a], train_rows[b])
-    params, memory, efficient = candidates(models[0], num_classes, task)
+    params, memory, efficient = candidates(models[0], num_classes, task) if size_candidates else ({}, {}, ())
     evidence = Evidence(
         sample_size=len(index),
         pool_size=len(pool),

@@ -25,12 +25,12 @@ from tunelab.settings.groups import (
 class ThresholdSettings:
     """Where the decision guide's boundaries lie (the reasons for each value: `tunelab.advice.decide`)."""
 
-    small_per_class: int = setting(100, low=1)
+    small_per_class: int = setting(200, low=1)
     """Median examples per class below which the data counts as small (full fine-tuning is not advised)."""
-    similar_probe_gain: float = 0.05
-    """Probe accuracy of pretrained over random-init last-block features at or above which pretraining helps."""
-    transfer_drop: float = setting(0.03, low=0)
-    """Fall of the per-block probe accuracy from its peak to the last block at which late blocks count as specialised."""
+    similar_probe_gain: float = 0.2
+    """Probe accuracy gain of pretrained over random-init last-block features at or above which data is similar."""
+    transfer_drop: float = setting(1.0, low=0)
+    """Fall of the probe accuracy after its peak that advises retrain:K (1 = never; see `advice.decide`)."""
     small_strategy: str = setting("lora", choices=("lora", "adapter", "none", "bitfit"))
     """Strategy for small data whose features transfer up to the last block."""
 
