@@ -316,7 +316,10 @@ def test_a_budget_swaps_full_for_a_strategy_that_fits():
     why = advice.reasons[-1]
     assert "would choose full, which trains 2,000,000 parameters" in why and "budget of 100,000" in why
     assert not any("fine-tuning every weight" in r for r in advice.reasons)  # only what the budget allows is advised
-    assert "lora is the cheaper runner-up" in decide(measured(500), RULE).reasons[-1]
+    assert "lora is the runner-up" in decide(measured(500), RULE).reasons[-1]
+    alone = decide(measured(20), replace(RULE, similar_probe_gain=0.2), Budget(params=5_000))  # only none fits
+    assert (alone.recommendation, alone.runner_up) == ("none", "none")
+    assert "no runner-up" in alone.reasons[-1] and not any("lora" in r for r in alone.reasons)
     assert decide(measured(500), Thresholds(), Budget(params=200_000)).runner_up == "lora"
     full_mb = measured(500).evidence.memory_mb["full"]
     assert decide(measured(500), Thresholds(), Budget(memory_mb=full_mb - 1)).recommendation == "adapter"
@@ -334,7 +337,7 @@ def test_budget_fallbacks_are_the_measured_parameter_efficient_strategies_in_ord
     reordered = decide(measured(500, efficient=("lora", "adapter")), Thresholds(), Budget(params=200_000))
     assert (reordered.recommendation, reordered.runner_up) == ("lora", "adapter")
     without = decide(measured(500, efficient=()), Thresholds(), Budget(params=100_000))
-    assert (without.recommendation, without.runner_up) == ("none", "full")
+    assert (without.recommendation, without.runner_up) == ("none", "adapter")  # a runner-up the budget allows
 
 
 # ---------------------------------------------------------------- candidates come from the strategy registry

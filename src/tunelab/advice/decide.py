@@ -263,16 +263,18 @@ def _rule(m: Measurements, t: Thresholds, budget: Budget) -> tuple[str, str, lis
         f"({p.n:,} examples, {p.classes} classes), {'below' if small else 'at or above'} the "
         f"{t.small_per_class} per class from which fine-tuning everything is advised.",
         f"A linear probe on the pretrained last-block features reaches {curve[-1]:.1%} ({e.rows:,} {unit}, "
-        f"5-fold), against {e.probe_control:.1%} on the same architecture with random weights (gain {gain:+.1%}; "
-        f"{'similar to the source' if similar else 'not similar enough to use as they are'} at the bar of "
-        f"{t.similar_probe_gain:+.1%}); the largest class is {e.chance_accuracy:.1%}.",
+        f"5-fold), against {e.probe_control:.1%} on the same architecture with random weights (a gain of "
+        f"{100 * gain:+.1f} points; {'similar to the source' if similar else 'not similar enough to use as they are'}"
+        f" at the bar of {100 * t.similar_probe_gain:+.0f}); the largest class is {e.chance_accuracy:.1%}.",
         f"The probe peaks after block {peak} ({e.block_names[peak]}, {curve[peak]:.1%}) and ends at "
         f"{curve[-1]:.1%}: "
         + (
             f"a fall of {curve[peak] - curve[-1]:.1%}, more than {t.transfer_drop:.1%}, so the blocks after the "
             "peak are specialised to the source task."
             if specialised
-            else f"within {t.transfer_drop:.1%} of the peak, so the features transfer up to the last block."
+            else f"within {100 * t.transfer_drop:.0f} points of the peak: the features transfer up to the last block."
+            if t.transfer_drop < 1
+            else "the per-block choice of retrain:K is off (set --transfer-drop, e.g. 0.05, to use it)."
         ),
     ]
     if not small:
@@ -285,33 +287,35 @@ def _rule(m: Measurements, t: Thresholds, budget: Budget) -> tuple[str, str, lis
         choice, runner = t.small_strategy, "none" if t.small_strategy != "none" else "lora"
     fallbacks = (*m.parameter_efficient, LAST_RESORT)
     rec, runner, over_budget = _apply_budget(choice, runner, e, budget, fallbacks)
+    second = f"{runner} is the runner-up" if runner != rec else "nothing else fits the budget, so there is no runner-up"
     if over_budget:  # the reasons speak of what the budget allows; the rule's own choice only as excluded
         reasons.append(over_budget)
     elif not small:
         reasons.append(
             "With this much data per class, fine-tuning every weight (full) adapts the features at no great "
-            f"risk of overfitting; {runner} is the cheaper runner-up."
+            f"risk of overfitting; {second}."
         )
     elif specialised:
         reasons.append(
             f"{rec} keeps the {k} blocks that transfer frozen and retrains the specialised ones on the "
-            f"new data; {runner} is the runner-up."
+            f"new data; {second}."
         )
     elif similar:
         reasons.append(
-            f"With little data and pretrained features that already suit the task (the probe gains {gain:+.1%} "
-            f"over random weights), a new head on them (none) fits without disturbing them; {runner} is the runner-up."
+            "With little data and pretrained features that already suit the task (the probe gains "
+            f"{100 * gain:+.1f} points over random weights), a new head on them (none) fits without disturbing them; "
+            f"{second}."
         )
     else:
         reasons.append(
-            f"With little data and features that transfer whole but gain less than {t.similar_probe_gain:+.1%} "
-            f"over random ones, {rec} trains few weights (a head"
+            "With little data and features that transfer whole but gain less than "
+            f"{100 * t.similar_probe_gain:.0f} points over random ones, {rec} trains few weights (a head"
             + ("" if rec == "none" else " and small updates inside the frozen blocks")
-            + f") to adapt them; {runner} is the runner-up."
+            + f") to adapt them; {second}."
         )
     if not small and gain < NO_GAIN and budget.params is None and budget.memory_mb is None:
         reasons.append(
-            f"Pretrained features beat random ones by only {gain:+.1%}: training from scratch (scratch) "
+            f"Pretrained features beat random ones by only {100 * gain:+.1f} points: training from scratch (scratch) "
             "may do as well; compare them."
         )
     if p.imbalance >= 10 and p.unit == "examples":  # words: entity tags are always rare next to O
@@ -368,6 +372,7 @@ def _apply_budget(
             )
         )
         runner, rec = rec, new
-    if runner == rec or not fits(runner):
-        runner = next((s for s in fallbacks if s != rec and fits(s)), runner if runner != rec else LAST_RESORT)
+    if runner == rec or not fits(runner):  # a runner-up the budget allows, else none at all (the advice alone)
+        others = [s for s in (*fallbacks, *e.trainable_params) if s != rec and fits(s)]
+        runner = others[0] if others else rec
     return rec, runner, why
