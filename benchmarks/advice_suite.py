@@ -142,10 +142,12 @@ def load(out: Path) -> list[tuple[Case, dict, dict]]:
     return found
 
 
-def score(found: list, thresholds: Thresholds, half: str) -> dict[str, dict]:
-    """Rule -> {hits, cases, regret (mean points), picks} over the cases of one half."""
+def score(found: list, thresholds: Thresholds, half: str, only: str | None = None) -> dict[str, dict]:
+    """Rule -> {hits, cases, regret (mean points), picks} over the cases of one half (`only`: that rule alone)."""
     table = {}
     for name, rule in rules(thresholds).items():
+        if only is not None and name != only:
+            continue
         hits, regrets, picks = 0, [], {}
         for case, truth, record in found:
             if case.half != half:
@@ -182,7 +184,7 @@ def fit(found: list) -> Thresholds:
     best, best_key = base, None
     for values in itertools.product(*SEARCH_GRID.values()):
         t = replace(base, **dict(zip(SEARCH_GRID, values)))
-        row = score(found, t, "tuning")["advisor"]
+        row = score(found, t, "tuning", only="advisor")["advisor"]
         key = (row["hits"], -row["regret"])
         if best_key is None or key > best_key:
             best, best_key = t, key
@@ -220,10 +222,10 @@ def cost(case: Case, out: Path) -> dict:
     return result
 
 
-def markdown(found: list, thresholds: Thresholds, costs: list[dict]) -> str:
+def markdown(found: list, thresholds: Thresholds, tables: dict[str, dict], costs: list[dict]) -> str:
+    """The results as Markdown: per half (`tables`, from `score`), the rules' hit rates, then every case."""
     lines = [f"Thresholds: {asdict(thresholds)}", ""]
-    for half in ("tuning", "evaluation"):
-        table = score(found, thresholds, half)
+    for half, table in tables.items():
         n = table["advisor"]["cases"]
         lines += [
             f"### {half} half ({n} cases)",
@@ -270,20 +272,15 @@ def main() -> None:
     out = Path(args.out)
     if args.measure:
         for case in CASES:
-            if case.model in {"mobilenet_v2", "efficientnet_lite0", "minilm-l6"}:
-                record = measure_case(case, out)
-                print(f"{case.name}: measured in {record['wall_seconds']:.1f} s", flush=True)
+            record = measure_case(case, out)
+            print(f"{case.name}: measured in {record['wall_seconds']:.1f} s", flush=True)
     found = load(out)
     thresholds = fit(found) if args.fit else Thresholds()
     costs = [cost(c, out) for c in CASES if c.name in set(args.cost_cases.split(","))]
-    text = markdown(found, thresholds, costs)
-    write_table("advice_suite", text, quick=False)  # results/advice_suite.md and the README section
-    summary = {
-        h: {k: {kk: vv for kk, vv in v.items()} for k, v in score(found, thresholds, h).items()}
-        for h in ("tuning", "evaluation")
-    }
+    tables = {half: score(found, thresholds, half) for half in ("tuning", "evaluation")}
+    write_table("advice_suite", markdown(found, thresholds, tables, costs), quick=False)  # .md and the README
     (RESULTS / "advice_suite.json").write_text(
-        json.dumps({"thresholds": asdict(thresholds), "costs": costs, **summary}, indent=1)
+        json.dumps({"thresholds": asdict(thresholds), "costs": costs, **tables}, indent=1)
     )
 
 

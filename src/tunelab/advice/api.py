@@ -47,7 +47,6 @@ def advise(
         task,
         max_examples,
         seed,
-        transfer_drop=thresholds.transfer_drop,
         control_examples=control_examples,
         batch_size=batch_size,
         max_length=max_length,

@@ -34,7 +34,7 @@ from tunelab.runs.features import extract_many, extract_token_rows
 from tunelab.runs.image_size import sized
 from tunelab.runs.loaders import infer_task, load_splits
 from tunelab.runs.prepare import shape
-from tunelab.settings import AdviseConfig, ThresholdSettings
+from tunelab.settings import AdviseConfig
 from tunelab.strategies import REGISTRY, Plan
 from tunelab.tasks import check_modality, single_label_tasks
 
@@ -61,7 +61,6 @@ def measure(
     max_examples: int = AdviseConfig.max_examples,
     seed: int = AdviseConfig.seed,
     *,
-    transfer_drop: float = ThresholdSettings.transfer_drop,
     control_examples: int | None = None,
     batch_size: int = AdviseConfig.batch_size,
     max_length: int | None = None,
@@ -76,10 +75,8 @@ def measure(
     `image_size` is the side of the images the model sees, as in training (None: the model's own).
     `size_candidates` counts every candidate's trainable parameters and memory (what a budget is checked
     against): a fifth of the measurement's time, so `advise` skips it when no budget is given.
-    `transfer_drop` is kept for library callers and has no effect: retrain's K is chosen by `decide` among
-    the depths `retrain_depths` lists, so every one of them is sized here.
+    Retrain's K is chosen by `decide` among the depths `retrain_depths` lists, so every one of them is sized.
     """
-    del transfer_drop
     started = time.perf_counter()
     task = infer_task(data, task)
     if task not in supported_tasks():

@@ -18,6 +18,7 @@ each tagged word's first sub-token, the position its tag sits on in training, wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -72,10 +73,14 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def _run(backbone: Backbone, batch, wanted: list[int], reduce=None) -> dict[int, torch.Tensor]:
+def _tagged_rows(state: TokenState, tagged: torch.Tensor) -> torch.Tensor:
+    """The hidden states at the tagged positions (each word's first sub-token), one row each."""
+    return state.hidden[tagged.to(state.hidden.device)]
+
+
+def _run(backbone: Backbone, batch, wanted: list[int], reduce=pooled) -> dict[int, torch.Tensor]:
     """Outputs of the wanted blocks for one batch, reduced to rows (default: `pooled`); any failure becomes
     a TunelabError naming the model and the block."""
-    reduce = reduce or pooled
     model = backbone.model
     device = next(model.parameters()).device
     x = send_to_device(batch, device)
@@ -146,11 +151,11 @@ def _extract(requests, examples, batch_size, max_length, progress, task=None):
         with torch.no_grad():
             bar = tqdm(loader, desc=f"features of {first.name}", disable=not progress, leave=False, dynamic_ncols=True)
             for batch, labels in bar:
-                reduce = None
+                reduce = pooled
                 if tokens:
                     tagged = labels != IGNORE
                     row_labels.append(labels[tagged])
-                    reduce = lambda state, tagged=tagged: state.hidden[tagged.to(state.hidden.device)]  # noqa: E731
+                    reduce = partial(_tagged_rows, tagged=tagged)
                 for (bb, _), w, store in zip(requests, wanted, parts):
                     for i, v in _run(bb, batch, w, reduce).items():
                         store[i].append(v)
