@@ -40,7 +40,7 @@ demo: setup
 # Benchmarks against what users would otherwise run; each script rewrites its table in benchmarks/README.md.
 # About 70 minutes on an idle 2-core machine (all of hymenoptera, 1000 SST-2 sentences); run it when the machine is quiet.
 # BENCH_ARGS=--quick runs tiny sizes and leaves the README alone.
-BENCH_SCRIPTS := loop_overhead none_tune_cache retrain_cache text_peers machine_limit
+BENCH_SCRIPTS := loop_overhead none_tune_cache retrain_cache text_peers ner_peers predict_peers machine_limit
 bench: setup
 	$(PIP) install -q -e '.[bench]'
 	for script in $(BENCH_SCRIPTS); do HF_HUB_OFFLINE=1 $(PY) benchmarks/$$script.py $(BENCH_ARGS) || exit 1; done

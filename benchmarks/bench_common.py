@@ -259,3 +259,25 @@ def loads_in_log(path: Path) -> tuple[float, float]:
 
     loads = [float(x) for x in re.findall(r"load average (\d+\.\d)", Path(path).read_text())]
     return loads[0], loads[-1]
+
+
+def write_results(name: str, text: str, quick: bool) -> None:
+    """Print the table; unless quick, write results/<name>.md, and the README section only if its markers exist.
+
+    For tables that have no place in benchmarks/README.md yet: `write_table` would append a new section at the
+    README's end, where it belongs to no text. Once someone puts `<!-- name:begin -->` and `<!-- name:end -->`
+    where the table should go, later runs fill them in as `write_table` does.
+    """
+    text = text.rstrip("\n") + "\n"
+    print(text)
+    if quick:
+        return
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"{name}.md").write_text(text)
+    readme = HERE / "README.md"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    content = readme.read_text()
+    if begin in content and end in content:
+        head, rest = content.split(begin)
+        _, tail = rest.split(end)
+        readme.write_text(f"{head}{begin}\n{text}{end}{tail}")

@@ -52,6 +52,38 @@ class MeanPoolClassifier(nn.Module):
         return {"loss": None if labels is None else F.cross_entropy(logits, labels), "logits": logits}
 
 
+def mean_pool_sequence_classifier() -> type:
+    """`MeanPoolClassifier` as a `transformers` model (a `BertPreTrainedModel`), so `pipeline` can serve it.
+
+    transformers has no sequence classifier that mean-pools a BERT (`BertForSequenceClassification` classifies
+    the [CLS] pooler output), so a model fine-tuned with all-MiniLM-L6-v2's own pooling needs this small class
+    to load with `from_pretrained` and run in `pipeline("text-classification", model=...)`. The class is made
+    on first use, so importing this file does not import transformers (the Trainer side times from after its
+    imports, and predict_peers.py times a cold start that includes them).
+    """
+    from transformers import BertModel, BertPreTrainedModel
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class MeanPoolBertForSequenceClassification(BertPreTrainedModel):
+        def __init__(self, config):
+            super().__init__(config)
+            self.bert = BertModel(config, add_pooling_layer=False)
+            self.dropout = nn.Dropout(config.hidden_dropout_prob)
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+            self.post_init()
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+            hidden = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            logits = self.classifier(self.dropout((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
+            loss = None if labels is None else F.cross_entropy(logits, labels)
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    return MeanPoolBertForSequenceClassification
+
+
 class Houlsby(nn.Module):
     """x + up(gelu(down(x))), up zero-initialised: the adapter of Houlsby et al. (2019)."""
 
@@ -88,14 +120,49 @@ def with_strategy(model: MeanPoolClassifier, strategy: str) -> nn.Module:
     return model
 
 
-def read_tsv(path: Path) -> tuple[list[str], list[int]]:
+def training_arguments(output_dir: str, epochs: int, batch_size: int, lr: float, seed: int):
+    """The `TrainingArguments` of every `Trainer` side here: the course's choices plus what tunelab also does.
+
+    Warmup 10% + cosine, weight decay 0.01 and clipping at 1.0 (tunelab's defaults), evaluation every epoch,
+    no checkpoints, no logging or progress bars (their cost is not the loop's), the CPU, no loader workers.
+    """
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=lr,
+        weight_decay=0.01,
+        warmup_steps=0.1,
+        lr_scheduler_type="cosine",
+        max_grad_norm=1.0,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[str]]:
+    """Texts and label names of a `text<TAB>label` file with a header (split on the tab, as tunelab reads TSV)."""
     rows = [line.rstrip("\n").split("\t") for line in path.read_text().splitlines()[1:]]
-    return [text for text, _ in rows], [int(label) for _, label in rows]
+    return [text for text, _ in rows], [label for _, label in rows]
 
 
-def hf_trainer_run(strategy: str, train: Path, dev: Path, epochs: int, batch_size: int, seed: int) -> dict:
-    """Train with `Trainer`; the same result fields as plain_loop.tunelab_run."""
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+def hf_trainer_run(
+    strategy: str, train: Path, dev: Path, epochs: int, batch_size: int, seed: int, max_length: int = 128
+) -> dict:
+    """Train with `Trainer`; the same result fields as plain_loop.tunelab_run.
+
+    Labels are class names, numbered in sorted order ("0" and "1" for SST-2 stay 0 and 1); texts are cut at
+    `max_length` tokens, specials included, as tunelab's `max_length` cuts them."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
     from tunelab.models.packaged import MINILM
     from tunelab.runs.memory import PeakMemory
@@ -106,32 +173,18 @@ def hf_trainer_run(strategy: str, train: Path, dev: Path, epochs: int, batch_siz
         folder = MINILM.verified_path().parent
         tokenizer = AutoTokenizer.from_pretrained(folder)
 
+        classes = sorted(set(read_tsv(train)[1]))
+
         def tokenised(path: Path) -> list[dict]:
             texts, labels = read_tsv(path)
-            encoded = tokenizer(texts, truncation=True, max_length=128)
-            return [{**{k: v[i] for k, v in encoded.items()}, "labels": labels[i]} for i in range(len(texts))]
+            encoded = tokenizer(texts, truncation=True, max_length=max_length)
+            return [
+                {**{k: v[i] for k, v in encoded.items()}, "labels": classes.index(labels[i])} for i in range(len(texts))
+            ]
 
         train_set, dev_set = tokenised(train), tokenised(dev)
-        model = with_strategy(MeanPoolClassifier(folder, 2), strategy)
-        args = TrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=batch_size,
-            learning_rate=LR[strategy],
-            weight_decay=0.01,
-            warmup_steps=0.1,
-            lr_scheduler_type="cosine",
-            max_grad_norm=1.0,
-            eval_strategy="epoch",
-            save_strategy="no",
-            logging_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=seed,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
+        model = with_strategy(MeanPoolClassifier(folder, len(classes)), strategy)
+        args = training_arguments(tmp, epochs, batch_size, LR[strategy], seed)
 
         def accuracy(prediction) -> dict:
             return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}

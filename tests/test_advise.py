@@ -19,6 +19,7 @@ from tunelab.advice.decide import (
     Measurements,
     Thresholds,
     decide,
+    holds,
     retrain_depths,
     transfer_depth,
 )
@@ -200,6 +201,12 @@ def measured(per_class: float, curve=RISING, efficient=("adapter", "lora"), prof
 def test_retrain_depths_are_a_third_and_two_thirds_of_the_blocks():
     assert retrain_depths(9) == (3, 6) and retrain_depths(7) == (2, 4) and retrain_depths(5) == (1, 3)
     assert retrain_depths(2) == (1,) and retrain_depths(1) == (1,)
+
+
+def test_a_choice_holds_within_a_point_of_the_best_or_within_its_seed_spread():
+    assert holds(0.80, 0.80) and holds(0.791, 0.80) and not holds(0.785, 0.80)
+    assert holds(0.77, 0.80, best_spread=0.03) and not holds(0.76, 0.80, best_spread=0.03)
+    assert holds(0.90, 0.80)  # better than the "best" it was compared with
 
 
 def test_transfer_depth_freezes_up_to_the_probe_peak():

@@ -272,13 +272,13 @@ def test_resolution_fills_what_the_run_works_out_and_keeps_what_was_given(data):
     [
         ("adapter", "token-classification", None, 1e-2),  # only new weights train: the task's default
         ("none", "token-classification", None, 1e-2),
-        ("lora", "token-classification", None, 1e-2),
+        ("lora", "token-classification", None, 1e-3),  # new weights, but edits of pretrained ones (W + B A)
         ("full", "token-classification", None, 1e-3),  # pretrained weights train: the strategy's
         ("adapter", "token-classification", 3e-4, 3e-4),  # a given --lr is kept
         ("adapter", "text-classification", None, 1e-3),  # the task has no default of its own
     ],
 )
-def test_tagging_defaults_a_higher_lr_for_strategies_that_train_only_new_weights(strategy, task, given, expected):
+def test_tagging_defaults_a_higher_lr_for_strategies_that_add_only_new_weights(strategy, task, given, expected):
     from tunelab.runs.identity import resolved
     from tunelab.runs.prepare import prepare
 

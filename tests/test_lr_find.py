@@ -22,7 +22,8 @@ import torch
 
 import tunelab
 from tunelab.cli import main
-from tunelab.runs.lr_find import MIN_BATCHES, read_curve, schedule
+from tunelab.runs.lr_find import MIN_BATCHES, schedule
+from tunelab.runs.lr_find_result import read_curve
 from tunelab.runs.prepare import prepare
 from tunelab.settings import LrFindConfig, TrainConfig, field_docs
 

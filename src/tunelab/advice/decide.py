@@ -44,6 +44,8 @@ BASELINE = "lora"
 """The constant rule the advice has to beat: the strategy best on most tuning-half cases of the suite
 (`benchmarks/advice_suite.py`), reported with every advice so a user sees when the two disagree."""
 LAST_RESORT = "none"
+HIT_TOLERANCE = 0.01
+"""How close to the best strategy's mean score counts as right: 1 point, or the best's seed spread if larger."""
 """Tried after the parameter-efficient strategies when the preferred one exceeds a budget: a head only."""
 
 
@@ -204,6 +206,14 @@ def _per_block_line(names: list[str], scores: list[float]) -> str:
     peak = int(np.argmax(scores))
     cells = [f"{n} {v:.1%}{' (peak)' if i == peak else ''}" for i, (n, v) in enumerate(zip(names, scores))]
     return "  per-block linear-probe accuracy of the pretrained features: " + ", ".join(cells)
+
+
+def holds(score: float, best: float, best_spread: float = 0.0) -> bool:
+    """Whether a strategy scoring `score` was a right choice next to the best one: within HIT_TOLERANCE of the
+    best mean, or within the best's own seed spread (sample std) when that is larger. One rule for the
+    suite's hit rate (benchmarks/advice_suite.py) and for `advise --verify`, so both call the same thing right.
+    """
+    return best - score <= max(HIT_TOLERANCE, best_spread) + 1e-9
 
 
 def retrain_depths(blocks: int) -> tuple[int, ...]:

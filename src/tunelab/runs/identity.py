@@ -76,14 +76,17 @@ class ModelDefaults:
     image_size: int | None = None
     """Side of the images the model is fed when --image-size is unset: the model's own (None for text)."""
     new_weights_only: bool = False
-    """Whether the plan trains only new weights (the head, inserted modules): a task may want another lr then."""
+    """Whether the plan trains only new weights (the head, inserted modules that are not edits of pretrained
+    weights, see Strategy.edits_pretrained): a task may want another lr then."""
 
     @classmethod
     def of(cls, plan: Plan) -> ModelDefaults:
         backbone = plan.backbone
         text = backbone.modality == "text"
         added = plan.inserted_params
-        new_only = all(name in added for g in plan.groups if g.name != "head" for name in g.names)
+        new_only = not plan.strategy.edits_pretrained and all(
+            name in added for g in plan.groups if g.name != "head" for name in g.names
+        )
         return cls(
             backbone.input.max_length if text else None,
             plan.cached_prefix,

@@ -27,14 +27,12 @@ imported when the sweep starts (the heavy-library exception, as in the loop).
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,12 +45,12 @@ from tqdm.auto import tqdm
 from tunelab.data.examples import Splits
 from tunelab.data.images import image_pixel_limit
 from tunelab.errors import TunelabError
-from tunelab.fileio import atomic_write_bytes, atomic_write_text, make_folder, save_json
+from tunelab.fileio import make_folder
 from tunelab.runs.epoch import seed_everything
 from tunelab.runs.job import Job, build_feed, load_job
 from tunelab.runs.loaders import EpochShuffle, make_loader
 from tunelab.runs.loop import mixed_precision_mode
-from tunelab.runs.lr_find_plot import plot_png
+from tunelab.runs.lr_find_result import Curve, LrFindResult, save_result
 from tunelab.runs.optim import build_optimizer
 from tunelab.runs.rundir import RunDir
 from tunelab.settings import LrFindConfig
@@ -69,68 +67,6 @@ DIVERGED = 4.0
 MIN_BATCHES = 4
 """A pass over the training split must hold at least this many full steps: fewer, and the sweep would
 fit the same handful of examples again and again, and its curve would say more about them than the lr."""
-SUGGESTED_BY = "minimum / 10"
-"""The rule the suggestion follows (see the module docstring for why not the steepest point)."""
-CAVEAT = "a starting point, not an answer: check it with a short run before a long one"
-"""What every user of an lr range test learns: the curve comes from one short sweep at a changing lr."""
-
-
-@dataclass(frozen=True)
-class LrFindFiles:
-    """What the sweep wrote into its out folder."""
-
-    plot: Path
-    """lr_find.png: the loss against the head lr (log scale), the suggestions marked."""
-    table: Path
-    """lr_find.csv: step, lr, loss, smoothed per recorded step."""
-    summary: Path
-    """lr_find.json: the settings of the sweep, the suggestions and every recorded step."""
-
-
-@dataclass(frozen=True)
-class LrFindResult:
-    """One lr range test: the curve, its two readings, the suggestion and where it was saved."""
-
-    lrs: tuple[float, ...]
-    """Head (base) learning rate of each recorded step; it grows geometrically from start_lr."""
-    losses: tuple[float, ...]
-    """Training loss of each recorded step's batch (before that step's update)."""
-    smoothed: tuple[float, ...]
-    """Exponential moving average of the losses (weight SMOOTHING), bias-corrected."""
-    group_lrs: Mapping[str, tuple[float, ...]]
-    """Learning rate of each optimizer parameter group at each recorded step, as the optimizer held it."""
-    minimum_lr: float
-    """Head lr of the lowest smoothed loss (the first tenth of the steps left out: see `read_curve`)."""
-    steepest_lr: float | None
-    """Head lr where the smoothed loss fell fastest (before its minimum); None when the loss never fell."""
-    suggested_lr: float
-    """The suggested head lr (`--lr` of train): minimum_lr / 10."""
-    stopped: str
-    """Why the sweep ended: it reached end_lr, or how it diverged."""
-    files: LrFindFiles
-    """The plot, the table and the summary in the out folder."""
-    seconds: float
-    """Wall time of the test, loading the data and the model included."""
-
-    @property
-    def minimum_rule_lr(self) -> float:
-        """One decade below the minimum: the rule the suggestion follows."""
-        return self.minimum_lr / 10
-
-    def report(self) -> list[str]:
-        """The lines a person reads: both readings, which one is suggested and why to check it."""
-        steepest = "none (the smoothed loss never fell)" if self.steepest_lr is None else f"{self.steepest_lr:.2g}"
-        lines = [
-            f"lr-find: {len(self.lrs)} steps, head lr {self.lrs[0]:.2g} to {self.lrs[-1]:.2g}; {self.stopped} "
-            f"({self.seconds:.0f} s)",
-            f"  steepest descent of the smoothed loss: lr {steepest}",
-            f"  minimum / 10: lr {self.minimum_rule_lr:.2g} (smoothed loss lowest at lr {self.minimum_lr:.2g})",
-            f"suggested: {SUGGESTED_BY}, --lr {self.suggested_lr:.2g}; {CAVEAT}",
-        ]
-        if self.steepest_lr is None:
-            lines.append("the smoothed loss did not fall over the range: lower --start-lr, or train more --steps")
-        lines.append(f"plot: {self.files.plot}; table: {self.files.table}")
-        return lines
 
 
 def lr_find(config: LrFindConfig, progress: bool = True) -> LrFindResult:
@@ -164,10 +100,10 @@ def _run(config: LrFindConfig, job: Job, progress: bool, started: float) -> LrFi
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
-    return _save(config, job, curve, out, time.perf_counter() - started)
+    return save_result(config, job, curve, out, time.perf_counter() - started)
 
 
-def _measure(config: LrFindConfig, job: Job, accelerator: Accelerator, out: Path, progress: bool) -> _Curve:
+def _measure(config: LrFindConfig, job: Job, accelerator: Accelerator, out: Path, progress: bool) -> Curve:
     """Say what is tested, build the datasets (the feature cache in a temporary folder), the optimizer and
     the loader as train does, and run the sweep."""
     settings, plan = job.config, job.plan
@@ -203,15 +139,6 @@ def _measure(config: LrFindConfig, job: Job, accelerator: Accelerator, out: Path
 # ---------------------------------------------------------------- the sweep
 
 
-@dataclass(frozen=True)
-class _Curve:
-    lrs: list[float]
-    losses: list[float]
-    smoothed: list[float]
-    group_lrs: dict[str, list[float]]
-    stopped: str
-
-
 def schedule(start_lr: float, end_lr: float, steps: int) -> np.ndarray:
     """The head lr of each step: geometric from start_lr to end_lr, both included."""
     return start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
@@ -234,11 +161,11 @@ class _Sweep:
     """The training loss, with the run's class weights and label smoothing."""
 
 
-def _sweep(sweep: _Sweep, config: LrFindConfig, progress: bool) -> _Curve:
+def _sweep(sweep: _Sweep, config: LrFindConfig, progress: bool) -> Curve:
     """Step the optimizer at the growing lr; stop at end_lr, at a non-finite loss, or past DIVERGED x the best."""
     settings, optimizer, accelerator = sweep.job.config, sweep.optimizer, sweep.accelerator
     names = [g["name"] for g in optimizer.param_groups]
-    curve = _Curve([], [], [], {name: [] for name in names}, f"reached end_lr {config.end_lr:g}")
+    curve = Curve([], [], [], {name: [] for name in names}, f"reached end_lr {config.end_lr:g}")
     average, best = 0.0, math.inf
     batches = _endless(sweep.loader)
     bar = tqdm(
@@ -317,92 +244,6 @@ def _endless(loader) -> Iterator:
         loader.set_epoch(epoch)
         yield from loader
         epoch += 1
-
-
-# ---------------------------------------------------------------- reading the curve, saving it
-
-
-@dataclass(frozen=True)
-class Readings:
-    """What the curve says: where its smoothed loss is lowest and where it falls fastest."""
-
-    minimum_lr: float
-    """Head lr of the lowest smoothed loss."""
-    steepest_lr: float | None
-    """Head lr of the steepest fall of the smoothed loss before its minimum; None when it never fell."""
-
-
-def read_curve(lrs: Sequence[float], smoothed: Sequence[float], skip: int) -> Readings:
-    """Both readings of the curve, leaving out its first `skip` steps (fastai leaves out the first tenth).
-
-    The average of the first few steps rests on a handful of batches, so its wiggles on the flat start
-    would otherwise pass for the steepest descent. The steepest point is looked for up to the minimum: it
-    is the fall that matters, and past the minimum the loss only rises. Slopes are per unit of log lr.
-    """
-    skip = min(skip, len(lrs) - 1)
-    lrs, smoothed = np.asarray(lrs[skip:]), np.asarray(smoothed[skip:])
-    end = int(np.argmin(smoothed)) + 1
-    steepest = None
-    if end >= 3:
-        slopes = np.gradient(smoothed[:end], np.log10(lrs[:end]))
-        steepest = float(lrs[int(np.argmin(slopes))]) if slopes.min() < 0 else None
-    return Readings(float(lrs[end - 1]), steepest)
-
-
-def _save(config: LrFindConfig, job: Job, curve: _Curve, out: Path, seconds: float) -> LrFindResult:
-    readings = read_curve(curve.lrs, curve.smoothed, config.steps // 10)
-    files = LrFindFiles(out / "lr_find.png", out / "lr_find.csv", out / "lr_find.json")
-    result = LrFindResult(
-        lrs=tuple(curve.lrs),
-        losses=tuple(curve.losses),
-        smoothed=tuple(curve.smoothed),
-        group_lrs={name: tuple(values) for name, values in curve.group_lrs.items()},
-        minimum_lr=readings.minimum_lr,
-        steepest_lr=readings.steepest_lr,
-        suggested_lr=readings.minimum_lr / 10,
-        stopped=curve.stopped,
-        files=files,
-        seconds=seconds,
-    )
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["step", "lr", "loss", "smoothed"])
-    writer.writerows(
-        (i + 1, repr(lr), repr(loss), repr(s))
-        for i, (lr, loss, s) in enumerate(zip(curve.lrs, curve.losses, curve.smoothed))
-    )
-    atomic_write_text(files.table, table.getvalue())
-    title = f"lr range test: {job.config.model} + {job.plan.strategy.spec()}"
-    atomic_write_bytes(files.plot, plot_png(result, title, SUGGESTED_BY))
-    save_json(files.summary, _summary(config, job, result))
-    return result
-
-
-def _summary(config: LrFindConfig, job: Job, result: LrFindResult) -> dict:
-    return {
-        "model": job.config.model,
-        "strategy": job.plan.strategy.spec(),
-        "task": job.config.task,
-        "train_examples": len(job.splits.train),
-        "batch_size": job.config.batch_size,
-        "optimizer": job.config.optimizer,
-        "start_lr": config.start_lr,
-        "end_lr": config.end_lr,
-        "steps": config.steps,
-        "steps_done": len(result.lrs),
-        "seconds": result.seconds,
-        "stopped": result.stopped,
-        "group_scales": {name: lrs[0] / result.lrs[0] for name, lrs in result.group_lrs.items()},
-        "minimum_lr": result.minimum_lr,
-        "steepest_lr": result.steepest_lr,
-        "minimum_rule_lr": result.minimum_rule_lr,
-        "suggested_lr": result.suggested_lr,
-        "suggested_by": SUGGESTED_BY,
-        "caveat": CAVEAT,
-        "points": [
-            {"lr": lr, "loss": loss, "smoothed": s} for lr, loss, s in zip(result.lrs, result.losses, result.smoothed)
-        ],
-    }
 
 
 # ---------------------------------------------------------------- refusing what cannot be tested

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tunelab.errors import TunelabError
 
 if TYPE_CHECKING:
-    from tunelab.runs.lr_find import LrFindResult
+    from tunelab.runs.lr_find_result import LrFindResult
 
 DPI = 110
 """The report plots' resolution: sharp on a laptop screen, a small file."""

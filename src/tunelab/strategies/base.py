@@ -209,6 +209,10 @@ class Strategy(ABC):
     """Whether the backbone is loaded with its pretrained weights (False: random initialisation)."""
     default_lr: ClassVar[float] = 1e-3
     """The head learning rate used when the user gives none."""
+    edits_pretrained: ClassVar[bool] = False
+    """Whether the new weights it inserts are edits of pretrained weights (LoRA's B A is added to W and merges
+    into it): they move the pretrained function as fine-tuning does, so a task's higher lr for plans that train
+    only new weights (`Task.new_weights_lr`) is not theirs."""
     summary: ClassVar[str] = ""
     """One line for `--help`: what trains and what stays frozen."""
 

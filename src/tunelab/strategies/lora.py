@@ -28,6 +28,7 @@ class LoRA(Strategy):
     key = "lora"
     positional = "rank"
     summary = "low-rank updates + head, backbone frozen; mergeable"
+    edits_pretrained = True
 
     def apply(self, backbone: Backbone) -> Plan:
         if self.rank < 1:

@@ -1,0 +1,178 @@
+"""The fine-tuning recipes against `full` and `none`: five datasets and one distribution-shift pair (issue 18).
+
+Every dataset is an ordinary `tunelab compare` of RECIPES, 3 seeds, equal conditions (one augmentation policy,
+the same epochs and batch for every strategy; each run's best epoch chosen on the validation split compare
+holds out of the training data) and scored once on a test set no run has seen. The datasets are cases of the
+advisor's suite (`advice_cases.py`: data, sizes, epochs, image sizes and test sets are written the same way):
+
+- mnv2-hymenoptera-100: MobileNetV2 on 100 ants vs bees photos, an ImageNet subset (close to the source);
+- mnv2-digits-400 and mnv2-fashion-mnist-400: MobileNetV2 on 8x8 digit scans and 28x28 product images,
+  upsampled to 96 px (far from ImageNet);
+- minilm-sst2-1000: MiniLM-L6 on movie-review sentiment; minilm-semeval-1000: MiniLM-L6 on SemEval-2010
+  Task 8 relations as 10-class sentence classification.
+
+The shift pair, `conll-wnut`: MiniLM-L6 tagging named entities, trained on 1,000 CoNLL-2003 news sentences
+(validation, which chooses the epoch, is held out of them: the model is selected on the source domain) and
+scored on WNUT-17's 1,287 test tweets with WNUT's types mapped to CoNLL's (as `domain_shift.py` writes it).
+Its table gives both: the source validation F1 (in distribution) and the WNUT test F1 (out of distribution).
+
+The table says per dataset which recipe scored best and, for each recipe, its gap to `full` (mean of the
+per-seed differences, seeds paired) and whether that gap is larger than the seed spread (the larger of the
+two recipes' sample standard deviations). WiSE-FT's mixing weight, chosen on validation per run, is listed.
+
+Run: python benchmarks/recipes.py [--out DIR] [--datasets a,b] [--quick]
+Writes benchmarks/results/recipes.md (not with --quick). Finished runs are skipped when it is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from advice_cases import CASES, prepare
+from domain_shift import conll_wnut_pair
+from tunelab.comparison.grid import slug
+
+HERE = Path(__file__).resolve().parent
+RECIPES = ("none", "full", "lpft", "gradual", "bitfit", "full:l2sp=0.01", "wiseft", "lora")
+"""L2-SP's strength 0.01 is the pull on the pretrained weights of Li et al.'s image experiments' order."""
+SEEDS = 3
+WORKERS = 2
+DATASETS = (
+    "mnv2-digits-400",
+    "mnv2-fashion-mnist-400",
+    "mnv2-hymenoptera-100",
+    "minilm-sst2-1000",
+    "minilm-semeval-1000",
+    "conll-wnut",
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What one dataset's compare trains on and is scored on."""
+
+    name: str
+    model: str
+    train: Path
+    test: Path
+    epochs: int
+    image_size: int | None
+    note: str
+
+
+def setup(name: str, out: Path, quick: bool) -> Setup:
+    """Write (or find) the dataset's training and test files under out/data."""
+    if name == "conll-wnut":
+        sizes = SimpleNamespace(quick=quick, source_sentences=1000, target_sentences=2, test_sentences=None)
+        folder = out / "data" / "conll-wnut"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = conll_wnut_pair(folder, sizes)
+        note = "CoNLL-2003 news -> WNUT-17 tweets (NER, entity F1)"
+        return Setup(name, "minilm-l6", files["source"], files["target-test"], 1 if quick else 3, None, note)
+    case = next(c for c in CASES if c.name == name)
+    data = prepare(case, out / "data")
+    note = f"{case.dataset}, {case.train_size} training examples"
+    return Setup(name, case.model, data.train, data.test, 1 if quick else case.epochs, case.image_size, note)
+
+
+def compare(s: Setup, out: Path, seeds: int) -> None:
+    args = [
+        "--model", s.model, "--data", str(s.train), "--test-data", str(s.test),
+        "--strategies", ",".join(RECIPES), "--epochs", str(s.epochs), "--seeds", str(seeds),
+        "--out", str(out / s.name / "compare"), "--executor", "local", "--workers", str(WORKERS),
+    ]  # fmt: skip
+    if s.image_size is not None:
+        args += ["--image-size", str(s.image_size)]
+    if s.model == "minilm-l6":
+        args += ["--max-length", "64"]
+    print(f"$ tunelab compare {' '.join(args)}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "tunelab", "compare", *args], check=False)
+
+
+def summaries(s: Setup, out: Path, seeds: int) -> dict[str, list[dict]]:
+    """Each recipe's finished runs' summary.json, by seed (a failed or missing run is left out)."""
+    runs = out / s.name / "compare" / "runs" / "fraction-1"
+    found = {}
+    for recipe in RECIPES:
+        for seed in range(seeds):
+            path = runs / slug(recipe) / f"s{seed}" / "summary.json"
+            if path.is_file():
+                found.setdefault(recipe, []).append(json.loads(path.read_text()) | {"seed": seed})
+    return found
+
+
+def sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(s: Setup, runs: dict[str, list[dict]]) -> list[str]:
+    """One dataset's Markdown table: a row per recipe, best first."""
+    score = {r: [x["score"] for x in v] for r, v in runs.items()}
+    mean = {r: statistics.fmean(v) for r, v in score.items()}
+    full = {x["seed"]: x["score"] for x in runs.get("full", [])}
+    shift = s.name == "conll-wnut"
+    head = "| recipe | test score, mean ± std | gap to `full` (paired) | larger than seed spread? |"
+    head += " source val score |" if shift else ""
+    head += " trainable params | train s/run | note |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in sorted(mean, key=mean.get, reverse=True):
+        vs = runs[r]
+        paired = [x["score"] - full[x["seed"]] for x in vs if x["seed"] in full]
+        if r == "full" or not paired:
+            gap, verdict = "", ""
+        else:
+            g = statistics.fmean(paired)
+            spread = max(sd(score[r]), sd(list(full.values())))
+            gap = f"{g:+.3f}"
+            if min(len(paired), len(full)) < 2:
+                verdict = "one seed: no spread"
+            else:
+                verdict = ("yes, better" if g > 0 else "yes, worse") if abs(g) > spread else "no"
+        note = ""
+        mixes = [x["weight_mix"]["alpha"] for x in vs if x.get("weight_mix")]
+        if mixes:
+            note = "alpha " + ", ".join(f"{a:g}" for a in mixes)
+        row = f"| `{r}` | {mean[r]:.3f} ± {sd(score[r]):.3f} ({len(vs)}) | {gap} | {verdict} |"
+        if shift:
+            row += f" {statistics.fmean(x['val_score'] for x in vs):.3f} |"
+        row += f" {vs[0]['trainable_params']:,} | {statistics.fmean(x['train_seconds'] for x in vs):.0f} | {note} |"
+        lines.append(row)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/recipes", help="working folder (data, runs); resumable")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of: {', '.join(DATASETS)}")
+    parser.add_argument("--seeds", type=int, default=SEEDS)
+    parser.add_argument("--quick", action="store_true", help="1 epoch, 1 seed, little NER data; writes no table")
+    args = parser.parse_args()
+    names = [n for n in args.datasets.split(",") if n]
+    unknown = set(names) - set(DATASETS)
+    if unknown:
+        parser.error(f"unknown datasets: {', '.join(sorted(unknown))}")
+    out, seeds = Path(args.out), 1 if args.quick else args.seeds
+    sections = []
+    for name in names:
+        s = setup(name, out, args.quick)
+        started = time.perf_counter()
+        compare(s, out, seeds)
+        runs = summaries(s, out, seeds)
+        print(f"{name}: {sum(map(len, runs.values()))} runs ({time.perf_counter() - started:.0f} s)", flush=True)
+        sections += [f"### {name}: {s.note}, {s.epochs} epochs", "", *table(s, runs), ""]
+    text = "\n".join(sections)
+    print(text)
+    if not args.quick:
+        (HERE / "results" / "recipes.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
