@@ -19,9 +19,12 @@ Its table gives both: the source validation F1 (in distribution) and the WNUT te
 The table says per dataset which recipe scored best and, for each recipe, its gap to `full` (mean of the
 per-seed differences, seeds paired) and whether that gap is larger than the seed spread (the larger of the
 two recipes' sample standard deviations). WiSE-FT's mixing weight, chosen on validation per run, is listed.
+Wall times are not in the table: the runs shared the machine with other work, at different loads (each
+compare's report.html under --out has them, for what they are worth).
 
 Run: python benchmarks/recipes.py [--out DIR] [--datasets a,b] [--quick]
-Writes benchmarks/results/recipes.md (not with --quick). Finished runs are skipped when it is run again.
+Writes benchmarks/results/recipes.md and the table between the recipes markers in benchmarks/README.md (not
+with --quick). Finished runs are skipped when it is run again; --tables-only rebuilds the tables from them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from advice_cases import CASES, prepare
+from bench_common import write_results
 from domain_shift import conll_wnut_pair
 from tunelab.comparison.grid import slug
 
@@ -113,38 +117,81 @@ def sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A recipe next to `full` on one dataset: mean of the seed-paired differences, and what it amounts to."""
+
+    value: float
+    verdict: str
+    """'better' / 'worse' (the gap exceeds the seed spread), 'within spread', or 'one seed' (no spread)."""
+
+    @property
+    def mark(self) -> str:
+        return {"better": " ▲", "worse": " ▼"}.get(self.verdict, "")
+
+
+def gaps(runs: dict[str, list[dict]]) -> dict[str, Gap]:
+    """Each recipe's gap to `full` (seeds paired); the seed spread is the larger of the two sample stds."""
+    full = {x["seed"]: x["score"] for x in runs.get("full", [])}
+    out = {}
+    for recipe, vs in runs.items():
+        paired = [x["score"] - full[x["seed"]] for x in vs if x["seed"] in full]
+        if recipe == "full" or not paired:
+            continue
+        value = statistics.fmean(paired)
+        if min(len(paired), len(full)) < 2:
+            out[recipe] = Gap(value, "one seed")
+            continue
+        spread = max(sd([x["score"] for x in vs]), sd(list(full.values())))
+        out[recipe] = Gap(value, ("better" if value > 0 else "worse") if abs(value) > spread else "within spread")
+    return out
+
+
 def table(s: Setup, runs: dict[str, list[dict]]) -> list[str]:
     """One dataset's Markdown table: a row per recipe, best first."""
     score = {r: [x["score"] for x in v] for r, v in runs.items()}
     mean = {r: statistics.fmean(v) for r, v in score.items()}
-    full = {x["seed"]: x["score"] for x in runs.get("full", [])}
+    gap = gaps(runs)
     shift = s.name == "conll-wnut"
-    head = "| recipe | test score, mean ± std | gap to `full` (paired) | larger than seed spread? |"
+    head = "| recipe | test score, mean ± std (n) | gap to `full` (paired) | larger than seed spread? |"
     head += " source val score |" if shift else ""
-    head += " trainable params | train s/run | note |"
+    head += " trainable params | note |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in sorted(mean, key=mean.get, reverse=True):
-        vs = runs[r]
-        paired = [x["score"] - full[x["seed"]] for x in vs if x["seed"] in full]
-        if r == "full" or not paired:
-            gap, verdict = "", ""
-        else:
-            g = statistics.fmean(paired)
-            spread = max(sd(score[r]), sd(list(full.values())))
-            gap = f"{g:+.3f}"
-            if min(len(paired), len(full)) < 2:
-                verdict = "one seed: no spread"
-            else:
-                verdict = ("yes, better" if g > 0 else "yes, worse") if abs(g) > spread else "no"
-        note = ""
+        vs, g = runs[r], gap.get(r)
         mixes = [x["weight_mix"]["alpha"] for x in vs if x.get("weight_mix")]
-        if mixes:
-            note = "alpha " + ", ".join(f"{a:g}" for a in mixes)
-        row = f"| `{r}` | {mean[r]:.3f} ± {sd(score[r]):.3f} ({len(vs)}) | {gap} | {verdict} |"
+        note = "alpha " + ", ".join(f"{a:g}" for a in mixes) if mixes else ""
+        row = f"| `{r}` | {mean[r]:.3f} ± {sd(score[r]):.3f} ({len(vs)}) | "
+        row += f"{g.value:+.3f} | {g.verdict} |" if g else " | |"
         if shift:
             row += f" {statistics.fmean(x['val_score'] for x in vs):.3f} |"
-        row += f" {vs[0]['trainable_params']:,} | {statistics.fmean(x['train_seconds'] for x in vs):.0f} | {note} |"
+        row += f" {vs[0]['trainable_params']:,} | {note} |"
         lines.append(row)
+    return lines
+
+
+def overview(results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Every recipe's gap to `full` on every dataset (▲/▼: larger than the seed spread), and each dataset's best."""
+    names = list(results)
+    lines = ["| recipe | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    per = {name: gaps(runs) for name, runs in results.items()}
+    for recipe in RECIPES:
+        cells = []
+        for name in names:
+            runs = results[name]
+            if recipe == "full" and runs.get("full"):
+                cells.append(f"{statistics.fmean(x['score'] for x in runs['full']):.3f}")
+            elif recipe in per[name]:
+                g = per[name][recipe]
+                cells.append(f"{g.value:+.3f}{g.mark}")
+            else:
+                cells.append("")
+        lines.append(f"| `{recipe}` | " + " | ".join(cells) + " |")
+    best = []
+    for name in names:
+        means = {r: statistics.fmean(x["score"] for x in v) for r, v in results[name].items()}
+        best.append(f"`{max(means, key=means.get)}`" if means else "")
+    lines.append("| **best** | " + " | ".join(best) + " |")
     return lines
 
 
@@ -154,24 +201,27 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of: {', '.join(DATASETS)}")
     parser.add_argument("--seeds", type=int, default=SEEDS)
     parser.add_argument("--quick", action="store_true", help="1 epoch, 1 seed, little NER data; writes no table")
+    parser.add_argument("--tables-only", action="store_true", help="train nothing: the tables from finished runs")
     args = parser.parse_args()
     names = [n for n in args.datasets.split(",") if n]
     unknown = set(names) - set(DATASETS)
     if unknown:
         parser.error(f"unknown datasets: {', '.join(sorted(unknown))}")
     out, seeds = Path(args.out), 1 if args.quick else args.seeds
-    sections = []
+    sections, results = [], {}
     for name in names:
         s = setup(name, out, args.quick)
         started = time.perf_counter()
-        compare(s, out, seeds)
-        runs = summaries(s, out, seeds)
+        if not args.tables_only:
+            compare(s, out, seeds)
+        results[name] = runs = summaries(s, out, seeds)
         print(f"{name}: {sum(map(len, runs.values()))} runs ({time.perf_counter() - started:.0f} s)", flush=True)
         sections += [f"### {name}: {s.note}, {s.epochs} epochs", "", *table(s, runs), ""]
-    text = "\n".join(sections)
-    print(text)
-    if not args.quick:
-        (HERE / "results" / "recipes.md").write_text(text)
+    head = [
+        "Gap to `full` (test score, seeds paired; ▲/▼ larger than the seed spread); the `full` row is its score.",
+        "",
+    ]
+    write_results("recipes", "\n".join([*head, *overview(results), "", *sections]), args.quick)
 
 
 if __name__ == "__main__":
