@@ -62,7 +62,7 @@ not apply: MiniLM normalises with LayerNorm and has no BatchNorm layer (tunelab 
 it), so the table says so instead of a row of scores. Score: tunelab's token-classification score, entity-level
 micro F1 with seqeval's chunk rules; words past 64 sub-tokens count as `O`.
 
-    python benchmarks/domain_shift.py                           # digits, tiny-cnn, 2 seeds
+    python benchmarks/domain_shift.py                           # digits, tiny-cnn, 3 seeds
     python benchmarks/domain_shift.py --models tiny-cnn,mobilenet_v2   # also ImageNet MobileNetV2 at 64 px
     python benchmarks/domain_shift.py --pairs hymenoptera-c     # photos -> noisy photos, MobileNetV2, 3 seeds
     python benchmarks/domain_shift.py --pairs conll-wnut        # the NER pair, 3 seeds, 3 epochs
@@ -71,8 +71,8 @@ micro F1 with seqeval's chunk rules; words past 64 sub-tokens count as `O`.
 Results: a measured pair's table goes to results/domain_shift_<pair>.md, and results/domain_shift.md is
 re-assembled from every pair's file, so running one pair keeps the other's rows. `--quick` writes nothing.
 
-Cost. The recorded digits table took about 35 minutes (tiny-cnn runs of 4-7 minutes each, on 2 cores shared
-with other work); MobileNetV2 at 64 px costs several times that per run and was not measured. The recorded
+Cost. The recorded digits table (3 seeds) took about 6 minutes: nine tiny-cnn runs of 27-50 s, one thread
+each, on 2 cores shared with other work (load average 4-6); MobileNetV2 at 64 px costs several times that per run and was not measured. The recorded
 hymenoptera-c table took 37 minutes (nine runs of 167-311 s each, contended: 2 cores, load average 6-9 from
 other benchmarks); a 224 px source-only run took 412 s at load 9, which is why the pair runs at 160 px. The
 conll-wnut
@@ -329,7 +329,7 @@ def digits_caption(counts: dict[str, int], epochs: int, seeds: int) -> str:
         f"{counts['target-test']} labelled for the test). Strategy full, {plural(epochs, 'epoch')}, batch 32, no "
         f"augmentation, {plural(seeds, 'seed')} (mean ± sample std). The epoch is chosen on the source validation "
         "split; the target test set scores it once (10 classes: chance 0.10). Gain > seed spread: |gain| larger "
-        "than the larger of the two methods' seed stds; with 2 seeds a rough guide, not a test."
+        "than the larger of the two methods' seed stds: a rough guide with this few seeds, not a test."
     )
 
 
@@ -389,7 +389,7 @@ PAIRS = {
         models=lambda args: {m: MODELS[m] for m in args.models.split(",")},
         not_applicable={},
         flags=["--no-augment", "--batch-size", "32"],
-        seeds=2,
+        seeds=3,
         epochs=8,
         caption=digits_caption,
     ),
@@ -539,7 +539,7 @@ def main() -> None:
     parser.add_argument(
         "--pairs", default="digits", help=f"comma-separated, from {', '.join(PAIRS)}, or all (default: digits)"
     )
-    parser.add_argument("--seeds", type=int, help="default: the pair's own (digits 2, hymenoptera-c 3, conll-wnut 3)")
+    parser.add_argument("--seeds", type=int, help="default: the pair's own (3 each)")
     parser.add_argument("--epochs", type=int, help="default: the pair's own (digits 8, hymenoptera-c 3, conll-wnut 3)")
     parser.add_argument("--models", default="tiny-cnn", help=f"digits pair: comma-separated, from {', '.join(MODELS)}")
     parser.add_argument("--source-sentences", type=int, default=2000, help="conll-wnut: CoNLL-2003 train sentences")
