@@ -71,18 +71,12 @@ micro F1 with seqeval's chunk rules; words past 64 sub-tokens count as `O`.
 Results: a measured pair's table goes to results/domain_shift_<pair>.md, and results/domain_shift.md is
 re-assembled from every pair's file, so running one pair keeps the other's rows. `--quick` writes nothing.
 
-Cost. The recorded digits table (3 seeds) took about 6 minutes: nine tiny-cnn runs of 27-50 s, one thread
-each, on 2 cores shared with other work (load average 4-6); MobileNetV2 at 64 px costs several times that per run and was not measured. The recorded
-hymenoptera-c table took 37 minutes (nine runs of 167-311 s each, contended: 2 cores, load average 6-9 from
-other benchmarks); a 224 px source-only run took 412 s at load 9, which is why the pair runs at 160 px. The
-conll-wnut
-pair has not been measured in full. ESTIMATE, not a measurement: about 1.5 hours for the default
-3 seeds x (source-only, dann), from the quick run's time per sentence (niced, on 2 cores shared with a
-benchmark: 17 s for a source-only run and 24 s for a dann run on 100 source sentences, 1 epoch, start-up
-included) and one dann step of a 1-epoch check on the full-size target and test files (6.9 s per batch of 32
-source + 32 target sentences): 1,600 training sentences x 3 epochs = 150 steps, about 9 minutes a
-source-only run and 17-19 a dann run, plus scoring 400 validation sentences per epoch and the 1,287 test
-sentences once.
+Cost (2 cores shared with other benchmarks, so the times are rough). digits (3 seeds): about 6 minutes, nine
+tiny-cnn runs of 27-50 s, one thread each, load average 4-6; MobileNetV2 at 64 px costs several times that
+per run and was not measured. hymenoptera-c: 37 minutes, nine runs of 167-311 s, load average 6-9; a 224 px
+source-only run took 412 s at load 9, which is why the pair runs at 160 px. conll-wnut (1,000 source
+sentences): 27 minutes, source-only runs of 182-186 s and dann runs of 345-363 s, one thread each, load
+average 5-7.
 
 Needs scikit-learn for the digits pair (the `bench` extra: pip install 'tunelab[bench]'), the hymenoptera
 photos in /work/shared/datasets for hymenoptera-c (MobileNetV2's weights are packaged) and the MiniLM-L6
@@ -542,7 +536,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="default: the pair's own (3 each)")
     parser.add_argument("--epochs", type=int, help="default: the pair's own (digits 8, hymenoptera-c 3, conll-wnut 3)")
     parser.add_argument("--models", default="tiny-cnn", help=f"digits pair: comma-separated, from {', '.join(MODELS)}")
-    parser.add_argument("--source-sentences", type=int, default=2000, help="conll-wnut: CoNLL-2003 train sentences")
+    parser.add_argument("--source-sentences", type=int, default=1000, help="conll-wnut: CoNLL-2003 train sentences")
     parser.add_argument(
         "--target-sentences", type=int, default=1000, help="conll-wnut: unlabelled WNUT-17 train sentences"
     )
