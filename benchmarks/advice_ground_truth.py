@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from advice_cases import CASES, Case, prepare
+from tunelab.comparison.grid import slug
 
 SEEDS = 2
 WORKERS = 2
@@ -39,20 +40,38 @@ def candidates(case: Case) -> tuple[str, ...]:
 
 
 def run_dir(case_dir: Path, strategy: str, seed: int) -> Path:
-    return case_dir / "compare" / "runs" / "fraction-1" / strategy.replace(":", "-") / f"s{seed}"
+    """Where `run_compare` into case_dir/compare puts a strategy's run of one seed (compare's own folder names)."""
+    return case_dir / "compare" / "runs" / "fraction-1" / slug(strategy) / f"s{seed}"
 
 
 def compare(case: Case, out: Path) -> None:
     data = prepare(case, out / "data")
+    run_compare(
+        case.model, data.train, data.test, candidates(case), case.epochs, SEEDS, out / case.name / "compare",
+        case.image_size,
+    )  # fmt: skip
+
+
+def run_compare(
+    model: str,
+    train: Path,
+    test: Path,
+    strategies: tuple[str, ...],
+    epochs: int,
+    seeds: int,
+    out: Path,
+    image_size: int | None,
+) -> None:
+    """`tunelab compare` as every suite benchmark runs it (also recipes.py): test set, WORKERS local runs at a
+    time, the case's image size, MiniLM at 64 tokens. A failed compare is reported by its own output, not raised."""
     args = [
-        "--model", case.model, "--data", str(data.train), "--test-data", str(data.test),
-        "--strategies", ",".join(candidates(case)), "--epochs", str(case.epochs), "--seeds", str(SEEDS),
-        "--out", str(out / case.name / "compare"),
-        "--executor", "local", "--workers", str(WORKERS),
+        "--model", model, "--data", str(train), "--test-data", str(test),
+        "--strategies", ",".join(strategies), "--epochs", str(epochs), "--seeds", str(seeds),
+        "--out", str(out), "--executor", "local", "--workers", str(WORKERS),
     ]  # fmt: skip
-    if case.image_size is not None:
-        args += ["--image-size", str(case.image_size)]
-    if case.model == "minilm-l6":
+    if image_size is not None:
+        args += ["--image-size", str(image_size)]
+    if model == "minilm-l6":
         args += ["--max-length", "64"]
     print(f"$ tunelab compare {' '.join(args)}", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "tunelab", "compare", *args], check=False)

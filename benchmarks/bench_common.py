@@ -138,8 +138,13 @@ def load_note(before: float, after: float, from_log: bool = False) -> str:
     return note + (". Rebuilt from the driver's log (values to 3 significant digits)" if from_log else "")
 
 
-def write_table(name: str, text: str, quick: bool) -> None:
-    """Print the table; unless quick, also write results/<name>.md and the README section between its markers."""
+def write_table(name: str, text: str, quick: bool, add_section: bool = True) -> None:
+    """Print the table; unless quick, also write results/<name>.md and the README section between its markers.
+
+    Without the markers in benchmarks/README.md, `add_section` appends them (and the table) at the README's end;
+    `add_section=False` is for tables that have no place there yet: their README section is filled in only once
+    someone puts `<!-- name:begin -->` and `<!-- name:end -->` where the table should go.
+    """
     text = text.rstrip("\n") + "\n"
     print(text)
     if quick:
@@ -149,7 +154,9 @@ def write_table(name: str, text: str, quick: bool) -> None:
     readme = HERE / "README.md"
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     content = readme.read_text()
-    if begin not in content:
+    if begin not in content or end not in content:
+        if not add_section:
+            return
         content = content.rstrip("\n") + f"\n\n{begin}\n{end}\n"
     head, rest = content.split(begin)
     _, tail = rest.split(end)
@@ -259,25 +266,3 @@ def loads_in_log(path: Path) -> tuple[float, float]:
 
     loads = [float(x) for x in re.findall(r"load average (\d+\.\d)", Path(path).read_text())]
     return loads[0], loads[-1]
-
-
-def write_results(name: str, text: str, quick: bool) -> None:
-    """Print the table; unless quick, write results/<name>.md, and the README section only if its markers exist.
-
-    For tables that have no place in benchmarks/README.md yet: `write_table` would append a new section at the
-    README's end, where it belongs to no text. Once someone puts `<!-- name:begin -->` and `<!-- name:end -->`
-    where the table should go, later runs fill them in as `write_table` does.
-    """
-    text = text.rstrip("\n") + "\n"
-    print(text)
-    if quick:
-        return
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"{name}.md").write_text(text)
-    readme = HERE / "README.md"
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    content = readme.read_text()
-    if begin in content and end in content:
-        head, rest = content.split(begin)
-        _, tail = rest.split(end)
-        readme.write_text(f"{head}{begin}\n{text}{end}{tail}")

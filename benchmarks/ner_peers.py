@@ -61,8 +61,9 @@ from bench_common import (
     run_worker,
     set_threads,
     spread,
-    write_results,
+    write_table,
 )
+from domain_shift import read_sentences, write_sentences
 
 SIDES = ("tunelab", "trainer")
 SIZES = {False: (1000, 500), True: (32, 16)}
@@ -73,31 +74,17 @@ LR = 1e-4
 # --- data ------------------------------------------------------------------------------------------------------
 
 
-def conll_sentences(lines: list[str]) -> list[list[str]]:
-    """The sentences of a CoNLL file as blocks of its lines, `-DOCSTART-` blocks left out."""
-    blocks, block = [], []
-    for line in [*lines, ""]:
-        if line.strip():
-            block.append(line)
-        elif block:
-            if not block[0].startswith("-DOCSTART-"):
-                blocks.append(block)
-            block = []
-    return blocks
-
-
 def conll_subset(source: Path, out: Path, n: int, seed: int = 0) -> Path:
-    """`n` sentences of `source`, shuffled with `seed`, written as a CoNLL file (lines unchanged)."""
-    sentences = conll_sentences(source.read_text().splitlines())
+    """`n` sentences of `source` (`-DOCSTART-` left out), shuffled with `seed`, written as a CoNLL file."""
+    sentences = read_sentences(source)
     random.Random(seed).shuffle(sentences)
-    out.write_text("\n\n".join("\n".join(block) for block in sentences[:n]) + "\n")
-    return out
+    return write_sentences(out, sentences[:n])
 
 
 def read_words_and_tags(path: Path) -> tuple[list[list[str]], list[list[str]]]:
     """Words (first column) and tags (last column) per sentence (the files here are IOB2 already)."""
-    sentences = conll_sentences(path.read_text().splitlines())
-    return [[line.split()[0] for line in s] for s in sentences], [[line.split()[-1] for line in s] for s in sentences]
+    sentences = read_sentences(path)
+    return [[f[0] for f in s] for s in sentences], [[f[-1] for f in s] for s in sentences]
 
 
 def tag_names(tags: list[list[str]]) -> list[str]:
@@ -308,7 +295,7 @@ def main() -> None:
         f"{median(h, 'f1'):.3f} ({spread(h, 'f1')}) | {max(abs(r['seqeval_f1'] - r['f1']) for r in t):.1e} | "
         f"{max(r['rule_diff'] for r in h):.1e} | {median(t, 'total_s'):.1f} | {median(h, 'total_s'):.1f} | {reps} |",
     ]
-    write_results("ner_peers", "\n".join(table), args.quick)
+    write_table("ner_peers", "\n".join(table), args.quick, add_section=False)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ from bench_common import (
     set_threads,
     spread,
     text_subset,
-    write_results,
+    write_table,
 )
 
 SIDES = ("tunelab-predict", "pipeline", "tunelab-eval")
@@ -319,7 +319,7 @@ def main() -> None:
         f"Same label from tunelab-predict and the pipeline: {statistics.median(agreed):.4f} of the sentences (median; "
         f"per repetition {', '.join(f'{a:.4f}' for a in agreed)}).",
     ]
-    write_results("predict_peers", "\n".join(table), args.quick)
+    write_table("predict_peers", "\n".join(table), args.quick, add_section=False)
 
 
 if __name__ == "__main__":

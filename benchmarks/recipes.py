@@ -32,23 +32,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 from advice_cases import CASES, prepare
-from bench_common import write_results
+from advice_ground_truth import run_compare, run_dir
+from bench_common import write_table
 from domain_shift import conll_wnut_pair
-from tunelab.comparison.grid import slug
 
 HERE = Path(__file__).resolve().parent
 RECIPES = ("none", "full", "lpft", "gradual", "bitfit", "full:l2sp=0.01", "wiseft", "lora")
 """L2-SP's strength 0.01 is the pull on the pretrained weights of Li et al.'s image experiments' order."""
 SEEDS = 3
-WORKERS = 2
 DATASETS = (
     "mnv2-digits-400",
     "mnv2-fashion-mnist-400",
@@ -88,26 +85,15 @@ def setup(name: str, out: Path, quick: bool) -> Setup:
 
 
 def compare(s: Setup, out: Path, seeds: int) -> None:
-    args = [
-        "--model", s.model, "--data", str(s.train), "--test-data", str(s.test),
-        "--strategies", ",".join(RECIPES), "--epochs", str(s.epochs), "--seeds", str(seeds),
-        "--out", str(out / s.name / "compare"), "--executor", "local", "--workers", str(WORKERS),
-    ]  # fmt: skip
-    if s.image_size is not None:
-        args += ["--image-size", str(s.image_size)]
-    if s.model == "minilm-l6":
-        args += ["--max-length", "64"]
-    print(f"$ tunelab compare {' '.join(args)}", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "tunelab", "compare", *args], check=False)
+    run_compare(s.model, s.train, s.test, RECIPES, s.epochs, seeds, out / s.name / "compare", s.image_size)
 
 
 def summaries(s: Setup, out: Path, seeds: int) -> dict[str, list[dict]]:
     """Each recipe's finished runs' summary.json, by seed (a failed or missing run is left out)."""
-    runs = out / s.name / "compare" / "runs" / "fraction-1"
     found = {}
     for recipe in RECIPES:
         for seed in range(seeds):
-            path = runs / slug(recipe) / f"s{seed}" / "summary.json"
+            path = run_dir(out / s.name, recipe, seed) / "summary.json"
             if path.is_file():
                 found.setdefault(recipe, []).append(json.loads(path.read_text()) | {"seed": seed})
     return found
@@ -221,7 +207,7 @@ def main() -> None:
         "Gap to `full` (test score, seeds paired; ▲/▼ larger than the seed spread); the `full` row is its score.",
         "",
     ]
-    write_results("recipes", "\n".join([*head, *overview(results), "", *sections]), args.quick)
+    write_table("recipes", "\n".join([*head, *overview(results), "", *sections]), args.quick)
 
 
 if __name__ == "__main__":

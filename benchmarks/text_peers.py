@@ -56,7 +56,6 @@ from bench_common import (
     run_worker,
     set_threads,
     spread,
-    write_results,
     write_table,
 )
 
@@ -345,7 +344,7 @@ def main() -> None:
     if args.corpus == "sst2":
         write_table("text_peers", "\n".join(table), args.quick)
     else:
-        write_results("text_peers_conll_docs", "\n".join(table), args.quick)
+        write_table("text_peers_conll_docs", "\n".join(table), args.quick, add_section=False)
 
 
 if __name__ == "__main__":

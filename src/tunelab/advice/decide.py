@@ -44,9 +44,9 @@ BASELINE = "lora"
 """The constant rule the advice has to beat: the strategy best on most tuning-half cases of the suite
 (`benchmarks/advice_suite.py`), reported with every advice so a user sees when the two disagree."""
 LAST_RESORT = "none"
+"""Tried after the parameter-efficient strategies when the preferred one exceeds a budget: a head only."""
 HIT_TOLERANCE = 0.01
 """How close to the best strategy's mean score counts as right: 1 point, or the best's seed spread if larger."""
-"""Tried after the parameter-efficient strategies when the preferred one exceeds a budget: a head only."""
 
 
 @dataclass(frozen=True, kw_only=True)
