@@ -30,6 +30,7 @@ from tunelab.runs.loaders import (
     token_order,
 )
 from tunelab.runs.prepare import prepare
+from tunelab.settings import TrainConfig, from_yaml_file
 
 WORDS = "good bad film plot story acting fun awful great boring really quite".split()
 
@@ -212,6 +213,20 @@ def test_an_image_run_ignores_length_grouping_and_says_so(tmp_path, capsys):
     assert "tunelab: warning: length_grouping is not applied: images have no length to group by" in err
 
 
+def test_grouping_is_on_by_default_for_text_and_off_for_images(tmp_path, capsys):
+    """Unset, the flag resolves by modality and config.yaml records the value the run used; an image run that
+    did not ask for grouping gets no warning about it."""
+    text = text_argv(varied_tsv(tmp_path / "t.tsv", n=40), tmp_path / "text")
+    text.remove("--length-grouping")
+    text[text.index("--epochs") + 1] = "1"
+    assert main(text) == 0
+    image = ["train", "--model", "tiny-cnn", "--strategy", "none", "--data", str(write_image_folder(tmp_path / "i"))]
+    assert main([*image, "--out", str(tmp_path / "image"), "--epochs", "1"]) == 0
+    assert "length_grouping" not in capsys.readouterr().err
+    assert from_yaml_file(TrainConfig, tmp_path / "text" / "config.yaml").length_grouping is True
+    assert from_yaml_file(TrainConfig, tmp_path / "image" / "config.yaml").length_grouping is False
+
+
 def test_predict_and_eval_in_token_order_answer_in_input_order(tmp_path):
     data = varied_tsv(tmp_path / "t.tsv")
     assert main(text_argv(data, tmp_path / "run")) == 0
@@ -243,3 +258,15 @@ def test_two_process_ddp_trains_on_grouped_batches(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs"] == 3
+
+
+def test_grouped_batches_train_under_bf16_autocast(tmp_path):
+    """The GPU path's mixed precision on the CPU (accelerate's bf16 autocast): grouped, differently padded
+    batches still train to finite losses, and config.yaml records the precision the run used."""
+    data = varied_tsv(tmp_path / "t.tsv", n=120)
+    argv = text_argv(data, tmp_path / "run", "--mixed-precision", "bf16")
+    argv[argv.index("--epochs") + 1] = "2"
+    assert main(argv) == 0
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(e["train_loss"]) and np.isfinite(e["val_loss"]) for e in epochs)
+    assert from_yaml_file(TrainConfig, tmp_path / "run" / "config.yaml").mixed_precision == "bf16"

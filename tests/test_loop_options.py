@@ -384,3 +384,19 @@ def test_a_tie_on_the_metric_is_broken_by_validation_loss_in_a_run(images, tmp_p
     assert len(set(scores)) == 1 and losses == sorted(losses, reverse=True) and len(set(losses)) == 3
     assert summary(run)["best_epoch"] == 3  # before ties were broken it was the first
     assert np.isfinite(summary(run)["val_score"])
+
+
+def test_one_process_may_train_at_two_precisions_and_evaluate_after_bf16(tmp_path):
+    """accelerate keeps one state per process and refuses a second Accelerator with another precision; a
+    library user's second `train` (or `evaluate` after a bf16 run) in the same Python process must still work."""
+    from tunelab import train
+    from tunelab.runs.evaluate import evaluate
+
+    data = write_text_tsv(tmp_path / "t.tsv")
+    common = {"model": "tiny-bert", "strategy": "full", "data": str(data), "epochs": 1, "batch_size": 8}
+    for i, precision in enumerate(("no", "bf16", "no")):
+        out = tmp_path / f"run-{i}-{precision}"
+        summary = train(TrainConfig(**common, out=str(out), mixed_precision=precision))
+        assert math.isfinite(summary["score"])
+    report = evaluate(tmp_path / "run-1-bf16", data)
+    assert report.n > 0 and 0 <= report.accuracy <= 1

@@ -5,8 +5,8 @@ best epoch at the end of a run (on the test set, or on validation when there is 
 the fewest tokens first (`loaders.token_order`), as validation is, so a batch pays little padding; predict
 puts its outputs back in the order of its inputs.
 
-May import: data, tasks, runs.loaders, runs.sanity, runs.trained. accelerate is imported lazily, where an Accelerator is
-made (the heavy-library exception): modules that only call `predict_logits` bring their own.
+May import: data, tasks, runs.accelerator, runs.loaders, runs.sanity, runs.trained. accelerate is not imported here:
+`make_accelerator` does it when one is made, and modules that only call `predict_logits` bring their own.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tunelab.data import Examples, image_pixel_limit
 from tunelab.data.class_names import name_classes, numbered
 from tunelab.data.images import image_inputs
 from tunelab.data.split_folders import evaluation_folder
+from tunelab.runs.accelerator import make_accelerator
 from tunelab.runs.loaders import make_loader, token_order
 from tunelab.runs.sanity import constant_logits, majority_label, run_flags
 from tunelab.runs.trained import LoadedRun, load_run
@@ -136,8 +137,6 @@ def evaluate(
     confusion matrix; entity-level P/R/F1 for NER; the official macro-F1 for relations.
 
     `max_image_pixels` bounds the images decoded (None: the run's own max_image_pixels)."""
-    from accelerate import Accelerator
-
     run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     task = get_task(run.task)
@@ -146,7 +145,7 @@ def evaluate(
     if order is not None:  # the report counts, averages and confuses: it does not depend on the order
         examples = examples.subset(order)
     loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
-    logits, labels = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
+    logits, labels = predict_logits(make_accelerator("no"), backbone.model, loader)
     return task.report(examples, backbone, run.config.max_length, logits, labels)
 
 
@@ -166,8 +165,6 @@ def predict(
     are skipped with a note on stderr, and a folder without images is refused), and gets one prediction
     per image. `max_image_pixels` bounds the images decoded (None: the run's own max_image_pixels).
     """
-    from accelerate import Accelerator
-
     run = load_run(run_path, trust_remote_code)
     backbone = run.plan.backbone
     task = get_task(run.task)
@@ -182,7 +179,7 @@ def predict(
     order = np.arange(len(inputs)) if order is None else order
     examples, inputs = examples.subset(order), [inputs[i] for i in order]
     loader = _loader(task, examples, backbone, run.config, batch_size, max_image_pixels)
-    logits, _ = predict_logits(Accelerator(mixed_precision="no"), backbone.model, loader)
+    logits, _ = predict_logits(make_accelerator("no"), backbone.model, loader)
     ranked = task.predictions(inputs, examples, backbone, run.config.max_length, logits, run.classes, k)
     restored: list[Prediction] = [None] * len(ranked)  # type: ignore[list-item]
     for position, index in enumerate(order):  # the pass ran in token order; the answer keeps the input order

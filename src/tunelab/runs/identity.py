@@ -1,9 +1,10 @@
 """A run is its settings: every automatic default worked out, and one comparison for --resume and compare.
 
 Several settings mean "work it out" when left unset: the task (auto: from the data), the learning rate (the
-strategy's default), the text length (the model's) and image augmentation (on unless a frozen prefix can be
-cached). Two commands that differ only in whether such a value was typed train the same run; two that leave
-it unset for different models or strategies do not. So a run's config.yaml holds the *resolved* settings
+strategy's default), the text length (the model's), image augmentation (on unless a frozen prefix can be
+cached) and length grouping (on for text, which has lengths to group). Two commands that differ only in
+whether such a value was typed train the same run; two that leave it unset for different models or
+strategies do not. So a run's config.yaml holds the *resolved* settings
 (`resolved`), and whether an existing run may be continued or reused is decided on resolved values on both
 sides (`differing_settings`), never on what happened to be typed:
 
@@ -59,7 +60,7 @@ REUSE_MAY_DIFFER = frozenset(
 """Settings in which a compare's planned run may differ from the run it reuses: epochs must match, since a
 finished 3-epoch run is not the 2-epoch run the table would claim it is."""
 
-NEEDS_MODEL = ("task", "lr", "max_length", "augment", "image_size", "metric")
+NEEDS_MODEL = ("task", "lr", "max_length", "augment", "image_size", "metric", "length_grouping")
 """Settings whose unset value can only be worked out once the data is read and the model prepared."""
 
 
@@ -230,7 +231,8 @@ def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfi
     """The resolution rules in one place: strategy as its canonical spec (lora:alpha=1e-1 and
     lora:alpha=0.1 are one strategy), task from the data, lr from the task or the strategy, metric from the task,
     max_length from a text model, image_size from an image model, augment from the feature cache
-    (`automatic_augment`). A value the user gave is kept."""
+    (`automatic_augment`), length_grouping on for a text model (images have no length; the benchmark that
+    made it the default is in benchmarks/README.md). A value the user gave is kept."""
     task = task if config.task == "auto" else config.task
     task_lr = task_class(task).new_weights_lr if model.new_weights_only else None
     if config.lr is None and task_lr is not None:
@@ -247,6 +249,7 @@ def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfi
             if config.augment is None
             else config.augment
         ),
+        length_grouping=model.modality == "text" if config.length_grouping is None else config.length_grouping,
     )
 
 

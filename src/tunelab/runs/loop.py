@@ -25,11 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from tunelab.data.images import image_pixel_limit
 from tunelab.fileio import load_json, save_json
 from tunelab.runs import domain
+from tunelab.runs.accelerator import make_accelerator
 from tunelab.runs.checkpoints import CheckpointSaver, Progress
 from tunelab.runs.epoch import Step, Validation, _build_step, _fit, seed_everything
 from tunelab.runs.evaluate import Scored, score_once
@@ -90,13 +89,9 @@ def train(config: TrainConfig) -> dict:
 
 def _train(config: TrainConfig, run: RunDir, start: StartPoint, memory: PeakMemory) -> dict:
     """Build the Accelerator (its trackers among it) and do the run on it."""
-    from accelerate import Accelerator
-
     started = time.perf_counter()
-    # cpu=True without a GPU: under a multi-process launcher that makes accelerate use gloo (MULTI_CPU)
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision_mode(config.mixed_precision),
-        cpu=not torch.cuda.is_available(),
+    accelerator = make_accelerator(
+        config.mixed_precision,
         kwargs_handlers=ddp_kwargs(config),  # a strategy with phases leaves some parameters without gradients
         **accelerator_kwargs(config),  # --log-with: the trackers and the folder they write to (runs.tracking)
     )
@@ -246,14 +241,3 @@ def _summary(job: Job, feed: Feed, progress: Progress, scored: Scored, recipe: R
 def _is_main_process() -> bool:
     """Rank 0 of a launch (or the only process): without relying on an Accelerator that may not exist yet."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def mixed_precision_mode(setting: str) -> str:
-    """accelerate's mixed_precision for --mixed-precision: auto = bf16 (or fp16) on a GPU, none on a CPU.
-
-    Public because lr-find builds its Accelerator the same way, so its sweep runs at a run's precision."""
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"

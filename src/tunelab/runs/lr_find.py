@@ -46,10 +46,10 @@ from tunelab.data.examples import Splits
 from tunelab.data.images import image_pixel_limit
 from tunelab.errors import TunelabError
 from tunelab.fileio import make_folder
+from tunelab.runs.accelerator import make_accelerator
 from tunelab.runs.epoch import seed_everything
 from tunelab.runs.job import Job, build_feed, load_job
 from tunelab.runs.loaders import EpochShuffle, make_loader
-from tunelab.runs.loop import mixed_precision_mode
 from tunelab.runs.lr_find_result import Curve, LrFindResult, save_result
 from tunelab.runs.optim import build_optimizer
 from tunelab.runs.rundir import RunDir
@@ -85,11 +85,7 @@ def lr_find(config: LrFindConfig, progress: bool = True) -> LrFindResult:
 
 
 def _run(config: LrFindConfig, job: Job, progress: bool, started: float) -> LrFindResult:
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision_mode(job.config.mixed_precision), cpu=not torch.cuda.is_available()
-    )
+    accelerator = make_accelerator(job.config.mixed_precision)
     created = not Path(config.out).exists()
     out = make_folder(config.out)
     try:

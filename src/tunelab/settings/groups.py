@@ -129,8 +129,8 @@ class LoopSettings:
     """Image train augmentation; unset = automatic: on unless a frozen prefix can be cached."""
     augmentation: str = setting("standard", choices=("standard", "randaugment", "trivialaugment"))
     """Image augmentation when on: standard (random crop and flip), or randaugment or trivialaugment on top."""
-    length_grouping: bool = False
-    """Text: batch sentences of similar length (sorted within random mega-batches) to cut padding."""
+    length_grouping: bool | None = None
+    """Text: batch texts of similar length (sorted within random mega-batches) to cut padding; unset = on for text."""
     adversarial: str | None = setting(None, choices=("fgm", "pgd"))
     """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
     adv_epsilon: float = setting(1.0, low=0)
