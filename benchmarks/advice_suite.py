@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,10 @@ import numpy as np
 from advice_cases import CASES, Case, prepare
 from bench_common import write_table
 from tunelab.advice.decide import Measurements, Thresholds, decide, holds, retrain_depths
+from tunelab.settings.fields import allowed_values
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SMALL_STRATEGIES = allowed_values(next(f for f in fields(Thresholds) if f.name == "small_strategy"))
 SEARCH_GRID = {
     "small_per_class": (20, 50, 100, 200, 400, 800),
     "transfer_drop": (0.0, 0.02, 0.03, 0.05, 0.08, 1.0),
@@ -130,27 +132,30 @@ def rules(thresholds: Thresholds) -> dict:
     return named
 
 
-def load(out: Path) -> list[tuple[Case, dict, dict]]:
-    """(case, truth, measurement record) of every case that has both."""
+def load(out: Path) -> list[tuple[Case, dict, Measurements]]:
+    """(case, truth, measurements) of every case that has both."""
     found = []
     for case in CASES:
         truth, measured = out / case.name / "truth.json", out / case.name / "measurements.json"
         if truth.is_file() and measured.is_file():
-            found.append((case, json.loads(truth.read_text()), json.loads(measured.read_text())))
+            record = json.loads(measured.read_text())
+            found.append((case, json.loads(truth.read_text()), Measurements.from_dict(record["measurements"])))
     return found
 
 
-def score(found: list, thresholds: Thresholds, half: str, only: str | None = None) -> dict[str, dict]:
-    """Rule -> {hits, cases, regret (mean points), picks} over the cases of one half (`only`: that rule alone)."""
+def half_of(found: list, half: str) -> list:
+    """The cases of one half ("tuning" or "evaluation")."""
+    return [item for item in found if item[0].half == half]
+
+
+def score(cases: list, thresholds: Thresholds, only: str | None = None) -> dict[str, dict]:
+    """Rule -> {hits, cases, regret (mean points), picks} over `cases` (`only`: that rule alone)."""
     table = {}
     for name, rule in rules(thresholds).items():
         if only is not None and name != only:
             continue
         hits, regrets, picks = 0, [], {}
-        for case, truth, record in found:
-            if case.half != half:
-                continue
-            m = Measurements.from_dict(record["measurements"])
+        for case, truth, m in cases:
             pick = rule(m, case)
             hit, regret = verdict(pick, truth)
             hits += hit
@@ -165,28 +170,59 @@ def score(found: list, thresholds: Thresholds, half: str, only: str | None = Non
     return table
 
 
-def best_constant(found: list, half: str = "tuning") -> str:
-    """The constant strategy with the most hits on one half (then the least regret): the baseline to beat."""
-    table = score(found, Thresholds(), half)
-    constants = {name: row for name, row in table.items() if name.startswith("always ")}
-    best = max(constants, key=lambda name: (constants[name]["hits"], -constants[name]["regret"]))
-    kind = best.removeprefix("always ")
-    if kind.startswith("retrain"):
-        raise SystemExit(f"the strongest constant is {best}: small_strategy cannot be a retrain depth")
-    return kind
+def best_constant(cases: list) -> str:
+    """The constant strategy with the most hits on `cases` (then the least regret) among those `small_strategy`
+    may be (strategies that train few weights; not retrain or full): the baseline the advice starts from."""
+    allowed = set(SMALL_STRATEGIES)
+    table = score(cases, Thresholds())
+    constants = {n: row for n, row in table.items() if n.startswith("always ") and n.removeprefix("always ") in allowed}
+    return max(constants, key=lambda n: (constants[n]["hits"], -constants[n]["regret"])).removeprefix("always ")
 
 
-def fit(found: list) -> Thresholds:
-    """The thresholds with the most tuning-half hits (then the least regret), small_strategy = the best constant."""
-    base = Thresholds(small_strategy=best_constant(found))
+def fit(cases: list) -> Thresholds:
+    """The thresholds with the most hits on `cases` (then the least regret), small_strategy = their best constant."""
+    base = Thresholds(small_strategy=best_constant(cases))
     best, best_key = base, None
     for values in itertools.product(*SEARCH_GRID.values()):
         t = replace(base, **dict(zip(SEARCH_GRID, values)))
-        row = score(found, t, "tuning", only="advisor")["advisor"]
+        row = score(cases, t, only="advisor")["advisor"]
         key = (row["hits"], -row["regret"])
         if best_key is None or key > best_key:
             best, best_key = t, key
     return best
+
+
+def leave_one_dataset_out(found: list) -> dict:
+    """Every case scored by a rule fitted without its dataset: the advisor's thresholds (`fit`) and the best
+    constant rule, each chosen on the other datasets' cases, then applied to the held-out dataset's.
+
+    The tuning/evaluation split scores the advisor on one draw of datasets; this scores it on every case,
+    none of them seen by its own fit, so a split that happened to suit the rule shows up as a gap.
+    """
+    folds, totals = [], {"advisor": [], "best constant of the other datasets": []}
+    for dataset in dict.fromkeys(case.dataset for case, _, _ in found):
+        held = [item for item in found if item[0].dataset == dataset]
+        rest = [item for item in found if item[0].dataset != dataset]
+        thresholds = fit(rest)
+        constant = f"always {best_constant(rest)}"
+        table = score(held, thresholds)
+        for name, row in (("advisor", table["advisor"]), ("best constant of the other datasets", table[constant])):
+            totals[name] += [row["picks"][case.name] for case, _, _ in held]
+        folds.append(
+            {"dataset": dataset, "cases": len(held), "thresholds": asdict(thresholds), "constant": constant}
+            | {"advisor_hits": table["advisor"]["hits"], "constant_hits": table[constant]["hits"]}
+        )
+    rows = {
+        name: {
+            "hits": sum(hit for _, hit, _ in picks),
+            "cases": len(picks),
+            "regret": float(np.mean([r for *_, r in picks])),
+        }
+        for name, picks in totals.items()
+    }
+    everything = score(found, Thresholds())  # the constant rules need no fit: on every case as they are
+    rows |= {name: row for name, row in everything.items() if name.startswith("always ")}
+    return {"rules": rows, "folds": folds}
 
 
 def cost(case: Case, out: Path) -> dict:
@@ -220,8 +256,9 @@ def cost(case: Case, out: Path) -> dict:
     return result
 
 
-def markdown(found: list, thresholds: Thresholds, tables: dict[str, dict], costs: list[dict]) -> str:
-    """The results as Markdown: per half (`tables`, from `score`), the rules' hit rates, then every case."""
+def markdown(found: list, thresholds: Thresholds, tables: dict[str, dict], lodo: dict, costs: list[dict]) -> str:
+    """The results as Markdown: per half (`tables`, from `score`), the rules' hit rates, then every case; then
+    the leave-one-dataset-out scores (`lodo`) and the cost ratios."""
     lines = [f"Thresholds: {asdict(thresholds)}", ""]
     for half, table in tables.items():
         n = table["advisor"]["cases"]
@@ -239,9 +276,7 @@ def markdown(found: list, thresholds: Thresholds, tables: dict[str, dict], costs
             "| case | best (mean ± sd) | advice | hit | regret | runner-up of the truth |",
             "|---|---|---|---|---:|---|",
         ]
-        for case, truth, _ in found:
-            if case.half != half:
-                continue
+        for case, truth, _ in half_of(found, half):
             m = means(truth)
             order = sorted(m, key=lambda s: -m[s][0])
             pick, hit, regret = table["advisor"]["picks"][case.name]
@@ -250,6 +285,25 @@ def markdown(found: list, thresholds: Thresholds, tables: dict[str, dict], costs
                 f"| {regret:.1f} | {order[1]} {m[order[1]][0]:.3f} |"
             )
         lines.append("")
+    lines += [
+        f"### leave one dataset out (all {len(found)} cases)",
+        "",
+        "| rule | hits | hit rate | mean regret (points) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in lodo["rules"].items():
+        lines.append(
+            f"| {name} | {row['hits']}/{row['cases']} | {row['hits'] / row['cases']:.0%} | {row['regret']:.2f} |"
+        )
+    lines += ["", "| held-out dataset | cases | advisor hits | constant (fitted on the rest) | its hits | thresholds |"]
+    lines.append("|---|---:|---:|---|---:|---|")
+    for f in lodo["folds"]:
+        t = f["thresholds"]
+        shown = ", ".join(f"{k} {v}" for k, v in t.items())
+        lines.append(
+            f"| {f['dataset']} | {f['cases']} | {f['advisor_hits']} | {f['constant']} | {f['constant_hits']} | {shown} |"
+        )
+    lines.append("")
     if costs:
         lines += ["| case | advise (s) | full run (s) | ratio |", "|---|---:|---:|---:|"]
         lines += [f"| {c['case']} | {c['advise_seconds']} | {c['full_seconds']} | {c['ratio']} |" for c in costs]
@@ -273,12 +327,15 @@ def main() -> None:
             record = measure_case(case, out)
             print(f"{case.name}: measured in {record['wall_seconds']:.1f} s", flush=True)
     found = load(out)
-    thresholds = fit(found) if args.fit else Thresholds()
+    thresholds = fit(half_of(found, "tuning")) if args.fit else Thresholds()
     costs = [cost(c, out) for c in CASES if c.name in set(args.cost_cases.split(","))]
-    tables = {half: score(found, thresholds, half) for half in ("tuning", "evaluation")}
-    write_table("advice_suite", markdown(found, thresholds, tables, costs), quick=False)  # .md and the README
+    tables = {half: score(half_of(found, half), thresholds) for half in ("tuning", "evaluation")}
+    lodo = leave_one_dataset_out(found)
+    write_table("advice_suite", markdown(found, thresholds, tables, lodo, costs), quick=False)  # .md and the README
     (RESULTS / "advice_suite.json").write_text(
-        json.dumps({"thresholds": asdict(thresholds), "costs": costs, **tables}, indent=1)
+        json.dumps(
+            {"thresholds": asdict(thresholds), "costs": costs, **tables, "leave_one_dataset_out": lodo}, indent=1
+        )
     )
 
 
