@@ -63,9 +63,9 @@ def run_compare(
     image_size: int | None,
 ) -> None:
     """`tunelab compare` as every suite benchmark runs it (also recipes.py): test set, WORKERS local runs at a
-    time, the case's image size, MiniLM at 64 tokens and in plain shuffled batches (the order the suite's runs
-    were trained in before --length-grouping became the default, so they stay reusable). A failed compare is
-    reported by its own output, not raised."""
+    time, the case's image size, MiniLM at 64 tokens, in plain shuffled batches and with the checkpoint's
+    attention dropout (how the suite's runs were trained before --length-grouping and --attention-dropout 0
+    became the defaults, so they stay reusable). A failed compare is reported by its own output, not raised."""
     args = [
         "--model", model, "--data", str(train), "--test-data", str(test),
         "--strategies", ",".join(strategies), "--epochs", str(epochs), "--seeds", str(seeds),
@@ -74,7 +74,7 @@ def run_compare(
     if image_size is not None:
         args += ["--image-size", str(image_size)]
     if model == "minilm-l6":
-        args += ["--max-length", "64", "--no-length-grouping"]
+        args += ["--max-length", "64", "--no-length-grouping", "--attention-dropout", "0.1"]
     print(f"$ tunelab compare {' '.join(args)}", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "tunelab", "compare", *args], check=False)
 

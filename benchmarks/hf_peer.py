@@ -17,6 +17,8 @@ sides train the same network. Per strategy:
   zero-initialised, residual) after each layer's attention-output and FFN-output dense, encoder frozen, lr 1e-3.
 
 Warmup 10% + cosine, weight decay 0.01, gradient clipping at 1.0, the optimizer `Trainer` picks by default.
+The model keeps its checkpoint's dropout everywhere, 0.1 on attention weights too, as `Trainer` users run it;
+tunelab's default there is 0 (`--attention-dropout`, measured in attention_dropout.py).
 """
 
 from __future__ import annotations

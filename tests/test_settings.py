@@ -40,6 +40,7 @@ SAVED_NAMES = {
     "tracking_dir",
     "feature_store",
     "length_grouping",
+    "attention_dropout",
     "image_size",
     "class_names",
     "optimizer",

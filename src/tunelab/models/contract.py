@@ -103,6 +103,10 @@ class Backbone:
     """False when built with random weights (the scratch baseline, tests)."""
     word_embeddings: nn.Embedding | None = field(default=None, repr=False)
     """Text backbones: the token embedding table (adversarial training perturbs it; entity markers extend it)."""
+    attention_dropouts: list[nn.Dropout] = field(default_factory=list, repr=False)
+    """Text backbones: the dropout on each layer's attention weights, which a run sets (--attention-dropout)."""
+    attention_dropout: float | None = None
+    """The checkpoint's own attention dropout, as loaded (runs used it before --attention-dropout existed)."""
     lookup_blocks: int = 0
     """Leading blocks that are table lookups (a text model's embeddings: 1). Recomputing them costs less than
     storing their output, so a frozen prefix of only these blocks is not worth caching: measured on MiniLM

@@ -2,9 +2,9 @@
 
 Several settings mean "work it out" when left unset: the task (auto: from the data), the learning rate (the
 strategy's default), the text length (the model's), image augmentation (on unless a frozen prefix can be
-cached) and length grouping (on for text, which has lengths to group). Two commands that differ only in
-whether such a value was typed train the same run; two that leave it unset for different models or
-strategies do not. So a run's config.yaml holds the *resolved* settings
+cached), length grouping (on for text, which has lengths to group) and attention dropout (0 for text).
+Two commands that differ only in whether such a value was typed train the same run; two that leave it
+unset for different models or strategies do not. So a run's config.yaml holds the *resolved* settings
 (`resolved`), and whether an existing run may be continued or reused is decided on resolved values on both
 sides (`differing_settings`), never on what happened to be typed:
 
@@ -19,7 +19,9 @@ sides (`differing_settings`), never on what happened to be typed:
 
 Runs written before config.yaml held resolved values have `max_length: null` / `augment: null`: a saved
 unset value is resolved the way the current command's run resolves it, so such a run still resumes (and is
-still reused) when the command matches, and is saved with the resolved values from then on.
+still reused) when the command matches, and is saved with the resolved values from then on. A setting
+the saved file lacks altogether is older than the run: it takes the value the run trained with
+(`_as_trained`), never today's default, so an older text run is not taken for a run without attention dropout.
 
 No torch at import time: `resolve_settings` loads the model (through `runs.prepare`) when it is called.
 May import: errors, settings, strategies, runs.rundir, runs.run_lock (and, when called, runs.loaders and
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING
 from tunelab.errors import TunelabError, brief
 from tunelab.runs.run_lock import locked_run
 from tunelab.runs.rundir import RunDir, check_only_run_files
-from tunelab.settings import TrainConfig, from_yaml_file
+from tunelab.settings import TrainConfig, from_yaml_file, load_yaml
 from tunelab.strategies import parse_strategy
 from tunelab.tasks import task_class
 
@@ -60,7 +62,7 @@ REUSE_MAY_DIFFER = frozenset(
 """Settings in which a compare's planned run may differ from the run it reuses: epochs must match, since a
 finished 3-epoch run is not the 2-epoch run the table would claim it is."""
 
-NEEDS_MODEL = ("task", "lr", "max_length", "augment", "image_size", "metric", "length_grouping")
+NEEDS_MODEL = ("task", "lr", "max_length", "augment", "image_size", "metric", "length_grouping", "attention_dropout")
 """Settings whose unset value can only be worked out once the data is read and the model prepared."""
 
 
@@ -79,6 +81,8 @@ class ModelDefaults:
     new_weights_only: bool = False
     """Whether the plan trains only new weights (the head, inserted modules that are not edits of pretrained
     weights, see Strategy.edits_pretrained): a task may want another lr then."""
+    checkpoint_attention_dropout: float | None = None
+    """The model's own attention dropout (Backbone.attention_dropout): what runs older than the setting used."""
 
     @classmethod
     def of(cls, plan: Plan) -> ModelDefaults:
@@ -94,6 +98,7 @@ class ModelDefaults:
             backbone.modality,
             None if text else backbone.input.size,
             new_only,
+            backbone.attention_dropout,
         )
 
 
@@ -150,7 +155,7 @@ def check_resume(run: RunDir, wanted: TrainConfig, plan: Plan | None = None) -> 
         skip |= {k for k in NEEDS_MODEL if _unset(saved, k) or _unset(wanted, k)}
         saved, wanted = _resolve_strategy(saved), _resolve_strategy(wanted)
     else:
-        saved = resolved(saved, plan, wanted.task)
+        saved = _as_trained(resolved(saved, plan, wanted.task), run, ModelDefaults.of(plan))
     keys = differing_settings(saved, wanted, skip)
     if keys:
         differences = describe_differences(saved, wanted, keys)
@@ -191,7 +196,7 @@ def check_reuse(planned: list[TrainConfig], rerun: bool) -> list[TrainConfig]:
             defaults[key] = _model_defaults(config)
         task, model = defaults[key]
         wanted = _resolve(config, task, model)
-        saved = _resolve(saved, task, model)  # a saved unset value (older runs): resolved as the plan resolves it
+        saved = _as_trained(_resolve(saved, task, model), run, model)  # older runs: unset values resolved as planned
         keys = differing_settings(saved, wanted, REUSE_MAY_DIFFER)
         if keys:
             mismatched.append((config, saved, wanted, keys))
@@ -232,7 +237,8 @@ def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfi
     lora:alpha=0.1 are one strategy), task from the data, lr from the task or the strategy, metric from the task,
     max_length from a text model, image_size from an image model, augment from the feature cache
     (`automatic_augment`), length_grouping on for a text model (images have no length; the benchmark that
-    made it the default is in benchmarks/README.md). A value the user gave is kept."""
+    made it the default is in benchmarks/README.md), attention_dropout 0 where the model has one
+    (`_attention_dropout`). A value the user gave is kept."""
     task = task if config.task == "auto" else config.task
     task_lr = task_class(task).new_weights_lr if model.new_weights_only else None
     if config.lr is None and task_lr is not None:
@@ -250,7 +256,28 @@ def _resolve(config: TrainConfig, task: str, model: ModelDefaults) -> TrainConfi
             else config.augment
         ),
         length_grouping=model.modality == "text" if config.length_grouping is None else config.length_grouping,
+        attention_dropout=_attention_dropout(config, model),
     )
+
+
+def _attention_dropout(config: TrainConfig, model: ModelDefaults) -> float | None:
+    """0 for a model with attention dropout unless --attention-dropout says: at 0 torch's fused attention
+    kernel runs instead of materialising every attention matrix (benchmarks/README.md, attention dropout);
+    None for a model without it (images)."""
+    if config.attention_dropout is not None:
+        return config.attention_dropout
+    return None if model.checkpoint_attention_dropout is None else 0.0
+
+
+def _as_trained(saved: TrainConfig, run: RunDir, model: ModelDefaults) -> TrainConfig:
+    """A resolved saved run with the settings its config.yaml predates set to what it trained with.
+
+    attention_dropout arrived after text runs had trained with the checkpoint's own (0.1 for BERT-family
+    models); resolving its absence to today's 0 would let such a run pass for one trained without it.
+    """
+    if "attention_dropout" in load_yaml(run.config):
+        return saved
+    return replace(saved, attention_dropout=model.checkpoint_attention_dropout)
 
 
 def _resolve_strategy(config: TrainConfig) -> TrainConfig:

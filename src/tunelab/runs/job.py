@@ -5,8 +5,9 @@ those blocks' output computed once (`runs.feature_cache`): `none` then costs a h
 a backbone. With --feature-store (every run of a compare), that output is read from a store the runs share
 when another run computed it already (`runs.feature_store`).
 
-May import: errors, fileio, settings, strategies, data, tasks, runs.adversary, runs.domain, runs.feature_cache,
-runs.feature_store, runs.folding, runs.identity, runs.loaders, runs.optim, runs.prepare, runs.rundir.
+May import: errors, fileio, settings, strategies, data, models.contract, tasks, runs.adversary, runs.domain,
+runs.feature_cache, runs.feature_store, runs.folding, runs.identity, runs.loaders, runs.optim, runs.prepare,
+runs.rundir.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset
 
 from tunelab.data.examples import Examples, Splits
 from tunelab.fileio import atomic_write_text
+from tunelab.models.contract import Backbone
 from tunelab.runs import domain
 from tunelab.runs.adversary import Adversary, make_adversary
 from tunelab.runs.feature_cache import build_cache, collate_features
@@ -85,8 +87,22 @@ def load_job(config: TrainConfig) -> Job:
     splits = Splits(splits.train, _in_length_order(splits.val, plan, task, config))  # validation and test only measure
     test = None if test is None else _in_length_order(test, plan, task, config)
     config = resolved(config, plan, task)  # every automatic setting worked out: what config.yaml records
+    set_attention_dropout(plan.backbone, config.attention_dropout)
     chosen = get_task(task).selecting(config.metric, splits.val, plan.backbone, config.max_length)  # before any epoch
     return Job(config, chosen, splits, plan, adversary, test, target, notes)
+
+
+def set_attention_dropout(backbone: Backbone, p: float | None) -> None:
+    """Give every attention-weight dropout of `backbone` probability `p` (None: keep the checkpoint's).
+
+    At 0, torch's scaled-dot-product attention takes its fused kernel in training too: on a CPU it has no
+    kernel for dropout on attention weights, so with it every layer materialises its attention matrices
+    (batch x heads x tokens x tokens, for the forward and again for the backward). Evaluation never drops.
+    """
+    if p is None:
+        return
+    for dropout in backbone.attention_dropouts:
+        dropout.p = p
 
 
 def _in_length_order(examples: Examples, plan: Plan, task: str, config: TrainConfig) -> Examples:
@@ -159,6 +175,8 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
             print(f"tunelab: warning: {_augmentation_off(config, backbone.modality, k)}", file=sys.stderr)
     if config.length_grouping and backbone.modality != "text" and accelerator.is_main_process:  # loaders.train_sampler
         print("tunelab: warning: length_grouping is not applied: images have no length to group by", file=sys.stderr)
+    if config.attention_dropout is not None and not backbone.attention_dropouts and accelerator.is_main_process:
+        print(f"tunelab: warning: attention_dropout is not applied: {backbone.name} has none", file=sys.stderr)
 
     def dataset(examples, train: bool) -> Dataset:
         policy = config.augmentation if augment and train else False  # a preset name: on, with its policy

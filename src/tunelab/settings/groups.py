@@ -131,6 +131,8 @@ class LoopSettings:
     """Image augmentation when on: standard (random crop and flip), or randaugment or trivialaugment on top."""
     length_grouping: bool | None = None
     """Text: batch texts of similar length (sorted within random mega-batches) to cut padding; unset = on for text."""
+    attention_dropout: float | None = setting(None, low=0, high=1)
+    """Text: dropout on attention weights in training; unset = 0, so torch's fused attention runs (checkpoints: 0.1)."""
     adversarial: str | None = setting(None, choices=("fgm", "pgd"))
     """Adversarial training on the word embeddings of a text model: fgm or pgd; none = off."""
     adv_epsilon: float = setting(1.0, low=0)

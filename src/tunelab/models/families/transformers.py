@@ -128,5 +128,7 @@ def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bo
         num_outputs=0,
         pretrained=pretrained,
         word_embeddings=net.embeddings.word_embeddings,
+        attention_dropouts=[layer.attention.self.dropout for layer in net.encoder.layer],
+        attention_dropout=float(config.attention_probs_dropout_prob),
         lookup_blocks=1,
     )
