@@ -37,11 +37,13 @@ import numpy as np
 
 from advice_cases import CASES, Case, prepare
 from bench_common import write_table
-from tunelab.advice.decide import Measurements, Thresholds, decide, holds, retrain_depths
+from tunelab.advice.decide import FITTED, Measurements, Thresholds, decide, holds, retrain_depths
 from tunelab.settings.fields import allowed_values
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SMALL_STRATEGIES = allowed_values(next(f for f in fields(Thresholds) if f.name == "small_strategy"))
+SMALL_STRATEGIES = tuple(
+    s for s in allowed_values(next(f for f in fields(Thresholds) if f.name == "small_strategy")) if s != "auto"
+)
 SEARCH_GRID = {
     "small_per_class": (20, 50, 100, 200, 400, 800),
     "transfer_drop": (0.0, 0.02, 0.03, 0.05, 0.08, 1.0),
@@ -113,8 +115,17 @@ def old_guide(measurements: Measurements) -> str:
     return f"retrain:{min(depths, key=lambda d: abs(d - k))}"
 
 
-def rules(thresholds: Thresholds) -> dict:
-    """Rule name -> function(measurements, case) -> strategy spec."""
+PerModality = dict[str, Thresholds]
+"""The advisor's thresholds for each modality ('image', 'text'), as `FITTED` holds them."""
+
+
+def shipped() -> PerModality:
+    """The thresholds `tunelab advise` uses when none is given: `FITTED`."""
+    return {modality: Thresholds().for_modality(modality) for modality in FITTED}
+
+
+def rules(thresholds: PerModality) -> dict:
+    """Rule name -> function(measurements, case) -> strategy spec; the advisor with the case's modality's thresholds."""
 
     def constant(kind: str):
         def pick(m: Measurements, case: Case) -> str:
@@ -125,7 +136,7 @@ def rules(thresholds: Thresholds) -> dict:
 
         return pick
 
-    named = {"advisor": lambda m, case: decide(m, thresholds).recommendation}
+    named = {"advisor": lambda m, case: decide(m, thresholds[m.profile.modality]).recommendation}
     for kind in ("none", "retrain (shallow K)", "retrain (deep K)", "full", "adapter", "lora"):
         named[f"always {kind}"] = constant(kind)
     named["size x similarity guide"] = lambda m, case: old_guide(m)
@@ -148,7 +159,7 @@ def half_of(found: list, half: str) -> list:
     return [item for item in found if item[0].half == half]
 
 
-def score(cases: list, thresholds: Thresholds, only: str | None = None) -> dict[str, dict]:
+def score(cases: list, thresholds: PerModality, only: str | None = None) -> dict[str, dict]:
     """Rule -> {hits, cases, regret (mean points), picks} over `cases` (`only`: that rule alone)."""
     table = {}
     for name, rule in rules(thresholds).items():
@@ -174,22 +185,27 @@ def best_constant(cases: list) -> str:
     """The constant strategy with the most hits on `cases` (then the least regret) among those `small_strategy`
     may be (strategies that train few weights; not retrain or full): the baseline the advice starts from."""
     allowed = set(SMALL_STRATEGIES)
-    table = score(cases, Thresholds())
+    table = score(cases, shipped())
     constants = {n: row for n, row in table.items() if n.startswith("always ") and n.removeprefix("always ") in allowed}
     return max(constants, key=lambda n: (constants[n]["hits"], -constants[n]["regret"])).removeprefix("always ")
 
 
-def fit(cases: list) -> Thresholds:
-    """The thresholds with the most hits on `cases` (then the least regret), small_strategy = their best constant."""
-    base = Thresholds(small_strategy=best_constant(cases))
-    best, best_key = base, None
-    for values in itertools.product(*SEARCH_GRID.values()):
-        t = replace(base, **dict(zip(SEARCH_GRID, values)))
-        row = score(cases, t, only="advisor")["advisor"]
-        key = (row["hits"], -row["regret"])
-        if best_key is None or key > best_key:
-            best, best_key = t, key
-    return best
+def fit(cases: list) -> PerModality:
+    """Per modality of `cases`: the thresholds with the most hits on that modality's cases (then the least
+    regret), small_strategy = their best constant. Each modality is fitted on its own cases only."""
+    fitted = {}
+    for modality in dict.fromkeys(m.profile.modality for _, _, m in cases):
+        own = [item for item in cases if item[2].profile.modality == modality]
+        base = Thresholds(small_strategy=best_constant(own))
+        best, best_key = base, None
+        for values in itertools.product(*SEARCH_GRID.values()):
+            t = replace(base, **dict(zip(SEARCH_GRID, values)))
+            row = score(own, {modality: t}, only="advisor")["advisor"]
+            key = (row["hits"], -row["regret"])
+            if best_key is None or key > best_key:
+                best, best_key = t, key
+        fitted[modality] = best
+    return fitted
 
 
 def leave_one_dataset_out(found: list) -> dict:
@@ -203,13 +219,14 @@ def leave_one_dataset_out(found: list) -> dict:
     for dataset in dict.fromkeys(case.dataset for case, _, _ in found):
         held = [item for item in found if item[0].dataset == dataset]
         rest = [item for item in found if item[0].dataset != dataset]
-        thresholds = fit(rest)
+        modality = held[0][2].profile.modality
+        thresholds = fit(rest)  # the held-out modality's from the other datasets of that modality alone
         constant = f"always {best_constant(rest)}"
         table = score(held, thresholds)
         for name, row in (("advisor", table["advisor"]), ("best constant of the other datasets", table[constant])):
             totals[name] += [row["picks"][case.name] for case, _, _ in held]
         folds.append(
-            {"dataset": dataset, "cases": len(held), "thresholds": asdict(thresholds), "constant": constant}
+            {"dataset": dataset, "cases": len(held), "thresholds": asdict(thresholds[modality]), "constant": constant}
             | {"advisor_hits": table["advisor"]["hits"], "constant_hits": table[constant]["hits"]}
         )
     rows = {
@@ -220,7 +237,7 @@ def leave_one_dataset_out(found: list) -> dict:
         }
         for name, picks in totals.items()
     }
-    everything = score(found, Thresholds())  # the constant rules need no fit: on every case as they are
+    everything = score(found, shipped())  # the constant rules need no fit: on every case as they are
     rows |= {name: row for name, row in everything.items() if name.startswith("always ")}
     return {"rules": rows, "folds": folds}
 
@@ -256,10 +273,10 @@ def cost(case: Case, out: Path) -> dict:
     return result
 
 
-def markdown(found: list, thresholds: Thresholds, tables: dict[str, dict], lodo: dict, costs: list[dict]) -> str:
+def markdown(found: list, thresholds: PerModality, tables: dict[str, dict], lodo: dict, costs: list[dict]) -> str:
     """The results as Markdown: per half (`tables`, from `score`), the rules' hit rates, then every case; then
     the leave-one-dataset-out scores (`lodo`) and the cost ratios."""
-    lines = [f"Thresholds: {asdict(thresholds)}", ""]
+    lines = [f"Thresholds, {modality}: {asdict(t)}" for modality, t in thresholds.items()] + [""]
     for half, table in tables.items():
         n = table["advisor"]["cases"]
         lines += [
@@ -327,14 +344,16 @@ def main() -> None:
             record = measure_case(case, out)
             print(f"{case.name}: measured in {record['wall_seconds']:.1f} s", flush=True)
     found = load(out)
-    thresholds = fit(half_of(found, "tuning")) if args.fit else Thresholds()
+    thresholds = fit(half_of(found, "tuning")) if args.fit else shipped()
     costs = [cost(c, out) for c in CASES if c.name in set(args.cost_cases.split(","))]
     tables = {half: score(half_of(found, half), thresholds) for half in ("tuning", "evaluation")}
     lodo = leave_one_dataset_out(found)
     write_table("advice_suite", markdown(found, thresholds, tables, lodo, costs), quick=False)  # .md and the README
     (RESULTS / "advice_suite.json").write_text(
         json.dumps(
-            {"thresholds": asdict(thresholds), "costs": costs, **tables, "leave_one_dataset_out": lodo}, indent=1
+            {"thresholds": {m: asdict(t) for m, t in thresholds.items()}, "costs": costs, **tables}
+            | {"leave_one_dataset_out": lodo},
+            indent=1,
         )
     )
 

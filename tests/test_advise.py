@@ -14,6 +14,7 @@ import tunelab.advice.measure as measure_module
 from train_fixtures import write_image_folder, write_text_tsv
 from tunelab.advice.api import advise
 from tunelab.advice.decide import (
+    FITTED,
     Budget,
     Evidence,
     Measurements,
@@ -315,6 +316,24 @@ def test_thresholds_move_the_boundaries():
         Thresholds(small_per_class=0)
     with pytest.raises(TunelabError, match="small_strategy"):
         Thresholds(small_strategy="full")
+
+
+def test_unset_thresholds_are_the_ones_fitted_for_the_data_s_modality():
+    image = measured(20, RISING, control=0.6)  # small, features transfer whole, probe gain 0.25
+    text = replace(image, task="text-classification", profile=replace(image.profile, modality="text"))
+    advised = {m: decide(x).to_dict()["evidence"]["thresholds"] for m, x in (("image", image), ("text", text))}
+    assert advised == FITTED  # the record says which set decided
+    assert decide(image).recommendation == "none"  # 0.25 >= images' 0.2: similar, a head on the features
+    assert decide(text).recommendation == "none"  # 0.25 >= text's 0.1
+    unlike = {"control": 0.8}  # a gain of 0.05: below both bars
+    assert decide(measured(20, RISING, **unlike)).recommendation == FITTED["image"]["small_strategy"] == "lora"
+    text_unlike = replace(text, evidence=measured(20, RISING, **unlike).evidence)
+    assert decide(text_unlike).recommendation == FITTED["text"]["small_strategy"] == "adapter"
+    assert decide(text_unlike, Thresholds(small_strategy="lora")).recommendation == "lora"  # a given value wins
+    given = Thresholds(small_per_class=10).for_modality("text")
+    assert given == Thresholds(**{**FITTED["text"], "small_per_class": 10})
+    assert Thresholds(small_strategy="none").for_modality("text").small_strategy == "none"  # the strategy, not unset
+    assert Thresholds().small_strategy == "auto" and Thresholds().for_modality("image") == Thresholds(**FITTED["image"])
 
 
 def test_a_budget_swaps_full_for_a_strategy_that_fits():

@@ -2,8 +2,9 @@
 
 The shared groups serve twice: data and model settings say what is measured, and every group reaches the
 `--verify` runs, which are an ordinary compare built from them. `ThresholdSettings` holds the decision
-guide's boundaries; `tunelab.advice.decide.Thresholds` takes its defaults from here, so they are written
-once. May import only `tunelab.settings.fields` and `tunelab.settings.groups`.
+guide's boundaries; unset, each takes the value fitted for the data's modality
+(`tunelab.advice.decide.FITTED`), since images and text disagree on them. May import only
+`tunelab.settings.fields` and `tunelab.settings.groups`.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from tunelab.settings.groups import (
 class ThresholdSettings:
     """Where the decision guide's boundaries lie (the reasons for each value: `tunelab.advice.decide`)."""
 
-    small_per_class: int = setting(200, low=1)
-    """Median examples per class below which the data counts as small (full fine-tuning is not advised)."""
-    similar_probe_gain: float = 0.2
-    """Probe accuracy gain of pretrained over random-init last-block features at or above which data is similar."""
-    transfer_drop: float = setting(1.0, low=0)
-    """Fall of the probe accuracy after its peak that advises retrain:K (1 = never; see `advice.decide`)."""
-    small_strategy: str = setting("lora", choices=("lora", "adapter", "none", "bitfit"))
-    """Strategy for small data whose features transfer up to the last block."""
+    small_per_class: int | None = setting(None, low=1)
+    """Median examples per class below which data is small (full is not advised); none = fitted for the modality."""
+    similar_probe_gain: float | None = None
+    """Probe gain of pretrained over random-init features at or above which data is similar; none = fitted."""
+    transfer_drop: float | None = setting(None, low=0)
+    """Fall of the probe accuracy after its peak that advises retrain:K (1 = never); none = fitted for the modality."""
+    small_strategy: str = setting("auto", choices=("auto", "lora", "adapter", "none", "bitfit"))
+    """Strategy for small data whose features transfer up to the last block; auto = fitted for the modality."""
 
 
 # Groups in reverse of the order their fields appear in --help (dataclasses collect the last base first).
