@@ -57,8 +57,8 @@ FITTED = {
 then least regret, over a grid; `small_strategy` is the modality's strongest constant rule there).
 
 Per modality because one set for both was pulled two ways: fitted on all datasets but one, the text cases
-made `adapter` the small-data strategy and it lost every case of the held-out image dataset digits (1/6,
-where `lora` wins all six). Fitted per modality, the advice scored leave-one-dataset-out went from 12/26
+made `adapter` the small-data strategy, which lost 5 of the 6 cases of the held-out image dataset digits
+(where `lora` wins all six). Fitted per modality, the advice scored leave-one-dataset-out went from 12/26
 to 18/26 cases (benchmarks/README.md). The values:
 - images, from Fashion-MNIST: `lora` for small data (below 200 per class; VTAB-1k, Zhai et al. 2019, calls
   1000 examples per task its low-data regime), `none` when the probe reads the pretrained features 20
