@@ -23,29 +23,24 @@ import tempfile
 from pathlib import Path
 
 from bench_common import (
-    bench_data,
     driver_parser,
     emit,
     interleaved,
     load_note,
     machine,
-    median,
-    paired_ratio,
     run_cases,
     run_worker,
     set_threads,
-    spread,
+    setting_table,
     write_table,
 )
 
 SIDES = ("dropout", "fused")
 STRATEGIES = ("full", "lora", "adapter")
-CHECKPOINT_DROPOUT = 0.1
-"""all-MiniLM-L6-v2's attention_probs_dropout_prob, what Trainer and a plain loop train with."""
 
 
 def worker(args) -> None:
-    from plain_loop import tunelab_run
+    from plain_loop import CHECKPOINT_ATTENTION, tunelab_run
 
     set_threads(args.threads)
     run = tunelab_run(
@@ -58,13 +53,13 @@ def worker(args) -> None:
         args.seed,
         False,
         max_length=int(args.max_length),
-        attention_dropout=CHECKPOINT_DROPOUT if args.side == "dropout" else 0.0,
+        attention_dropout=CHECKPOINT_ATTENTION["minilm-l6"] if args.side == "dropout" else 0.0,
     )
     emit(run)
 
 
 def main() -> None:
-    from text_peers import CORPORA, DOC_SIZES, MAX_LENGTH, conll_docs_data
+    from text_peers import CORPORA, MAX_LENGTH, corpus_data
 
     parser = driver_parser(
         __doc__,
@@ -82,12 +77,7 @@ def main() -> None:
         return worker(args)
 
     reps = 1 if args.quick else args.repetitions
-    folder = Path(tempfile.mkdtemp(prefix="bench-attention-"))
-    if args.corpus == "sst2":
-        data = bench_data(folder, args.quick)
-        train, dev, what = data.sst2_train, data.sst2_dev, data.sentences_what
-    else:
-        train, dev, what = conll_docs_data(folder / "conll-docs", DOC_SIZES[args.quick])
+    train, dev, what = corpus_data(args.corpus, Path(tempfile.mkdtemp(prefix="bench-attention-")), args.quick)
     max_length = MAX_LENGTH[args.corpus]
     strategies = args.strategies.split(",")
     load_before = os.getloadavg()[0]
@@ -103,26 +93,14 @@ def main() -> None:
 
     results = run_cases(measure, strategies)
     load_after = os.getloadavg()[0]
-    rows = []
-    for strategy, r in zip(strategies, results):
-        d, f = r["dropout"], r["fused"]
-        rows.append(
-            f"| {strategy} | {median(f, 'epoch_s') / median(d, 'epoch_s'):.2f} | {paired_ratio(f, d, 'epoch_s')} | "
-            f"{median(f, 'epoch_s'):.1f} | {median(d, 'epoch_s'):.1f} | {paired_ratio(f, d, 'total_s')} | "
-            f"{median(f, 'accuracy'):.3f} ({spread(f, 'accuracy')}) | {median(d, 'accuracy'):.3f} ({spread(d, 'accuracy')}) | "
-            f"{median(f, 'peak_mb'):.0f} | {median(d, 'peak_mb'):.0f} | {len(d)} |"
-        )
+    cases = [(strategy, r["fused"], r["dropout"]) for strategy, r in zip(strategies, results)]
     table = [
         f"MiniLM-L6 on {what}, max_length {max_length}, {args.epochs} epoch(s), batch {args.batch_size}, seeds "
         f"{args.seed}..{args.seed + reps - 1} (one per repetition, the same on both sides); medians of {reps} "
         f"interleaved repetitions, each in a fresh process. Machine: {machine(args.threads)}; "
         f"{load_note(load_before, load_after)}.",
         "",
-        "| strategy | epoch time ratio (0 / 0.1) | paired, median (min-max) | at 0 s/epoch | at 0.1 s/epoch "
-        "| end-to-end paired ratio | at 0 val acc (min-max) | at 0.1 val acc (min-max) | at 0 peak MB "
-        "| at 0.1 peak MB | reps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
+        *setting_table("at 0", "at 0.1", cases),
     ]
     write_table(f"attention_dropout_{args.corpus.replace('-', '_')}", "\n".join(table), args.quick)
 

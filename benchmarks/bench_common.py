@@ -111,6 +111,27 @@ def spread(results: list[dict], key: str) -> str:
     return f"{min(values):.3f}-{max(values):.3f}"
 
 
+def setting_table(new: str, old: str, rows: Sequence[tuple[str, list[dict], list[dict]]]) -> list[str]:
+    """The table of a tunelab setting measured against its other value, tunelab on both sides (the benchmarks
+    that decided a default: length_grouping.py, attention_dropout.py): per (case, new side's results, old
+    side's), the epoch time ratio and its paired ratios, both sides' s/epoch, the end-to-end paired ratio,
+    both sides' accuracy with its seed range and both peaks. `new` and `old` name the sides in the header."""
+    lines = [
+        f"| strategy | epoch time ratio ({new} / {old}) | paired, median (min-max) | {new} s/epoch | {old} s/epoch "
+        f"| end-to-end paired ratio | {new} val acc (min-max) | {old} val acc (min-max) | {new} peak MB "
+        f"| {old} peak MB | reps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, n, o in rows:
+        lines.append(
+            f"| {case} | {median(n, 'epoch_s') / median(o, 'epoch_s'):.2f} | {paired_ratio(n, o, 'epoch_s')} | "
+            f"{median(n, 'epoch_s'):.1f} | {median(o, 'epoch_s'):.1f} | {paired_ratio(n, o, 'total_s')} | "
+            f"{median(n, 'accuracy'):.3f} ({spread(n, 'accuracy')}) | {median(o, 'accuracy'):.3f} ({spread(o, 'accuracy')}) | "
+            f"{median(n, 'peak_mb'):.0f} | {median(o, 'peak_mb'):.0f} | {len(o)} |"
+        )
+    return lines
+
+
 def set_threads(threads: int) -> None:
     """The same intra-op thread count on every side."""
     import torch

@@ -24,12 +24,10 @@ from bench_common import (
     interleaved,
     load_note,
     machine,
-    median,
-    paired_ratio,
     run_cases,
     run_worker,
     set_threads,
-    spread,
+    setting_table,
     write_table,
 )
 
@@ -76,25 +74,13 @@ def main() -> None:
 
     results = run_cases(measure, strategies)
     load_after = os.getloadavg()[0]
-    rows = []
-    for strategy, r in zip(strategies, results):
-        p, g = r["plain"], r["grouped"]
-        rows.append(
-            f"| {strategy} | {median(g, 'epoch_s') / median(p, 'epoch_s'):.2f} | {paired_ratio(g, p, 'epoch_s')} | "
-            f"{median(g, 'epoch_s'):.1f} | {median(p, 'epoch_s'):.1f} | {paired_ratio(g, p, 'total_s')} | "
-            f"{median(g, 'accuracy'):.3f} ({spread(g, 'accuracy')}) | {median(p, 'accuracy'):.3f} ({spread(p, 'accuracy')}) | "
-            f"{median(g, 'peak_mb'):.0f} | {median(p, 'peak_mb'):.0f} | {len(p)} |"
-        )
+    cases = [(strategy, r["grouped"], r["plain"]) for strategy, r in zip(strategies, results)]
     table = [
         f"MiniLM-L6 on {data.sentences_what}, {args.epochs} epoch(s), batch {args.batch_size}, seeds {args.seed}.."
         f"{args.seed + reps - 1} (one per repetition, the same on both sides); medians of {reps} interleaved "
         f"repetitions, each in a fresh process. Machine: {machine(args.threads)}; {load_note(load_before, load_after)}.",
         "",
-        "| strategy | epoch time ratio (grouped / plain) | paired, median (min-max) | grouped s/epoch | plain s/epoch "
-        "| end-to-end paired ratio | grouped val acc (min-max) | plain val acc (min-max) | grouped peak MB "
-        "| plain peak MB | reps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
+        *setting_table("grouped", "plain", cases),
     ]
     write_table("length_grouping", "\n".join(table), args.quick)
 

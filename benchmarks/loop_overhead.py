@@ -36,15 +36,15 @@ SIDES = ("tunelab", "plain")
 
 
 def worker(args) -> None:
-    from plain_loop import PLAIN_ATTENTION, plain_loop, tunelab_run
+    from plain_loop import as_plain_loop, plain_loop, tunelab_run
 
     set_threads(args.threads)
     val = Path(args.val_data) if args.val_data else None
     run_args = (args.model, "full", Path(args.data), val, args.epochs, args.batch_size, args.seed)
     if args.side == "plain":
         emit(plain_loop(*run_args, augment=False))
-    else:  # the plain loop's batches and attention: this table measures the loop, not what those defaults save
-        emit(tunelab_run(*run_args, augment=False, length_grouping=False, **PLAIN_ATTENTION.get(args.model, {})))
+    else:  # this table measures the loop, not what the length-grouping and attention defaults save
+        emit(tunelab_run(*run_args, augment=False, **as_plain_loop(args.model)))
 
 
 def main() -> None:

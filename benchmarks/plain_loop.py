@@ -31,9 +31,16 @@ from tunelab.runs.optim import warmup_cosine
 from tunelab.runs.prepare import prepare
 from tunelab.settings import TrainConfig
 
-PLAIN_ATTENTION = {"minilm-l6": {"attention_dropout": 0.1}}
-"""The tunelab setting that gives a model the attention the plain loop trains it with (the checkpoint's own
-dropout on attention weights, 0.1; tunelab's default is 0): tables that measure the loop pass it."""
+CHECKPOINT_ATTENTION = {"minilm-l6": 0.1}
+"""Dropout on attention weights in the text checkpoints the plain loop trains (tunelab's default is 0)."""
+
+
+def as_plain_loop(model_name: str) -> dict:
+    """The tunelab settings under which a run trains what `plain_loop` trains: the plain shuffle (no length
+    grouping) and, for a text model, its checkpoint's attention dropout. Tables that measure the loop or the
+    cache against the plain loop pass them, so they price neither of those defaults."""
+    attention = CHECKPOINT_ATTENTION.get(model_name)
+    return {"length_grouping": False, **({} if attention is None else {"attention_dropout": attention})}
 
 
 def plain_loop(

@@ -38,7 +38,7 @@ LABELS = {"cache": "tunelab (boundary cache)", "no-cache": "tunelab --no-cache",
 
 
 def worker(args) -> None:
-    from plain_loop import PLAIN_ATTENTION, plain_loop, tunelab_run
+    from plain_loop import as_plain_loop, plain_loop, tunelab_run
 
     set_threads(args.threads)
     val = Path(args.val_data) if args.val_data else None
@@ -46,9 +46,8 @@ def worker(args) -> None:
     if args.side == "plain":
         emit(plain_loop(*run_args, augment=False))
     else:
-        # the plain loop's batches and attention: this table measures the cache, not what those defaults save
-        attention = PLAIN_ATTENTION.get(args.model, {})
-        emit(tunelab_run(*run_args, augment=False, cache=args.side == "cache", length_grouping=False, **attention))
+        # this table measures the cache, not what the length-grouping and attention defaults save
+        emit(tunelab_run(*run_args, augment=False, cache=args.side == "cache", **as_plain_loop(args.model)))
 
 
 def main() -> None:

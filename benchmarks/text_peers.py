@@ -270,6 +270,18 @@ def conll_docs_data(folder: Path, sizes: tuple[int, int]) -> tuple[Path, Path, s
     return write_tsv(folder / "train.tsv", train), write_tsv(folder / "dev.tsv", held_out), what
 
 
+def corpus_data(
+    corpus: str, folder: Path, quick: bool, doc_sizes: tuple[int, int] | None = None
+) -> tuple[Path, Path, str]:
+    """Training and evaluation TSVs of `corpus` (see CORPORA) under `folder`, and the sentence that describes
+    them; `doc_sizes` overrides DOC_SIZES for conll-docs."""
+    if corpus == "sst2":
+        data = bench_data(folder, quick)
+        what = data.sentences_what + " (training sentences shuffled with seed 0, the first dev sentences)"
+        return data.sst2_train, data.sst2_dev, what
+    return conll_docs_data(folder / "conll-docs", doc_sizes or DOC_SIZES[quick])
+
+
 # --- the driver ----------------------------------------------------------------------------------------------
 
 
@@ -293,14 +305,8 @@ def main() -> None:
         return worker(args)
 
     reps = 1 if args.quick else args.repetitions
-    folder = Path(tempfile.mkdtemp(prefix="bench-text-"))
-    if args.corpus == "sst2":
-        data = bench_data(folder, args.quick)
-        train, dev, what = data.sst2_train, data.sst2_dev, data.sentences_what
-        what += " (training sentences shuffled with seed 0, the first dev sentences)"
-    else:
-        sizes = tuple(int(n) for n in args.docs.split(",")) if args.docs else DOC_SIZES[args.quick]
-        train, dev, what = conll_docs_data(folder / "conll-docs", sizes)
+    sizes = tuple(int(n) for n in args.docs.split(",")) if args.docs else None
+    train, dev, what = corpus_data(args.corpus, Path(tempfile.mkdtemp(prefix="bench-text-")), args.quick, sizes)
     max_length = MAX_LENGTH[args.corpus]
     load_before = os.getloadavg()[0]
 
