@@ -292,9 +292,11 @@ def test_a_run_that_fits_on_no_ray_node_is_refused_before_anything_trains(ray_in
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_ray_tasks_and_each_run_keeps_its_last_epoch(small_images, tmp_path):
     """Ctrl-C in a compare that started its own local Ray instance: every task is cancelled the gentle way, its
-    child saves its epoch, and compare ends with the interruption's line and exit code 2."""
+    child saves its epoch, and compare ends with the interruption's line and exit code 2. Two strategies that train
+    the whole network, as in the local test: `none` trains on cached features and could finish its 200 epochs before
+    `full` has saved one."""
     out = tmp_path / "cmp"
-    argv = ["compare", "--model", "tiny-cnn", "--data", str(small_images), "--strategies", "none,full"]
+    argv = ["compare", "--model", "tiny-cnn", "--data", str(small_images), "--strategies", "full,scratch"]
     argv += ["--epochs", "200", "--batch-size", "2", "--patience", "1000", "--out", str(out), "--executor", "ray"]
     env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
@@ -305,7 +307,7 @@ def test_ctrl_c_cancels_the_ray_tasks_and_each_run_keeps_its_last_epoch(small_im
         env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # see test_bad_inputs: SIGINT may be ignored
     )
-    runs = [out / "runs" / "fraction-1" / name / "s0" for name in ("none", "full")]
+    runs = [out / "runs" / "fraction-1" / name / "s0" for name in ("full", "scratch")]
     deadline = time.monotonic() + 300
     while not all((run / "checkpoint" / "latest").is_file() for run in runs):
         assert proc.poll() is None and time.monotonic() < deadline, "compare ended before both runs checkpointed"
