@@ -6,7 +6,7 @@ one small pointer file (checkpoint/latest) atomically; older folders are removed
 any moment therefore leaves either the previous or the new checkpoint, never a mix, and a resume from it
 ends bit for bit like a run that was never interrupted.
 
-May import: fileio, runs.checkpoint_io, runs.rundir, runs.trained.
+May import: fileio, runs.checkpoint_io, runs.held_signals, runs.rundir, runs.trained.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from tunelab.fileio import atomic_write_text, save_json
 from tunelab.runs.checkpoint_io import load_optimizer, load_tensors, save_optimizer, save_tensors
+from tunelab.runs.held_signals import held_signals
 from tunelab.runs.run_files import read_state
 from tunelab.runs.rundir import CheckpointFiles, RunDir, remove
 from tunelab.runs.trained import load_trained, save_trained
@@ -116,8 +117,10 @@ class CheckpointSaver:
     def _commit(self, progress: Progress) -> None:
         """Write checkpoint/epoch-N/ completely, then point checkpoint/latest at it, then drop older ones.
 
-        A failure while the folder is written (a full disk) removes it again: what stays is the previous
-        commit, whole, and no partial epoch folder beside it.
+        A failure or a stop (a full disk, Ctrl-C, SIGTERM) before the commit removes the folder again: what
+        stays is the previous commit, whole, and no epoch folder beside it. The commit itself, pointing
+        latest at the folder and deleting the older one, runs with the stop signals held (`held_signals`), so
+        a stop lands before it or after it, never between its two steps.
         """
         run, files = self.run, self.run.epoch_checkpoint(progress.epoch)
         remove(run, files.path)  # a half-written folder of a killed earlier attempt
@@ -128,13 +131,22 @@ class CheckpointSaver:
             if self.beside is not None:
                 save_tensors(run.inside(files.path / BESIDE), self.beside.state_dict())
             save_json(run.inside(files.state), {**asdict(progress), "scheduler": self.scheduler.state_dict()})
+            with held_signals():
+                atomic_write_text(run.inside(run.latest), files.path.name)
+                for old in run.checkpoint.glob("epoch-*"):
+                    if old.name != files.path.name:
+                        remove(run, old)
         except BaseException:
-            remove(run, files.path, strict=False)
+            if not self._points_at(files.path.name):  # stopped before the commit: the folder is not an epoch yet
+                remove(run, files.path, strict=False)
             raise
-        atomic_write_text(run.inside(run.latest), files.path.name)
-        for old in run.checkpoint.glob("epoch-*"):
-            if old.name != files.path.name:
-                remove(run, old)
+
+    def _points_at(self, name: str) -> bool:
+        """Whether checkpoint/latest names the folder `name` (the commit happened)."""
+        try:
+            return self.run.latest.read_text().strip() == name
+        except OSError:
+            return False
 
     def restore(self, files: CheckpointFiles) -> Progress:
         """Load a committed checkpoint into the model, optimizer and scheduler; returns the loop's progress."""
