@@ -726,11 +726,13 @@ def _in_small_mount(tmp_path: Path, options: str, command: list[str]) -> subproc
 @pytest.mark.slow
 @needs_mount
 def test_a_really_full_disk_while_the_cache_spills_is_one_line_not_sigbus(tmp_path):
-    """The spill file is memory-mapped: on a full disk its pages would fault with SIGBUS and no message."""
+    """The spill file is memory-mapped: on a full disk its pages would fault with SIGBUS and no message.
+    `retrain:1` caches the first block's feature maps (`none` caches pooled vectors, which would fit)."""
     data = write_image_folder(tmp_path / "img")
     out = tmp_path / "disk" / "run"
-    train = [sys.executable, "-m", "tunelab", *image_train(data, out, "--cache-memory-mb", "0")]
-    done = _in_small_mount(tmp_path, "size=256k", train)  # room for the small run files, not the 2 MB cache
+    extra = ("--strategy", "retrain:1", "--cache-memory-mb", "0")
+    train = [sys.executable, "-m", "tunelab", *image_train(data, out, *extra)]
+    done = _in_small_mount(tmp_path, "size=256k", train)  # room for the small run files, not the cache
     assert done.stdout.strip().endswith("exit=2 []"), done.stdout + done.stderr[-2000:]  # the folder it made is gone
     errors = [line for line in done.stderr.split("\n") if line.startswith("tunelab: error: ")]
     assert len(errors) == 1, done.stderr[-2000:]

@@ -140,4 +140,25 @@ def classifier_head(num_features: int, num_outputs: int, dropout: float = 0.0) -
     linear = nn.Linear(num_features, num_outputs)
     nn.init.normal_(linear.weight, std=0.01)
     nn.init.zeros_(linear.bias)
-    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), linear)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), linear)
+    head.pool_layers = 2  # see head_pool
+    return head
+
+
+def head_pool(head: nn.Module) -> nn.Sequential | None:
+    """The head's leading pool, or None: its first `pool_layers` modules, which hold no parameters and reduce
+    the last block's output to one vector per example (global average pooling, masked mean over tokens).
+
+    A head that a family's `make_head` builds declares `pool_layers`; a task's own head (a tag per token,
+    entity-marker states) declares none and has no pool. Fed back as a 1x1 feature map or a one-token
+    sentence, a pooled vector pools to itself, so when every block is frozen the feature cache stores the
+    pooled vector instead of every position (`runs.feature_cache`): a MobileNetV2 image then takes 1280
+    floats instead of 1280x7x7, and a sentence one row instead of one per token.
+    """
+    count = getattr(head, "pool_layers", 0)
+    if not count:
+        return None
+    pool = nn.Sequential(*list(head)[:count])
+    if any(True for _ in pool.parameters()):
+        raise ValueError(f"a head's pool must hold no parameters: {pool}")
+    return pool

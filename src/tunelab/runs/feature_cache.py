@@ -5,8 +5,13 @@ output is a pure function of the input. `none` then costs a head per epoch rathe
 `retrain:K` costs only the blocks after K.
 
 Features are stored row-wise in one float32 array: an image feature map is one row, a sentence is one
-row per token (unpadded). The array lives in memory, or in a memory-mapped file once it would exceed the
-memory budget, so the cache never takes more RAM than the user allows.
+row per token (unpadded). When every block is frozen and the head starts with a pool (`head_pool`), the
+pooled vector is stored instead, as a 1x1 map or a one-token sentence that the head's pool passes through
+unchanged: the head trains on exactly what it would have computed, from a cache 49x smaller for a
+MobileNetV2 image and about 14x for an SST-2 sentence.
+
+The array lives in memory, or in a memory-mapped file once it would exceed the memory budget, so the cache
+never takes more RAM than the user allows.
 
 What the features depend on beyond the frozen weights (the image size and preprocessing, the tokenizer's
 max_length) needs no cache key here: this cache is computed by the process that trains, each time a run
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import send_to_device
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -127,8 +133,14 @@ def collate_features(items: list) -> tuple:
     return TokenState(hidden, mask), labels
 
 
-def _per_example(output) -> list[torch.Tensor]:
-    """Split a batch of prefix outputs into per-example row blocks (dropping text padding)."""
+def _per_example(output, pool: nn.Module | None) -> list[torch.Tensor]:
+    """Split a batch of prefix outputs into per-example row blocks (dropping text padding); with `pool`, each
+    example's pooled vector, shaped as one token (text) or a 1x1 map (images) so it pools to itself."""
+    if pool is not None:
+        pooled = pool(output)
+        if isinstance(output, TokenState):
+            return [p.unsqueeze(0) for p in pooled]
+        return [p.view(1, -1, 1, 1) for p in pooled]
     if isinstance(output, TokenState):
         return [h[m.bool()] for h, m in zip(output.hidden, output.mask)]
     return [o.unsqueeze(0) for o in output]
@@ -145,8 +157,10 @@ def build_cache(
     device: torch.device,
     desc: str,
     shared: Slot | None = None,
+    pool: nn.Module | None = None,
 ) -> CachedFeatures:
-    """Run blocks[:stop] over an ordered (unshuffled, unaugmented) loader once and keep the outputs.
+    """Run blocks[:stop] over an ordered (unshuffled, unaugmented) loader once and keep the outputs, or with
+    `pool` (every block frozen, `head_pool`) their pooled vectors.
 
     With `shared` (a slot of the store runs share, `runs.feature_store`): read them from there when another
     run has computed them, else compute them and add them there for the next run.
@@ -156,15 +170,16 @@ def build_cache(
         if not shared.quiet:
             print(f"{desc.replace('caching', 'reading cached')} from {shared.path}", file=sys.stderr)
         return CachedFeatures(FeatureStore(found.offsets, found.data), labels, text=found.data.ndim == 2)
-    cached = _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc)
+    cached = _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc, pool)
     if shared is not None:
         publish(shared, Stored(cached.store.offsets, cached.store.data))
     return cached
 
 
 @torch.no_grad()
-def _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc) -> CachedFeatures:
-    """The features computed here: blocks[:stop] in eval mode over the loader, in memory or spilled past the budget."""
+def _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc, pool) -> CachedFeatures:
+    """The features computed here: blocks[:stop] in eval mode over the loader (then `pool`, when given), in
+    memory or spilled past the budget."""
     frozen = model.blocks[:stop]
     was_training = [b.training for b in frozen]
     frozen.eval()
@@ -173,10 +188,10 @@ def _compute(model, stop, loader, labels, budget_mb, spill_path, device, desc) -
     index = 0
     for batch, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         batch = send_to_device(batch, device)
-        examples = _per_example(model(batch, stop=stop))
+        examples = _per_example(model(batch, stop=stop), pool)
         if store is None:
             text = examples[0].ndim == 2
-            lengths = _lengths(loader, examples) if text else [1] * len(labels)
+            lengths = _lengths(loader, examples) if text and pool is None else [1] * len(labels)
             store = FeatureStore.allocate(lengths, tuple(examples[0].shape[1:]), budget_mb, spill_path)
         for rows in examples:
             store.write(index, rows.float().cpu())

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from tunelab.data.examples import Examples
 from tunelab.models.contract import Backbone
@@ -93,9 +94,17 @@ class Stored:
 
 
 def slot_for(
-    config: TrainConfig, backbone: Backbone, stop: int, examples: Examples, dataset, device: torch.device, main: bool
+    config: TrainConfig,
+    backbone: Backbone,
+    stop: int,
+    examples: Examples,
+    dataset,
+    device: torch.device,
+    main: bool,
+    pool: nn.Module | None = None,
 ) -> Slot | None:
-    """The entry holding blocks[:stop]'s features of `examples` read through `dataset`; None without a store."""
+    """The entry holding blocks[:stop]'s features of `examples` read through `dataset` (pooled by `pool`, when
+    given); None without a store."""
     if config.feature_store is None:
         return None
     try:
@@ -111,6 +120,7 @@ def slot_for(
         "model": backbone.name,
         "model_class": type(backbone.model).__qualname__,
         "blocks": stop,
+        "pool": None if pool is None else repr(pool),
         "architecture": _sha(repr(backbone.model.blocks[:stop]).encode()),
         "weights": weights_fingerprint(backbone.model.blocks[:stop]),
         "input": input_fingerprint(backbone),

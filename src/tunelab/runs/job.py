@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from tunelab.data.examples import Examples, Splits
 from tunelab.fileio import atomic_write_text
-from tunelab.models.contract import Backbone
+from tunelab.models.contract import Backbone, head_pool
 from tunelab.runs import domain
 from tunelab.runs.adversary import Adversary, make_adversary
 from tunelab.runs.feature_cache import build_cache, collate_features
@@ -190,6 +190,7 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
         return Feed(train, val, collate, 0, augment, 0.0, None if target is None else dataset(target, True))
     started = time.perf_counter()
     prefix = folded_prefix(backbone.model, k)  # BatchNorms folded into their convolutions for this one pass
+    pool = head_pool(backbone.head) if k == len(backbone.blocks) else None  # all frozen: keep the pooled vector
     cached = []
     sets = (("train", job.splits.train), ("val", job.splits.val), *((("target", target),) if target else ()))
     for name, examples in sets:
@@ -203,8 +204,11 @@ def build_feed(job: Job, run: RunDir, accelerator: Accelerator) -> Feed:
                 config.cache_memory_mb / len(sets),
                 run.inside(run.cache / f"{name}-{accelerator.process_index}.npy"),  # never through a link
                 accelerator.device,
-                desc=f"caching {name} features (blocks 0-{k - 1})",
-                shared=slot_for(config, backbone, k, examples, plain, accelerator.device, accelerator.is_main_process),
+                desc=f"caching {name} features (blocks 0-{k - 1}{', pooled' if pool else ''})",
+                shared=slot_for(
+                    config, backbone, k, examples, plain, accelerator.device, accelerator.is_main_process, pool
+                ),
+                pool=pool,
             )
         )
     target_features = cached.pop() if target is not None else None  # through the same frozen prefix

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate.utils import send_to_device
 
-from tunelab.models.contract import TokenState
+from tunelab.models.contract import TokenState, head_pool
 from tunelab.runs.checkpoint_io import load_tensors
 from tunelab.runs.evaluate import predict_logits
 from tunelab.runs.feature_cache import build_cache, collate_features
@@ -155,6 +155,7 @@ class Recipe:
         sets = {"train": plain(job.splits.train), "val": plain(job.splits.val)}
         cached = config.cache and _cacheable(model, n, make_loader(sets["train"], 2, collate, 0), device)
         if cached:
+            pool = head_pool(model.head)  # the probe trains the head alone: every block is frozen
             budget = config.cache_memory_mb / 2 if feed.start == 0 else float("inf")  # spill names are the feed's
             sets = {
                 name: build_cache(
@@ -165,7 +166,8 @@ class Recipe:
                     budget,
                     run.inside(run.cache / f"{name}-{accelerator.process_index}.npy"),
                     device,
-                    desc=f"probe: caching {name} features (blocks 0-{n - 1})",
+                    desc=f"probe: caching {name} features (blocks 0-{n - 1}{', pooled' if pool else ''})",
+                    pool=pool,
                 )
                 for name, data in sets.items()
             }

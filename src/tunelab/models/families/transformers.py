@@ -86,11 +86,14 @@ class MeanPool(nn.Module):
 def text_classifier_head(num_features: int, num_outputs: int, dropout: float = 0.1) -> nn.Sequential:
     """Mean pooling, dropout, linear. With num_outputs == 0 the head returns the pooled sentence embedding."""
     if num_outputs == 0:
-        return nn.Sequential(MeanPool())
-    linear = nn.Linear(num_features, num_outputs)
-    nn.init.normal_(linear.weight, std=0.02)
-    nn.init.zeros_(linear.bias)
-    return nn.Sequential(MeanPool(), nn.Dropout(dropout), linear)
+        head = nn.Sequential(MeanPool())
+    else:
+        linear = nn.Linear(num_features, num_outputs)
+        nn.init.normal_(linear.weight, std=0.02)
+        nn.init.zeros_(linear.bias)
+        head = nn.Sequential(MeanPool(), nn.Dropout(dropout), linear)
+    head.pool_layers = 1  # see contract.head_pool
+    return head
 
 
 def from_transformers(net: PreTrainedModel, tokenizer, name: str, pretrained: bool = True) -> Backbone:
