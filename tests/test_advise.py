@@ -319,16 +319,19 @@ def test_thresholds_move_the_boundaries():
 
 
 def test_unset_thresholds_are_the_ones_fitted_for_the_data_s_modality():
-    image = measured(20, RISING, control=0.6)  # small, features transfer whole, probe gain 0.25
-    text = replace(image, task="text-classification", profile=replace(image.profile, modality="text"))
+    image = measured(20, RISING, control=0.6)  # small for images, features transfer whole, probe gain 0.25
+    small_text = measured(10, RISING, control=0.6)  # text is small below 20 per class
+    text = replace(small_text, task="text-classification", profile=replace(small_text.profile, modality="text"))
     advised = {m: decide(x).to_dict()["evidence"]["thresholds"] for m, x in (("image", image), ("text", text))}
     assert advised == FITTED  # the record says which set decided
     assert decide(image).recommendation == "none"  # 0.25 >= images' 0.2: similar, a head on the features
     assert decide(text).recommendation == "none"  # 0.25 >= text's 0.1
     unlike = {"control": 0.8}  # a gain of 0.05: below both bars
     assert decide(measured(20, RISING, **unlike)).recommendation == FITTED["image"]["small_strategy"] == "lora"
-    text_unlike = replace(text, evidence=measured(20, RISING, **unlike).evidence)
+    text_unlike = replace(text, evidence=measured(10, RISING, **unlike).evidence)
     assert decide(text_unlike).recommendation == FITTED["text"]["small_strategy"] == "adapter"
+    large_text = replace(text, profile=replace(measured(20).profile, modality="text"))
+    assert decide(large_text).recommendation == "full"  # 20 per class is enough to fine-tune a text encoder
     assert decide(text_unlike, Thresholds(small_strategy="lora")).recommendation == "lora"  # a given value wins
     given = Thresholds(small_per_class=10).for_modality("text")
     assert given == Thresholds(**{**FITTED["text"], "small_per_class": 10})

@@ -138,3 +138,26 @@ def test_probe_accuracy_reads_separable_features_and_stays_near_chance_on_noise(
     loud = rng.normal(size=(120, 50)) * 10
     loud[:, 0] = two + 0.05 * rng.normal(size=120)
     assert probe_accuracy(loud, two) > 0.9 > nearest_centroid_accuracy(loud, two)
+
+
+@pytest.mark.parametrize("examples, width", [(200, 30), (40, 120)])
+def test_probe_accuracy_is_the_ridge_solution_solved_directly_per_fold(examples, width):
+    """The eigendecomposition shortcut (either of X^T X or X X^T, whichever is smaller) scores what solving
+    (X^T X + p n I) w = X^T T for every fold and penalty scores."""
+    from tunelab.advice.transferability import PROBE_PENALTIES, _stratified_folds, probe_accuracy
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(examples) % 3
+    features = rng.normal(size=(examples, width)) + np.eye(3, width)[labels] * 0.8 + rng.normal(size=width) * 4
+    fold_of = _stratified_folds(labels, 5, 0)
+    correct = np.zeros(len(PROBE_PENALTIES))
+    for k in range(5):
+        train, test = fold_of != k, fold_of == k
+        mean, scale = features[train].mean(0), features[train].std(0) + 1e-8
+        x, x_test = (features[train] - mean) / scale, (features[test] - mean) / scale
+        targets = np.eye(3)[labels[train]]
+        offset = targets.mean(0)
+        for j, penalty in enumerate(PROBE_PENALTIES):
+            w = np.linalg.solve(x.T @ x + penalty * len(x) * np.eye(width), x.T @ (targets - offset))
+            correct[j] += np.sum(np.argmax(x_test @ w + offset, axis=1) == labels[test])
+    assert probe_accuracy(features, labels) == correct.max() / examples
