@@ -236,7 +236,8 @@ def test_decide_follows_the_table(per_class, curve, control, expected):
     assert (advice.recommendation, advice.runner_up) == expected
     parse_strategy(advice.recommendation), parse_strategy(advice.runner_up)
     reasons = advice.reasons
-    assert reasons[0].startswith("Small" if per_class < 100 else "Large") and f"{per_class:g} examples" in reasons[0]
+    assert reasons[0].startswith("Little data" if per_class < 100 else "Enough data")
+    assert f"{per_class:g} examples" in reasons[0]
     assert f"against {control:.1%}" in reasons[1]
     assert ("not similar" in reasons[1]) == (curve[-1] - control < 0.3)
     assert ("specialised" in reasons[2]) == (curve is FALLING)

@@ -289,8 +289,9 @@ def _rule(m: Measurements, t: Thresholds, budget: Budget) -> tuple[str, str, lis
     retrain = f"retrain:{k}" if len(curve) > 1 else "full"
     unit = p.unit
     reasons = [
-        f"{'Small' if small else 'Large'} data: a median of {p.per_class_median:g} {unit} per class "
-        f"({p.n:,} examples, {p.classes} classes), {'below' if small else 'at or above'} the "
+        f"{'Little data' if small else 'Enough data to fine-tune everything'}: a median of "
+        f"{p.per_class_median:g} {unit} per class ({p.n:,} examples, {p.classes} classes), "
+        f"{'below' if small else 'at or above'} the "
         f"{t.small_per_class} per class from which fine-tuning everything is advised.",
         f"A linear probe on the pretrained last-block features reaches {curve[-1]:.1%} ({e.rows:,} {unit}, "
         f"5-fold), against {e.probe_control:.1%} on the same architecture with random weights (a gain of "
