@@ -25,13 +25,12 @@ from pathlib import Path
 from bench_common import (
     driver_parser,
     emit,
-    interleaved,
     load_note,
     machine,
     run_cases,
-    run_worker,
     set_threads,
     setting_table,
+    strategy_sides,
     write_table,
 )
 
@@ -82,16 +81,9 @@ def main() -> None:
     strategies = args.strategies.split(",")
     load_before = os.getloadavg()[0]
 
-    def measure(strategy: str) -> dict[str, list[dict]]:
-        def one(side: str, rep: int) -> dict:
-            fields = ["--strategy", strategy, "--data", str(train), "--val-data", str(dev)]
-            fields += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-            fields += ["--threads", str(args.threads), "--seed", str(args.seed + rep), "--max-length", str(max_length)]
-            return run_worker(__file__, side, fields, f"{strategy} ")
-
-        return interleaved(SIDES, reps, one, f"{strategy} ")
-
-    results = run_cases(measure, strategies)
+    fields = ["--data", str(train), "--val-data", str(dev), "--epochs", str(args.epochs)]
+    fields += ["--batch-size", str(args.batch_size), "--threads", str(args.threads), "--max-length", str(max_length)]
+    results = run_cases(lambda strategy: strategy_sides(__file__, SIDES, reps, strategy, fields, args.seed), strategies)
     load_after = os.getloadavg()[0]
     cases = [(strategy, r["fused"], r["dropout"]) for strategy, r in zip(strategies, results)]
     table = [

@@ -85,6 +85,19 @@ def interleaved(
     return results
 
 
+def strategy_sides(
+    script: str, sides: Sequence[str], repetitions: int, strategy: str, fields: Sequence[str], seed: int = 0
+) -> dict[str, list[dict]]:
+    """One strategy on every side, `interleaved`: each run a fresh `script --side` worker given `fields`,
+    `--strategy strategy` and `--seed seed + repetition` (one seed per repetition, the same on every side)."""
+
+    def one(side: str, rep: int) -> dict:
+        args = ["--strategy", strategy, *fields, "--seed", str(seed + rep)]
+        return run_worker(script, side, args, f"{strategy} ")
+
+    return interleaved(sides, repetitions, one, f"{strategy} ")
+
+
 def run_cases(function: Callable, cases: Sequence) -> list:
     """function(case) for every case, one after another, results in order.
 

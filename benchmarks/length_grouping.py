@@ -21,13 +21,12 @@ from bench_common import (
     bench_data,
     driver_parser,
     emit,
-    interleaved,
     load_note,
     machine,
     run_cases,
-    run_worker,
     set_threads,
     setting_table,
+    strategy_sides,
     write_table,
 )
 
@@ -63,16 +62,9 @@ def main() -> None:
     strategies = args.strategies.split(",")
     load_before = os.getloadavg()[0]
 
-    def measure(strategy: str) -> dict[str, list[dict]]:
-        def one(side: str, rep: int) -> dict:
-            fields = ["--strategy", strategy, "--data", str(data.sst2_train), "--val-data", str(data.sst2_dev)]
-            fields += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-            fields += ["--threads", str(args.threads), "--seed", str(args.seed + rep)]
-            return run_worker(__file__, side, fields, f"{strategy} ")
-
-        return interleaved(SIDES, reps, one, f"{strategy} ")
-
-    results = run_cases(measure, strategies)
+    fields = ["--data", str(data.sst2_train), "--val-data", str(data.sst2_dev), "--epochs", str(args.epochs)]
+    fields += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    results = run_cases(lambda strategy: strategy_sides(__file__, SIDES, reps, strategy, fields, args.seed), strategies)
     load_after = os.getloadavg()[0]
     cases = [(strategy, r["grouped"], r["plain"]) for strategy, r in zip(strategies, results)]
     table = [

@@ -46,7 +46,6 @@ from bench_common import (
     complete_repetitions,
     driver_parser,
     emit,
-    interleaved,
     load_note,
     loads_in_log,
     machine,
@@ -54,9 +53,9 @@ from bench_common import (
     paired_ratio,
     results_from_log,
     run_cases,
-    run_worker,
     set_threads,
     spread,
+    strategy_sides,
     write_table,
 )
 
@@ -310,18 +309,11 @@ def main() -> None:
     max_length = MAX_LENGTH[args.corpus]
     load_before = os.getloadavg()[0]
 
+    fields = ["--data", str(train), "--val-data", str(dev), "--epochs", str(args.epochs)]
+    fields += ["--batch-size", str(args.batch_size), "--threads", str(args.threads), "--max-length", str(max_length)]
+
     def measure(strategy: str) -> dict[str, list[dict]]:
-        common = [
-            *("--strategy", strategy, "--data", str(train), "--val-data", str(dev)),
-            *("--epochs", str(args.epochs), "--batch-size", str(args.batch_size)),
-            *("--threads", str(args.threads), "--max-length", str(max_length)),
-        ]
-        return interleaved(
-            SIDES,
-            reps,
-            lambda side, rep: run_worker(__file__, side, [*common, "--seed", str(rep)], f"{strategy} "),
-            f"{strategy} ",
-        )
+        return strategy_sides(__file__, SIDES, reps, strategy, fields)  # seeds 0..reps-1
 
     def row(strategy: str, results: dict[str, list[dict]]) -> str:
         t, h = results["tunelab"], results["trainer"]
