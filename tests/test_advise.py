@@ -249,6 +249,26 @@ def test_scratch_is_named_when_pretrained_features_are_no_better_than_random_one
     assert not any("scratch" in r for r in decide(measured(500, RISING)).reasons)
 
 
+def test_the_gain_compares_both_models_on_the_control_s_examples():
+    """With the control on a part of the sample, the whole-sample probe (more rows, higher accuracy) would
+    flatter the gain; the pretrained probe on the control's own rows is what it is compared with."""
+    part = measured(20, RISING, control=0.5, control_size=40, probe_pretrained=0.6)
+    advice = decide(part, RULE)
+    assert advice.recommendation == "lora"  # a gain of 0.10, not the 0.35 of 0.85 against 0.5
+    assert "on 40 of them it reaches 60.0%, against 50.0%" in advice.reasons[1] and "+10.0 points" in advice.reasons[1]
+    assert decide(measured(20, RISING, control=0.5), RULE).recommendation == "none"  # older measurements: same rows
+    assert "of them it reaches" not in decide(measured(20, RISING, control=0.5), RULE).reasons[1]
+
+
+def test_named_entity_sentences_are_drawn_until_their_words_are_enough():
+    tags = [[0] * 10 for _ in range(1000)]
+    index = measure_module._sentences(tags, 500, seed=0)
+    words = measure_module.MAX_ROWS * measure_module.ROW_MARGIN
+    assert len(index) == int(words) // 10 and index == sorted(set(index))  # 2,500 words: 250 of the 500 sentences
+    assert len(measure_module._sentences(tags, 100, seed=0)) == 100  # fewer sentences allowed: all of them
+    assert len(measure_module._sentences(tags[:7], 500, seed=0)) == 7
+
+
 def test_decide_reports_the_measurements_and_its_inputs_in_the_record():
     m = measured(20, FALLING)
     advice = decide(m, replace(RULE, transfer_drop=0.1), Budget(params=10**9))
@@ -415,7 +435,7 @@ def test_advise_end_to_end_returns_a_valid_strategy_with_its_evidence(model, kin
     assert e["sample_size"] <= 20 and e["control_size"] == 8 and e["n"] == len(examples_for(kind, images, text))
     assert len(e["logme_per_block"]) == len(e["block_names"]) and all(np.isfinite(e["logme_per_block"]))
     assert len(e["probe_per_block"]) == len(e["block_names"]) and all(0 <= a <= 1 for a in e["probe_per_block"])
-    assert 0 <= e["probe_control"] <= 1 and e["rows"] == e["sample_size"]
+    assert 0 <= e["probe_control"] <= 1 and 0 <= e["probe_pretrained"] <= 1 and e["rows"] == e["sample_size"]
     assert {"none", "full", "adapter", "scratch"} <= set(e["trainable_params"]) and e["seconds"] > 0
     assert json.loads(json.dumps(result.to_dict()))["recommendation"] == result.recommendation
     assert result.format().startswith(f"recommendation: {result.recommendation}")
@@ -492,6 +512,12 @@ def test_bad_input_is_a_one_line_error(tmp_path, text, monkeypatch):
     monkeypatch.setattr(measure_module, "load_backbone", broken)
     with pytest.raises(TunelabError, match="cannot extract features from tiny-bert"):
         advise("tiny-bert", str(text), progress=False)
+
+
+def test_samples_smaller_than_four_a_class_are_raised_to_it(images):
+    result = advise("tiny-cnn", str(images), max_examples=2, control_examples=2, progress=False)
+    classes = result.evidence["classes"]
+    assert result.evidence["sample_size"] >= 4 * classes and result.evidence["control_size"] >= 4 * classes
 
 
 def test_the_measured_line_says_what_the_sample_was_drawn_from():

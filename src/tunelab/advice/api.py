@@ -21,7 +21,7 @@ def advise(
     thresholds: Thresholds | None = None,
     seed: int = AdviseConfig.seed,
     *,
-    control_examples: int | None = None,
+    control_examples: int = AdviseConfig.control_examples,
     batch_size: int = AdviseConfig.batch_size,
     max_length: int | None = None,
     text_column: str | None = None,
@@ -33,9 +33,9 @@ def advise(
 
     The profile counts the data to be trained on (with `val_data`, the training data only); features
     are computed on train and validation pooled: the pretrained model's on a stratified sample of at
-    most `max_examples`, the random-init control's on the same sample, or on a stratified
-    `control_examples` of it to save time (a smaller sample shrinks the LogME gain, see `Thresholds`).
-    Cost: one pretrained and one control forward pass over the sample. The budget is checked before
+    most `max_examples`, the random-init control's on a stratified `control_examples` of it (every
+    pretrained-vs-random number compares the two on those same examples).
+    Cost: a pretrained forward pass over the sample and a control one over its part. The budget is checked before
     anything is measured, so a wrong value fails in a second. `thresholds` None means the defaults.
     """
     budget = Budget(budget_params, budget_memory_mb)

@@ -29,6 +29,7 @@ def run_advise(config: AdviseConfig) -> dict:
             val_data=config.val_data,
             task=config.task,
             max_examples=config.max_examples,
+            control_examples=config.control_examples,
             budget_params=config.budget_params,
             budget_memory_mb=config.budget_memory_mb,
             thresholds=thresholds,

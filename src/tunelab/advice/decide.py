@@ -144,7 +144,10 @@ class Evidence:
     probe_per_block: list[float] = field(default_factory=list)
     """Cross-validated linear-probe accuracy on the pretrained features after each block."""
     probe_control: float | None = None
-    """The same probe on the random-init control's last-block features."""
+    """The same probe on the random-init control's last-block features (on the control's examples)."""
+    probe_pretrained: float | None = None
+    """The pretrained last-block probe on the control's examples, what `probe_control` is compared with
+    (None in measurements from before the control ran on a part of the sample: they were the same rows)."""
     rows: int = 0
     """Feature rows measured: the sampled examples, or their tagged words for token classification."""
 
@@ -283,7 +286,8 @@ def _rule(m: Measurements, t: Thresholds, budget: Budget) -> tuple[str, str, lis
         raise TunelabError("these measurements have no per-block probe accuracies; measure again with this version")
     curve = e.probe_per_block
     small = p.per_class_median < t.small_per_class
-    gain = curve[-1] - e.probe_control
+    pretrained = curve[-1] if e.probe_pretrained is None else e.probe_pretrained
+    gain = pretrained - e.probe_control
     similar = gain >= t.similar_probe_gain
     k, peak, specialised = transfer_depth(curve, t.transfer_drop) if len(curve) > 1 else (0, 0, False)
     retrain = f"retrain:{k}" if len(curve) > 1 else "full"
@@ -294,7 +298,9 @@ def _rule(m: Measurements, t: Thresholds, budget: Budget) -> tuple[str, str, lis
         f"{'below' if small else 'at or above'} the "
         f"{t.small_per_class} per class from which fine-tuning everything is advised.",
         f"A linear probe on the pretrained last-block features reaches {curve[-1]:.1%} ({e.rows:,} {unit}, "
-        f"5-fold), against {e.probe_control:.1%} on the same architecture with random weights (a gain of "
+        "5-fold)"
+        + ("" if e.control_size >= e.rows else f"; on {e.control_size:,} of them it reaches {pretrained:.1%}")
+        + f", against {e.probe_control:.1%} on the same architecture with random weights (a gain of "
         f"{100 * gain:+.1f} points; {'similar to the source' if similar else 'not similar enough to use as they are'}"
         f" at the bar of {100 * t.similar_probe_gain:+.0f}); the largest class is {e.chance_accuracy:.1%}.",
         f"The probe peaks after block {peak} ({e.block_names[peak]}, {curve[peak]:.1%}) and ends at "

@@ -1,9 +1,10 @@
 """Everything advise measures: the data's profile, frozen features, LogME per block, the random-init control.
 
 This is the half of advise that touches models and data; `tunelab.advice.decide` is the rule applied to
-what it returns (`Measurements`). The cost is one forward pass per model over at most `max_examples`
-examples, about one epoch of fine-tuning (MobileNetV2 on 398 hymenoptera images: 113 s, against 707 s
-for a 5-epoch `full` run on the same busy CPU).
+what it returns (`Measurements`). The cost is one forward pass of the pretrained model over a sample of
+`max_examples` (400) and one of the random-init control over `control_examples` (200) of them: sized so
+that advice costs at most a quarter of one 3-epoch `full` run of 1000 examples (benchmarks/README.md,
+advisor section; at 1000 and 1000, SST-2's advice took 0.36 of it, mostly the forward passes).
 
 No list of strategies or tasks is written here: the candidates whose sizes are measured (for budgets)
 are the registered strategies (`tunelab.strategies.REGISTRY`), each at its defaults except retrain, which
@@ -44,8 +45,12 @@ VAL_FRACTION = 0.2
 
 TOKEN_TASK = "token-classification"
 """The one task measured per word rather than per example (`runs.features.extract_token_rows`)."""
-MAX_ROWS = 4000
-"""Tagged words the token-classification measurements use at most (a stratified sample of the rows)."""
+MAX_ROWS = 2000
+"""Tagged words the token-classification measurements use at most (a stratified sample of the rows).
+Sentences are sampled only until their words reach this with a margin (`ROW_MARGIN`), not `max_examples`
+of them: on CoNLL-2003 the 1000 sentences held 14,000 words, and reading them all was most of the cost."""
+ROW_MARGIN = 1.25
+"""Words sampled per word kept: room for the words `max_length` cuts off and for the stratification."""
 
 
 def supported_tasks() -> tuple[str, ...]:
@@ -61,7 +66,7 @@ def measure(
     max_examples: int = AdviseConfig.max_examples,
     seed: int = AdviseConfig.seed,
     *,
-    control_examples: int | None = None,
+    control_examples: int = AdviseConfig.control_examples,
     batch_size: int = AdviseConfig.batch_size,
     max_length: int | None = None,
     text_column: str | None = None,
@@ -76,6 +81,9 @@ def measure(
     `size_candidates` counts every candidate's trainable parameters and memory (what a budget is checked
     against): a fifth of the measurement's time, so `advise` skips it when no budget is given.
     Retrain's K is chosen by `decide` among the depths `retrain_depths` lists, so every one of them is sized.
+    Both sample sizes are raised to 4 examples a class where they are smaller, so a probe has some of each
+    class in every fold. For token classification the sample is sentences, until their words reach
+    MAX_ROWS (with `ROW_MARGIN`), and the control runs on all of them.
     """
     started = time.perf_counter()
     task = infer_task(data, task)
@@ -86,23 +94,23 @@ def measure(
     pool = Examples(train.inputs + val.inputs, train.labels + val.labels, train.classes, train.source)
     _check_data(pool, task)
     num_classes = len(pool.classes)
-    for name, value in (("max_examples", max_examples), ("control_examples", control_examples)):
-        if task != TOKEN_TASK and value is not None and value < 4 * num_classes:
-            raise TunelabError(f"{name}={value} is too few for {num_classes} classes; use {4 * num_classes} or more")
     # Small or large is about what the strategy will be fitted on: with separate val data, the training
     # data alone (the validation set only measures); without, all of it (the user's own split comes later).
     data_profile = profile(train if val_data is not None else pool, seed=seed)
     loader_args = (batch_size, max_length, progress)
     models = _models(model, task, image_size, seed)
     if task == TOKEN_TASK:
-        index = sorted(np.random.default_rng(seed).permutation(len(pool))[:max_examples].tolist())
+        index = _sentences(pool.labels, max_examples, seed)
         rows = _token_rows(models, pool.subset(index), loader_args, seed)
     else:
-        index = stratified_sample(pool.labels, max_examples, seed)
-        rows = _features(models, pool.subset(index), control_examples, loader_args, seed)
+        floor = 4 * num_classes
+        index = stratified_sample(pool.labels, max(max_examples, floor), seed)
+        rows = _features(models, pool.subset(index), max(control_examples, floor), loader_args, seed)
     per_block, labels, control, both = rows.per_block, rows.labels, rows.control, rows.both
 
     pretrained, common = per_block[-1][both], labels[both]
+    probe_per_block = [probe_accuracy(f, labels, seed=seed) for f in per_block]
+    on_all_rows = len(both) == len(labels)
     halves = _halves(common, seed)
     gains = [logme(pretrained[h], common[h], num_classes) - logme(control[h], common[h], num_classes) for h in halves]
     shift = halves_shift = None
@@ -129,8 +137,9 @@ def measure(
         memory_mb=memory,
         train_val_shift=shift,
         train_halves_shift=halves_shift,
-        probe_per_block=[probe_accuracy(f, labels, seed=seed) for f in per_block],
+        probe_per_block=probe_per_block,
         probe_control=probe_accuracy(control, common, seed=seed),
+        probe_pretrained=probe_per_block[-1] if on_all_rows else probe_accuracy(pretrained, common, seed=seed),
         rows=len(labels),
     )
     return Measurements(
@@ -185,6 +194,15 @@ def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return first, ~first
 
 
+def _sentences(tags: list[list[int]], max_sentences: int, seed: int) -> list[int]:
+    """Sorted indices of randomly drawn sentences, until their words reach MAX_ROWS * ROW_MARGIN (or
+    `max_sentences` are drawn): as many as the measurement keeps, not every sentence of the sample."""
+    order = np.random.default_rng(seed).permutation(len(tags))[:max_sentences]
+    words = np.cumsum([len(tags[i]) for i in order])
+    enough = int(np.searchsorted(words, MAX_ROWS * ROW_MARGIN)) + 1
+    return sorted(order[:enough].tolist())
+
+
 def _models(model: str, task: str, image_size: int | None, seed: int):
     """The pretrained backbone and its random-init control (the same architecture, seeded), at `image_size`."""
     pretrained = sized(load_backbone(model, pretrained=True), image_size)
@@ -195,15 +213,15 @@ def _models(model: str, task: str, image_size: int | None, seed: int):
     return pretrained, control
 
 
-def _features(models: tuple, sample: Examples, control_examples: int | None, loader_args: tuple, seed: int) -> _Rows:
+def _features(models: tuple, sample: Examples, control_examples: int, loader_args: tuple, seed: int) -> _Rows:
     """Pretrained features at every block on the sample, and the random-init control's last block on a part.
 
-    The control can run on a stratified `control_examples` part of the sample only (None: all of it),
-    to save time; that part is read once for both models.
+    The control runs on a stratified `control_examples` part of the sample only (all of it when the
+    sample is no larger), to save time; that part is read once for both models.
     """
     pretrained, control = models
     blocks = list(range(len(pretrained.blocks)))
-    both = stratified_sample(sample.labels, control_examples or len(sample), seed)
+    both = stratified_sample(sample.labels, control_examples, seed)
     rest = sorted(set(range(len(sample))) - set(both))
     started = time.perf_counter()
     shared, controlled = extract_many([(pretrained, blocks), (control, None)], sample.subset(both), *loader_args)

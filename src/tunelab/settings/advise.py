@@ -43,8 +43,10 @@ class AdviseConfig(
 ):
     """Everything `tunelab advise` needs; the training groups apply to the --verify runs."""
 
-    max_examples: int = setting(1000, low=1)
-    """Measure on a stratified sample of at most this many examples."""
+    max_examples: int = setting(400, low=1)
+    """Measure on a stratified sample of at most this many examples (at least 4 a class; sentences for NER)."""
+    control_examples: int = setting(200, low=1)
+    """The random-init control runs on a stratified part of the sample this big (at least 4 a class)."""
     budget_params: int | None = setting(None, low=1)
     """Most trainable parameters you can afford; strategies over it are replaced by cheaper ones."""
     budget_memory_mb: float | None = None
