@@ -21,6 +21,15 @@ from tunelab.runs.rundir import RunDir
 needs_posix_signals = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here, as in a terminal, whatever the test process inherited: a shell
+    starts background jobs with SIGINT ignored, and Python then leaves it ignored (CI run with `&`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _saver(tmp_path) -> CheckpointSaver:
     model = nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -35,7 +44,7 @@ def _epoch_folders(saver: CheckpointSaver) -> list[str]:
 
 
 @needs_posix_signals
-def test_a_signal_inside_the_block_is_delivered_when_it_ends():
+def test_a_signal_inside_the_block_is_delivered_when_it_ends(ctrl_c_raises):
     reached = []
     with pytest.raises(KeyboardInterrupt):
         with held_signals():
@@ -46,7 +55,9 @@ def test_a_signal_inside_the_block_is_delivered_when_it_ends():
 
 
 @needs_posix_signals
-def test_ctrl_c_between_pointing_latest_and_deleting_the_old_folder_still_completes_the_commit(tmp_path, monkeypatch):
+def test_ctrl_c_between_pointing_latest_and_deleting_the_old_folder_still_completes_the_commit(
+    tmp_path, monkeypatch, ctrl_c_raises
+):
     saver = _saver(tmp_path)
     saver.save_epoch(Progress(epoch=1), improved=True)
     write = checkpoints.atomic_write_text
