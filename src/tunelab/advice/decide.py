@@ -59,7 +59,8 @@ then least regret, over a grid; `small_strategy` is the modality's strongest con
 Per modality because one set for both was pulled two ways: fitted on all datasets but one, the text cases
 made `adapter` the small-data strategy, which lost 5 of the 6 cases of the held-out image dataset digits
 (where `lora` wins all six). Fitted per modality, the advice scored leave-one-dataset-out went from 12/26
-to 18/26 cases, and with the text step budget below to 22/26 (benchmarks/README.md). The values:
+to 18/26 cases, and with the text step budget below to 22/26 (23/28 with the two 3000-example text cases
+added since; benchmarks/README.md). The values:
 - images, from Fashion-MNIST: `lora` for small data (below 200 per class; VTAB-1k, Zhai et al. 2019, calls
   1000 examples per task its low-data regime), `none` when the probe reads the pretrained features 20
   points better than random ones of the same architecture, `retrain:K` never (`transfer_drop` 1.0).
