@@ -44,7 +44,8 @@ class AdviseConfig(
     """Everything `tunelab advise` needs; the training groups apply to the --verify runs."""
 
     max_examples: int = setting(400, low=1)
-    """Measure on a stratified sample of at most this many examples (at least 4 a class; sentences for NER)."""
+    """Measure on a stratified sample of at most this many examples (at least 4 a class). NER: sentences, drawn
+    only until they hold 2,500 words, of which 2,000 tagged words are kept."""
     control_examples: int = setting(200, low=1)
     """The random-init control runs on a stratified part of the sample this big (at least 4 a class)."""
     budget_params: int | None = setting(None, low=1)
